@@ -1,0 +1,44 @@
+"""Most-popular baseline: every user gets the items ranked by training-interaction count.
+
+It goes through the same split, seen-item masking, top-K and metric code as CLLM4Rec: the scores
+are a one-column "item table" of counts scored against a hidden state of ones.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.eval.evaluate import evaluate_ranking
+from cllm4rec_dist.eval.targets import eval_targets
+from cllm4rec_dist.model.heads import DenseItemScorer
+from cllm4rec_dist.model.tables import DenseTable
+
+
+def train_item_counts(data_dir: str, num_items: int) -> np.ndarray:
+    """[I] number of users with each item in their training split (one pass, single process)."""
+    counts = np.zeros(num_items, dtype=np.int64)
+    for row in iter_rows(data_dir, "recommendation", rank=0, world_size=1, shuffle=False):
+        np.add.at(counts, np.asarray(row["train"], dtype=np.int64), 1)
+    return counts
+
+
+def popularity_scorer(counts: np.ndarray) -> DenseItemScorer:
+    table = DenseTable(len(counts), 1)
+    with torch.no_grad():
+        table.weight.copy_(torch.from_numpy(counts.astype(np.float32)).unsqueeze(1))
+    return DenseItemScorer(table)
+
+
+def evaluate_popularity(data_dir: str, manifest: Any, split: str, ks: list[int],
+                        batch_size: int = 256) -> dict[str, float]:
+    scorer = popularity_scorer(train_item_counts(data_dir, manifest.num_items))
+    return evaluate_ranking(
+        data_dir, manifest, split, ks, batch_size,
+        collate_eval=eval_targets,
+        user_vectors=lambda batch: torch.ones(batch.users.shape[0], 1),
+        scorer=scorer,
+    )

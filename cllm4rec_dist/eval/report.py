@@ -1,0 +1,50 @@
+"""Print test metrics of CLLM4Rec beside baselines as a table; exit 1 if CLLM4Rec loses.
+
+    python -m cllm4rec_dist.eval.report --model run/metrics.json --baseline pop.json [...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+COLUMNS = ("recall@20", "recall@40", "ndcg@100")
+
+
+def table(rows: dict[str, dict[str, float]]) -> str:
+    width = max(len(name) for name in rows) + 2
+    lines = [f"{'model':<{width}}" + "".join(f"{c:>12}" for c in COLUMNS) + f"{'users':>8}"]
+    for name, metrics in rows.items():
+        cells = "".join(f"{metrics.get(c, float('nan')):>12.4f}" for c in COLUMNS)
+        lines.append(f"{name:<{width}}{cells}{int(metrics.get('users', 0)):>8}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--model", required=True, help="metrics.json of a finetune/evaluate run")
+    parser.add_argument("--baseline", action="append", default=[], help="baseline JSON files")
+    parser.add_argument("--split", default="test")
+    parser.add_argument("--must-beat", default="recall@20",
+                        help="metric on which CLLM4Rec must beat every baseline ('' = no check)")
+    args = parser.parse_args(argv)
+    rows = {}
+    for path in args.baseline:
+        blob = json.loads(Path(path).read_text())
+        rows[blob.get("method", Path(path).stem)] = blob[args.split]
+    rows["CLLM4Rec"] = json.loads(Path(args.model).read_text())[args.split]
+    print(f"\n{args.split} metrics (full ranking, training items masked)\n" + table(rows))
+    if args.must_beat:
+        ours = rows["CLLM4Rec"][args.must_beat]
+        losers = [n for n, m in rows.items() if n != "CLLM4Rec" and m[args.must_beat] >= ours]
+        if losers:
+            print(f"CLLM4Rec does not beat {', '.join(losers)} on {args.must_beat}")
+            return 1
+        print(f"CLLM4Rec beats every baseline on {args.must_beat}.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,124 @@
+"""Build everything one stage needs from the config: the only place that wires the parts together.
+
+The model gets its ID tables and item scorer injected: row-partitioned across ranks (collectives
+inside) when world size > 1 or ``tables.partitioned``, dense otherwise. Only the backbone goes to
+DeepSpeed, and only when it has trainable parameters (LoRA / full); the tables use their own
+row-wise optimizer.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from cllm4rec_dist.data.collate import Collator
+from cllm4rec_dist.data.manifest import Manifest, load_manifest
+from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
+from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
+from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
+from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables
+from cllm4rec_dist.model.heads import DenseItemScorer
+from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
+from cllm4rec_dist.model.prompts import PromptBuilder
+from cllm4rec_dist.model.tables import DenseTable
+from cllm4rec_dist.train import dist_env
+from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
+from cllm4rec_dist.train.export import load_export
+
+log = logging.getLogger(__name__)
+
+TABLE_NAMES = ("user_collab", "item_collab", "user_content", "item_content")
+
+
+@dataclass
+class Built:
+    manifest: Manifest
+    collator: Collator
+    model: CLLM4Rec
+    tables: dict[str, nn.Module]
+    scorer: Any
+    engine: Any  # DeepSpeedEngine wrapping the backbone, or None when it is frozen
+    table_optimizer: RowWiseAdagrad
+    mask_fraction: float
+    device: torch.device
+
+    def collate(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
+        if phase == "collaborative":
+            batch = self.collator.collate_collab(rows, rng)
+        elif phase == "content":
+            batch = self.collator.collate_content(rows)
+        else:
+            batch = self.collator.collate_rec_train(rows, rng, self.mask_fraction)
+        return batch.to(self.device)
+
+    def collate_eval(self, rows: list[dict], split: str) -> Any:
+        return self.collator.collate_rec_eval(rows, split).to(self.device)
+
+    def loss(self, phase: str, batch: Any) -> Any:
+        if phase == "collaborative":
+            return self.model.collaborative_loss(batch)
+        if phase == "content":
+            return self.model.content_loss(batch)
+        return self.model.recommendation_loss(batch)
+
+
+def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str, nn.Module]:
+    """The four ID tables; each gets its own init stream (seed*4 + index) whatever the sharding."""
+    partitioned = dist_env.world_size() > 1 or cfg.tables.partitioned
+    rows = {"user": num_users, "item": num_items}
+    tables: dict[str, nn.Module] = {}
+    for index, name in enumerate(TABLE_NAMES):
+        n, seed = rows[name.split("_")[0]], cfg.model.seed * 4 + index
+        if partitioned:
+            tables[name] = PartitionedTable(n, dim, seed=seed, std=cfg.tables.init_std, what=name)
+        else:
+            tables[name] = DenseTable(n, dim, seed=seed, std=cfg.tables.init_std)
+    return tables
+
+
+def build(cfg: Any) -> Built:
+    """Tokenizer, backbone, tables, scorer, model, DeepSpeed engine and the table optimizer."""
+    torch.manual_seed(cfg.run.seed)
+    manifest = load_manifest(cfg.data.dir)
+    tokenizer = load_tokenizer(cfg.model, manifest.tokenizer_path)
+    backbone = build_backbone(cfg.model, vocab_size=len(tokenizer))
+    prompts = PromptBuilder(tokenizer, manifest.prompts, manifest.num_users, manifest.num_items,
+                            vocab_size=backbone.vocab_size)
+    collator = Collator(prompts, max_items=cfg.data.max_items,
+                        max_text_tokens=cfg.data.max_text_tokens)
+    tables = build_tables(cfg, manifest.num_users, manifest.num_items, backbone.hidden_size)
+    item_table = tables["item_collab"]
+    scorer = (ItemParallelScorer(item_table) if isinstance(item_table, PartitionedTable)
+              else DenseItemScorer(item_table))
+    if cfg.stage.init_from:
+        load_export(Path(cfg.stage.init_from), backbone, tables)
+    device = dist_env.device()
+    for table in tables.values():
+        table.to(device)
+    model = CLLM4Rec(backbone, IdTables(**tables), scorer, lambda_v=cfg.stage.lambda_v)
+    engine = None
+    trainable = [p for p in backbone.parameters() if p.requires_grad]
+    if trainable:
+        import deepspeed
+
+        ds_config = build_deepspeed_config(cfg, micro_batch_size=cfg.data.collab_batch_size)
+        engine, _, _, _ = deepspeed.initialize(model=backbone, model_parameters=trainable,
+                                               config=ds_config)
+        model.backbone = engine
+    else:
+        backbone.to(device)
+    n_train = sum(p.numel() for p in trainable)
+    log.info("backbone %s (%s): %d trainable parameters; tables %s; world size %d",
+             cfg.model.source, cfg.model.mode, n_train,
+             "partitioned" if isinstance(item_table, PartitionedTable) else "dense",
+             dist_env.world_size())
+    table_optimizer = RowWiseAdagrad([t.weight for t in tables.values()], lr=cfg.tables.lr,
+                                     eps=cfg.tables.eps)
+    return Built(manifest, collator, model, tables, scorer, engine, table_optimizer,
+                 cfg.stage.mask_fraction, device)

@@ -1,0 +1,57 @@
+"""What every launcher does: validate, join the process group, build, run, report."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from omegaconf import OmegaConf
+
+from cllm4rec_dist.config import ConfigError, validate
+from cllm4rec_dist.train import dist_env
+
+log = logging.getLogger("cllm4rec_dist")
+
+
+def setup_logging() -> None:
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(
+        level=logging.INFO if rank == 0 else logging.WARNING,
+        format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
+        force=True,
+    )
+
+
+def run_stage(cfg: Any) -> dict[str, Any]:
+    """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
+    setup_logging()
+    try:
+        validate(cfg)
+    except ConfigError as err:
+        log.error("%s", err)
+        sys.exit(2)
+    dist_env.init_distributed()
+    # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.
+    from cllm4rec_dist.train.builder import build
+    from cllm4rec_dist.train.trainer import Trainer, TrainingDiverged
+
+    run_dir = Path(cfg.run.dir)
+    if dist_env.rank() == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    dist_env.barrier()
+    built = build(cfg)
+    try:
+        result = Trainer(cfg, built).run()
+    except TrainingDiverged as err:
+        log.error("%s", err)
+        sys.exit(3)
+    if dist_env.rank() == 0:
+        print(json.dumps(result, indent=2, default=float))
+        if dist_env.rank() == 0 and cfg.stage.epochs > 0:
+            print(f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+    return result

@@ -1,0 +1,254 @@
+"""The one training loop, shared by pretraining, finetuning and evaluation-only runs.
+
+A stage is a list of epochs; each epoch runs phases (``collaborative``, ``content``,
+``recommendation``), each phase one pass over its corpus. Stages differ only by config: which
+phases, how many warm-up epochs, whether validation runs. Every rank runs the same number of steps
+per phase (computed from the manifest, no I/O), because ID-table lookups and item-parallel losses
+are collectives.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
+from cllm4rec_dist.eval.evaluate import evaluate
+from cllm4rec_dist.train import dist_env
+from cllm4rec_dist.train.builder import Built
+from cllm4rec_dist.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from cllm4rec_dist.train.export import export_model
+from cllm4rec_dist.train.monitor import Monitor
+from cllm4rec_dist.train.state import TrainerState
+
+log = logging.getLogger(__name__)
+
+CORPUS = {"collaborative": "collaborative", "content": "content", "recommendation": "recommendation"}
+
+
+class TrainingDiverged(RuntimeError):
+    """A loss became NaN/inf; the last good checkpoint is kept and named in the message."""
+
+
+class StopRequested(Exception):
+    """Raised after ``run.stop_after_steps`` steps (tests of resume use it as an interruption)."""
+
+
+@dataclass
+class PhaseSpec:
+    name: str
+    batch_size: int
+    steps: int
+
+
+class Trainer:
+    def __init__(self, cfg: Any, built: Built):
+        self.cfg, self.b = cfg, built
+        self.run_dir = Path(cfg.run.dir)
+        self.rank, self.world = dist_env.rank(), dist_env.world_size()
+        self.state = TrainerState(stage=cfg.stage.name)
+        self.monitor = Monitor(self.run_dir, enabled=self.rank == 0, progress=cfg.run.progress_bar)
+        self.steps_this_run = 0
+
+    # ----- schedule -------------------------------------------------------------------------
+    def phases_for(self, epoch: int) -> list[PhaseSpec]:
+        s, d = self.cfg.stage, self.cfg.data
+        names = ["content"] if epoch < s.content_warmup_epochs else list(s.phases)
+        sizes = {"collaborative": d.collab_batch_size, "content": d.content_batch_size,
+                 "recommendation": d.rec_batch_size}
+        specs = []
+        for name in names:
+            rows = min(rows_per_rank(self.b.manifest, CORPUS[name], self.world))
+            steps = rows // sizes[name]
+            if s.max_steps_per_phase is not None:
+                steps = min(steps, s.max_steps_per_phase)
+            specs.append(PhaseSpec(name, sizes[name], steps))
+        return specs
+
+    # ----- main entry -----------------------------------------------------------------------
+    def run(self) -> dict[str, Any]:
+        """Train (resuming if a checkpoint exists), then test; returns the final metrics."""
+        self._maybe_resume()
+        try:
+            while self.state.epoch < self.cfg.stage.epochs:
+                self._run_epoch()
+        except StopRequested:
+            log.info("stopped after %d steps as requested (run.stop_after_steps)",
+                     self.steps_this_run)
+            self.monitor.close()
+            return {"stopped": True, "global_step": self.state.global_step}
+        result: dict[str, Any] = {"global_step": self.state.global_step}
+        if self.cfg.stage.epochs > 0 and not self.state.finished:
+            self.state.finished = True
+            path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
+                                   self.b.table_optimizer)
+            export_model(self.b, self.cfg, self.run_dir / "export", path)
+        if self.cfg.stage.test_at_end:
+            self._load_best_for_test()
+            test = self.evaluate("test")
+            self.monitor.scalars("test", test, self.state.global_step)
+            result["test"] = test
+        if self.rank == 0:
+            (self.run_dir / "metrics.json").write_text(
+                json.dumps({**result, "validation_history": self.state.history}, indent=2))
+        self.monitor.close()
+        return result
+
+    def _maybe_resume(self) -> None:
+        if not self.cfg.checkpoint.resume:
+            return
+        path = latest_checkpoint(self.run_dir)
+        if path is None:
+            return
+        self.state = load_checkpoint(path, self.b.engine, self.b.tables, self.b.table_optimizer)
+        log.info("resumed from %s at epoch %d phase %d step %d", path, *self.state.position())
+
+    def _load_best_for_test(self) -> None:
+        best = self.state.best_checkpoint
+        if best is None:
+            return
+        path = self.run_dir / "checkpoints" / best
+        if not (path / "COMPLETE").exists():
+            raise FileNotFoundError(f"best checkpoint {path} is missing or incomplete")
+        keep = self.state
+        load_checkpoint(path, self.b.engine, self.b.tables, self.b.table_optimizer)
+        self.state = keep
+        log.info("testing the best validation checkpoint %s (epoch %d)", best, keep.best_epoch)
+
+    # ----- epochs and phases ----------------------------------------------------------------
+    def _run_epoch(self) -> None:
+        st = self.state
+        for index, spec in enumerate(self.phases_for(st.epoch)):
+            if index < st.phase_index:
+                continue
+            self._run_phase(spec)
+            st.phase_index, st.step_in_phase = index + 1, 0
+        every = self.cfg.stage.eval_every_epochs
+        validate = every > 0 and (st.epoch + 1) % every == 0
+        value = float("-inf")
+        if validate:
+            metrics = self.evaluate("val")
+            self.monitor.scalars("val", metrics, st.global_step)
+            st.history.append({"epoch": st.epoch, **metrics})
+            value = metrics[self.cfg.eval.select_metric]
+        st.epoch, st.phase_index, st.step_in_phase = st.epoch + 1, 0, 0
+        improved = validate and value > st.best_metric
+        if improved:
+            st.best_metric, st.best_epoch = value, st.epoch - 1
+            st.best_checkpoint = f"step{st.global_step:08d}"
+        path = save_checkpoint(self.run_dir, st, self.b.engine, self.b.tables,
+                               self.b.table_optimizer)
+        if improved:
+            export_model(self.b, self.cfg, self.run_dir / "best", path)
+
+    def _run_phase(self, spec: PhaseSpec) -> None:
+        st, cfg = self.state, self.cfg
+        if spec.steps == 0:
+            log.warning("phase %s has no full batch on some rank; skipped", spec.name)
+            return
+        rows = iter_rows(cfg.data.dir, CORPUS[spec.name], rank=self.rank, world_size=self.world,
+                         epoch=st.epoch, seed=cfg.run.seed, shuffle=True,
+                         shuffle_buffer=cfg.data.shuffle_buffer,
+                         skip=st.step_in_phase * spec.batch_size)
+        self.b.model.train()
+        bar = self.monitor.progress(total=spec.steps, initial=st.step_in_phase,
+                                    desc=f"epoch {st.epoch} {spec.name}")
+        window = _Throughput()
+        while st.step_in_phase < spec.steps:
+            batch_rows = [next(rows) for _ in range(spec.batch_size)]
+            rng = np.random.default_rng(
+                [cfg.run.seed, st.epoch, st.phase_index, self.rank, st.step_in_phase])
+            batch = self.b.collate(spec.name, batch_rows, rng)
+            out = self.b.loss(spec.name, batch)
+            self._check_finite(out.loss, spec.name)
+            self._backward_and_step(out.loss)
+            st.step_in_phase += 1
+            st.global_step += 1
+            self.steps_this_run += 1
+            window.add(out.tokens, len(batch_rows))
+            bar.update(1)
+            if st.global_step % cfg.run.log_every_steps == 0 or st.step_in_phase == spec.steps:
+                self._log_step(spec.name, out, window)
+            if cfg.checkpoint.every_steps and st.global_step % cfg.checkpoint.every_steps == 0:
+                save_checkpoint(self.run_dir, st, self.b.engine, self.b.tables,
+                                self.b.table_optimizer)
+            if cfg.run.stop_after_steps is not None and self.steps_this_run >= cfg.run.stop_after_steps:
+                bar.close()
+                raise StopRequested
+        bar.close()
+
+    def _check_finite(self, loss: torch.Tensor, phase: str) -> None:
+        if dist_env.any_rank(not bool(torch.isfinite(loss.detach()).all())):
+            last = latest_checkpoint(self.run_dir)
+            raise TrainingDiverged(
+                f"non-finite {phase} loss at epoch {self.state.epoch}, step "
+                f"{self.state.global_step}; no update was applied. Last good checkpoint: "
+                f"{last if last else 'none yet'}")
+
+    def _backward_and_step(self, loss: torch.Tensor) -> None:
+        engine, opt = self.b.engine, self.b.table_optimizer
+        self._set_lr()
+        if engine is not None:
+            engine.backward(loss)
+            engine.step()
+        else:
+            loss.backward()
+        opt.step()
+        opt.zero_grad()
+
+    def _set_lr(self) -> None:
+        warm = self.cfg.optim.warmup_steps
+        scale = min(1.0, (self.state.global_step + 1) / warm) if warm > 0 else 1.0
+        if self.b.engine is not None:
+            for group in self.b.engine.optimizer.param_groups:
+                group["lr"] = self.cfg.optim.lr * scale
+
+    def _log_step(self, phase: str, out: Any, window: _Throughput) -> None:
+        stats = torch.tensor([float(out.loss.detach())] + [float(v.detach()) for v in
+                             out.terms.values()] + [window.tokens, window.samples],
+                             dtype=torch.float64)
+        dist_env.all_reduce_sum(stats)
+        n = self.world
+        values = {f"loss/{phase}": stats[0].item() / n}
+        for i, name in enumerate(out.terms):
+            values[f"loss/{phase}_{name}"] = stats[1 + i].item() / n
+        elapsed = max(window.elapsed(), 1e-9)
+        values["throughput/tokens_per_s"] = stats[-2].item() / elapsed
+        values["throughput/samples_per_s"] = stats[-1].item() / elapsed
+        values["lr/tables"] = self.cfg.tables.lr
+        if self.b.engine is not None:
+            values["lr/backbone"] = self.b.engine.optimizer.param_groups[0]["lr"]
+        self.monitor.scalars("train", values, self.state.global_step)
+        window.reset()
+
+    # ----- evaluation -----------------------------------------------------------------------
+    def evaluate(self, split: str) -> dict[str, float]:
+        metrics = evaluate(self.b, self.cfg, split)
+        if self.rank == 0:
+            shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users")
+            log.info("%s (%d users): %s", split, int(metrics["users"]), shown)
+        return metrics
+
+
+class _Throughput:
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        self.tokens, self.samples, self.start = 0.0, 0.0, time.perf_counter()
+
+    def add(self, tokens: int, samples: int) -> None:
+        self.tokens += tokens
+        self.samples += samples
+
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.start
+
+
