@@ -112,8 +112,11 @@ class RunConfig:
     seed: int = 0
     log_every_steps: int = 10
     progress_bar: bool = True
-    # Testing knob: stop (as if interrupted) after this many optimizer steps in the run.
+    # Testing knobs. stop_after_steps: return (as if interrupted) after that many optimizer steps
+    # of this run. kill_at_step: rank kill_rank SIGKILLs itself after that global step.
     stop_after_steps: int | None = None
+    kill_at_step: int | None = None
+    kill_rank: int = 1
 
 
 @dataclass

@@ -41,16 +41,19 @@ def evaluate_ranking(
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     rank, world = dist_env.rank(), dist_env.world_size()
     n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / batch_size)
-    k = min(max(ks), manifest.num_items)
-    cut = [c for c in ks if c <= k]
+    k_max = max(ks)
+    # A cut-off beyond the catalog ranks every item: the list is padded with -1 (no item).
+    k = min(k_max, manifest.num_items)
     rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
-    sums = MetricSums(cut)
+    sums = MetricSums(list(ks))
     for _ in range(n_batches):
         batch = collate_eval(list(islice(rows, batch_size)), split)
         _, items = scorer.topk(user_vectors(batch), k, batch.exclude_offsets, batch.exclude_items)
-        sums.add(items, batch.target_offsets, batch.target_items)
+        if k < k_max:
+            items = torch.nn.functional.pad(items.cpu(), (0, k_max - k), value=-1)
+        sums.add(items.cpu(), batch.target_offsets.cpu(), batch.target_items.cpu())
     reduced = dist_env.all_reduce_sum(sums.as_tensor())
-    return MetricSums.means_from(cut, reduced)
+    return MetricSums.means_from(list(ks), reduced)
 
 
 def evaluate(built: Any, cfg: Any, split: str) -> dict[str, float]:

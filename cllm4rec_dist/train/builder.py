@@ -68,6 +68,23 @@ class Built:
         return self.model.recommendation_loss(batch)
 
 
+def templates_from_manifest(prompts: dict[str, str]) -> dict[str, str]:
+    """Manifest templates (``<user>``, ``<item>``, ``<items>`` slots, architecture.md §3) ->
+    PromptBuilder templates (``{user}``/``{item}``; the recommendation prompt split at
+    ``<items>`` into ``recommendation`` and ``recommendation_suffix``)."""
+    out = {}
+    for name, text in prompts.items():
+        text = text.replace("<user>", "{user}").replace("<item>", "{item}")
+        if name == "recommendation":
+            head, sep, tail = text.partition("<items>")
+            if not sep:
+                raise ValueError(f"manifest prompt 'recommendation' has no <items> slot: {text!r}")
+            out["recommendation"], out["recommendation_suffix"] = head.rstrip(), tail
+        else:
+            out[name] = text
+    return out
+
+
 def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str, nn.Module]:
     """The four ID tables; each gets its own init stream (seed*4 + index) whatever the sharding."""
     partitioned = dist_env.world_size() > 1 or cfg.tables.partitioned
@@ -88,7 +105,7 @@ def build(cfg: Any) -> Built:
     manifest = load_manifest(cfg.data.dir)
     tokenizer = load_tokenizer(cfg.model, manifest.tokenizer_path)
     backbone = build_backbone(cfg.model, vocab_size=len(tokenizer))
-    prompts = PromptBuilder(tokenizer, manifest.prompts, manifest.num_users, manifest.num_items,
+    prompts = PromptBuilder(tokenizer, templates_from_manifest(manifest.prompts), manifest.num_users, manifest.num_items,
                             vocab_size=backbone.vocab_size)
     collator = Collator(prompts, max_items=cfg.data.max_items,
                         max_text_tokens=cfg.data.max_text_tokens)

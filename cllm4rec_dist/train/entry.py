@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,9 @@ log = logging.getLogger("cllm4rec_dist")
 
 def setup_logging() -> None:
     rank = int(os.environ.get("RANK", "0"))
+    # torch 2.13 renamed some collectives that DeepSpeed still calls; one warning per call floods
+    # the log without telling the user anything actionable.
+    warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.distributed\.")
     logging.basicConfig(
         level=logging.INFO if rank == 0 else logging.WARNING,
         format=f"%(asctime)s [rank {rank}] %(levelname)s %(name)s: %(message)s",
@@ -51,7 +55,8 @@ def run_stage(cfg: Any) -> dict[str, Any]:
         log.error("%s", err)
         sys.exit(3)
     if dist_env.rank() == 0:
-        print(json.dumps(result, indent=2, default=float))
-        if dist_env.rank() == 0 and cfg.stage.epochs > 0:
+        shown = {k: v for k, v in result.items() if k != "losses"}
+        print(json.dumps(shown, indent=2, default=float))
+        if cfg.stage.epochs > 0:
             print(f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
     return result

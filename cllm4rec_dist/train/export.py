@@ -19,9 +19,10 @@ from typing import Any
 
 import torch
 from omegaconf import OmegaConf
+from safetensors import safe_open
 from torch import nn
 
-from cllm4rec_dist.distributed.table_checkpoint import export_tables, read_exported_rows
+from cllm4rec_dist.distributed.table_checkpoint import export_tables
 from cllm4rec_dist.train import dist_env
 
 log = logging.getLogger(__name__)
@@ -66,6 +67,16 @@ def export_model(built: Any, cfg: Any, out_dir: Path, checkpoint: Path) -> None:
         tmp.rename(out_dir)
         log.info("exported model to %s", out_dir)
     dist_env.barrier()
+
+
+def read_exported_rows(tables_dir: Path, name: str, lo: int, hi: int) -> torch.Tensor:
+    """Rows [lo, hi) of an exported table (``<tables_dir>/<name>.safetensors``, tensor
+    ``weight``), read without loading the rest of the table."""
+    path = Path(tables_dir) / f"{name}.safetensors"
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found (exported table {name!r})")
+    with safe_open(str(path), framework="pt") as f:
+        return f.get_slice("weight")[lo:hi]
 
 
 def load_export(export_dir: Path, backbone: nn.Module, tables: dict[str, nn.Module]) -> None:

@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
+import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +34,26 @@ from cllm4rec_dist.train.state import TrainerState
 log = logging.getLogger(__name__)
 
 CORPUS = {"collaborative": "collaborative", "content": "content", "recommendation": "recommendation"}
+
+
+def train_step(b: Built, phase: str, batch: Any) -> tuple[Any, float]:
+    """One optimizer step of ``phase`` on this rank's ``batch``; returns (loss output, the loss
+    averaged over ranks). A non-finite loss on any rank skips the update on every rank."""
+    out = b.loss(phase, batch)
+    loss = out.loss.detach().float()
+    stats = torch.tensor([float(loss), 0.0 if bool(torch.isfinite(loss)) else 1.0],
+                         dtype=torch.float64)
+    dist_env.all_reduce_sum(stats)
+    if stats[1] > 0:
+        return out, float("nan")
+    if b.engine is not None:
+        b.engine.backward(out.loss)
+        b.engine.step()
+    else:
+        out.loss.backward()
+    b.table_optimizer.step()
+    b.table_optimizer.zero_grad()
+    return out, float(stats[0]) / dist_env.world_size()
 
 
 class TrainingDiverged(RuntimeError):
@@ -56,6 +79,7 @@ class Trainer:
         self.state = TrainerState(stage=cfg.stage.name)
         self.monitor = Monitor(self.run_dir, enabled=self.rank == 0, progress=cfg.run.progress_bar)
         self.steps_this_run = 0
+        self.losses: list[tuple[int, str, float]] = []  # (global step, phase, mean loss over ranks)
 
     # ----- schedule -------------------------------------------------------------------------
     def phases_for(self, epoch: int) -> list[PhaseSpec]:
@@ -83,8 +107,8 @@ class Trainer:
             log.info("stopped after %d steps as requested (run.stop_after_steps)",
                      self.steps_this_run)
             self.monitor.close()
-            return {"stopped": True, "global_step": self.state.global_step}
-        result: dict[str, Any] = {"global_step": self.state.global_step}
+            return {"stopped": True, "global_step": self.state.global_step, "losses": self.losses}
+        result: dict[str, Any] = {"global_step": self.state.global_step, "losses": self.losses}
         if self.cfg.stage.epochs > 0 and not self.state.finished:
             self.state.finished = True
             path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
@@ -96,8 +120,9 @@ class Trainer:
             self.monitor.scalars("test", test, self.state.global_step)
             result["test"] = test
         if self.rank == 0:
+            summary = {k: v for k, v in result.items() if k != "losses"}
             (self.run_dir / "metrics.json").write_text(
-                json.dumps({**result, "validation_history": self.state.history}, indent=2))
+                json.dumps({**summary, "validation_history": self.state.history}, indent=2))
         self.monitor.close()
         return result
 
@@ -166,9 +191,14 @@ class Trainer:
             rng = np.random.default_rng(
                 [cfg.run.seed, st.epoch, st.phase_index, self.rank, st.step_in_phase])
             batch = self.b.collate(spec.name, batch_rows, rng)
-            out = self.b.loss(spec.name, batch)
-            self._check_finite(out.loss, spec.name)
-            self._backward_and_step(out.loss)
+            self._set_lr()
+            out, mean_loss = train_step(self.b, spec.name, batch)
+            if not math.isfinite(mean_loss):
+                last = latest_checkpoint(self.run_dir)
+                raise TrainingDiverged(
+                    f"non-finite {spec.name} loss at epoch {st.epoch}, step {st.global_step}; "
+                    f"no update was applied. Last good checkpoint: {last or 'none yet'}")
+            self.losses.append((st.global_step, spec.name, mean_loss))
             st.step_in_phase += 1
             st.global_step += 1
             self.steps_this_run += 1
@@ -179,29 +209,12 @@ class Trainer:
             if cfg.checkpoint.every_steps and st.global_step % cfg.checkpoint.every_steps == 0:
                 save_checkpoint(self.run_dir, st, self.b.engine, self.b.tables,
                                 self.b.table_optimizer)
+            if cfg.run.kill_at_step == st.global_step and self.rank == cfg.run.kill_rank:
+                os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a rank dies mid-epoch
             if cfg.run.stop_after_steps is not None and self.steps_this_run >= cfg.run.stop_after_steps:
                 bar.close()
                 raise StopRequested
         bar.close()
-
-    def _check_finite(self, loss: torch.Tensor, phase: str) -> None:
-        if dist_env.any_rank(not bool(torch.isfinite(loss.detach()).all())):
-            last = latest_checkpoint(self.run_dir)
-            raise TrainingDiverged(
-                f"non-finite {phase} loss at epoch {self.state.epoch}, step "
-                f"{self.state.global_step}; no update was applied. Last good checkpoint: "
-                f"{last if last else 'none yet'}")
-
-    def _backward_and_step(self, loss: torch.Tensor) -> None:
-        engine, opt = self.b.engine, self.b.table_optimizer
-        self._set_lr()
-        if engine is not None:
-            engine.backward(loss)
-            engine.step()
-        else:
-            loss.backward()
-        opt.step()
-        opt.zero_grad()
 
     def _set_lr(self) -> None:
         warm = self.cfg.optim.warmup_steps

@@ -1,0 +1,90 @@
+"""The real entry points under the DeepSpeed launcher with 2 CPU ranks: a run where one rank is
+killed with SIGKILL mid-epoch, relaunched with resume, ends with the same model as an
+uninterrupted run; finetuning starts from the pretraining export and evaluates."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from train_testkit import TINY
+
+from cllm4rec_dist.testing.multiprocess import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+DEEPSPEED = Path(sys.executable).with_name("deepspeed")
+
+pytestmark = pytest.mark.distributed
+
+
+def launch(script: str, overrides: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    cmd = [str(DEEPSPEED), "--num_gpus", "2", "--no_local_rank", "--master_port",
+           str(free_port()), f"launchers/{script}.py", *TINY, *overrides]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
+    from cllm4rec_dist.train.export import read_exported_rows
+
+    meta = json.loads((run_dir / "export" / "meta.json").read_text())
+    sizes = {"user": meta["num_users"], "item": meta["num_items"]}
+    return {name: read_exported_rows(run_dir / "export" / "tables", name, 0,
+                                     sizes[name.split("_")[0]]).numpy()
+            for name in ("user_collab", "item_collab", "user_content", "item_content")}
+
+
+def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
+    common = [f"data.dir={tiny_dataset}", "stage.epochs=2", "stage.content_warmup_epochs=1",
+              "stage.max_steps_per_phase=4", "checkpoint.every_steps=2", "model.mode=full",
+              "deepspeed=zero2"]
+    ref = launch("pretrain", [*common, f"run.dir={tmp_path / 'ref'}"])
+    assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
+
+    killed = launch("pretrain", [*common, f"run.dir={tmp_path / 'run'}", "run.kill_at_step=5"])
+    assert killed.returncode != 0
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step00000004"
+
+    resumed = launch("pretrain", [*common, f"run.dir={tmp_path / 'run'}"])
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert "resumed from" in resumed.stdout + resumed.stderr
+    want, got = exported_tables(tmp_path / "ref"), exported_tables(tmp_path / "run")
+    for name in want:
+        np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=name)
+    ref_state = torch.load(tmp_path / "ref" / "export" / "backbone" / "state.pt")
+    run_state = torch.load(tmp_path / "run" / "export" / "backbone" / "state.pt")
+    for key, value in ref_state.items():
+        torch.testing.assert_close(run_state[key], value, rtol=1e-6, atol=1e-7)
+
+
+def test_pretrain_then_finetune_from_export(tiny_dataset, tmp_path):
+    pre = launch("pretrain", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'pre'}",
+                              "stage.epochs=1", "stage.content_warmup_epochs=0",
+                              "stage.max_steps_per_phase=2"])
+    assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
+    fine = launch("finetune", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'fine'}",
+                               f"stage.init_from={tmp_path / 'pre' / 'export'}",
+                               "stage.epochs=2", "stage.max_steps_per_phase=2"])
+    assert fine.returncode == 0, fine.stdout[-3000:] + fine.stderr[-3000:]
+    metrics = json.loads((tmp_path / "fine" / "metrics.json").read_text())
+    assert metrics["test"]["users"] > 0
+    assert len(metrics["validation_history"]) == 2
+    assert (tmp_path / "fine" / "best" / "meta.json").exists()
+    assert (tmp_path / "fine" / "tensorboard").is_dir()
+
+
+def test_invalid_config_fails_before_work(tiny_dataset, tmp_path):
+    proc = subprocess.run(
+        [sys.executable, "launchers/pretrain.py", f"data.dir={tiny_dataset}",
+         f"run.dir={tmp_path}", "model.mode=frozn"],
+        cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "model.mode" in proc.stdout + proc.stderr
+    assert not (tmp_path / "checkpoints").exists()
