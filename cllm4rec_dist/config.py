@@ -185,9 +185,8 @@ class BaselineConfig:
     """``launchers/baseline.py``: a non-LLM ranker on the same split, masking and metrics."""
 
     data_dir: str = "${oc.env:CLLM4REC_DATA_DIR,data/synthetic}"
-    method: str = "popularity"
+    method: str = "popularity"  # popularity | ease (λ tuned on validation NDCG@100)
     ks: list[int] = field(default_factory=lambda: [20, 40, 100])
-    splits: list[str] = field(default_factory=lambda: ["val", "test"])
     output: str | None = None  # JSON file for the metrics
 
 

@@ -1,6 +1,6 @@
 """Baseline rankers on a prepared dataset, with CLLM4Rec's split, masking and metrics:
 
-    python launchers/baseline.py data_dir=<prepared dir> method=popularity output=metrics.json
+    python launchers/baseline.py data_dir=<prepared dir> method=popularity|ease output=metrics.json
 """
 
 import json
@@ -8,12 +8,13 @@ from pathlib import Path
 
 import hydra
 
+from cllm4rec_dist.baselines.ease import evaluate_ease
 from cllm4rec_dist.baselines.popularity import evaluate_popularity
 from cllm4rec_dist.config import register_baseline
 from cllm4rec_dist.data.manifest import load_manifest
 
 register_baseline()
-METHODS = {"popularity": evaluate_popularity}
+METHODS = {"popularity": evaluate_popularity, "ease": evaluate_ease}
 
 
 @hydra.main(config_path="../configs", config_name="baseline", version_base="1.3")
@@ -21,7 +22,7 @@ def main(cfg) -> None:
     if cfg.method not in METHODS:
         raise SystemExit(f"invalid config `method`: {cfg.method!r} is not one of {sorted(METHODS)}")
     manifest = load_manifest(cfg.data_dir)
-    result = {s: METHODS[cfg.method](cfg.data_dir, manifest, s, list(cfg.ks)) for s in cfg.splits}
+    result = METHODS[cfg.method](cfg.data_dir, manifest, list(cfg.ks))
     text = json.dumps({"method": cfg.method, **result}, indent=2)
     print(text)
     if cfg.output:

@@ -114,6 +114,8 @@ class Trainer:
             path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
                                    self.b.table_optimizer)
             export_model(self.b, self.cfg, self.run_dir / "export", path)
+        if self.cfg.stage.name == "evaluate":
+            result["val"] = self.evaluate("val")
         if self.cfg.stage.test_at_end:
             self._load_best_for_test()
             test = self.evaluate("test")
