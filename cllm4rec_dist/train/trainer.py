@@ -36,16 +36,20 @@ log = logging.getLogger(__name__)
 CORPUS = {"collaborative": "collaborative", "content": "content", "recommendation": "recommendation"}
 
 
-def train_step(b: Built, phase: str, batch: Any) -> tuple[Any, float]:
-    """One optimizer step of ``phase`` on this rank's ``batch``; returns (loss output, the loss
-    averaged over ranks). A non-finite loss on any rank skips the update on every rank."""
+def train_step(b: Built, phase: str, batch: Any,
+               preemption: PreemptionSignal | None = None) -> StepResult:
+    """One optimizer step of ``phase`` on this rank's ``batch``. A non-finite loss on any rank
+    skips the update on every rank. One all-reduce carries the loss, the non-finite flag and the
+    preemption flag, so every rank takes the same decisions."""
     out = b.loss(phase, batch)
     loss = out.loss.detach().float()
-    stats = torch.tensor([float(loss), 0.0 if bool(torch.isfinite(loss)) else 1.0],
+    stats = torch.tensor([float(loss), 0.0 if bool(torch.isfinite(loss)) else 1.0,
+                          1.0 if preemption and preemption.requested else 0.0],
                          dtype=torch.float64)
     dist_env.all_reduce_sum(stats)
+    stop = bool(stats[2] > 0)
     if stats[1] > 0:
-        return out, float("nan")
+        return StepResult(out, float("nan"), stop)
     if b.engine is not None:
         b.engine.backward(out.loss)
         b.engine.step()
@@ -53,11 +57,38 @@ def train_step(b: Built, phase: str, batch: Any) -> tuple[Any, float]:
         out.loss.backward()
     b.table_optimizer.step()
     b.table_optimizer.zero_grad()
-    return out, float(stats[0]) / dist_env.world_size()
+    return StepResult(out, float(stats[0]) / dist_env.world_size(), stop)
+
+
+@dataclass
+class StepResult:
+    out: Any  # the model's LossOutput on this rank
+    mean_loss: float  # loss averaged over ranks (NaN: the update was skipped)
+    preempted: bool  # some rank received SIGUSR1/SIGTERM: checkpoint and exit
+
+
+# EX_TEMPFAIL: the Slurm scripts requeue the job when the trainer exits with it.
+PREEMPTED_EXIT_CODE = 75
+
+
+class PreemptionSignal:
+    """Records SIGUSR1 / SIGTERM (Slurm ``--signal=USR1@…``, preemption) for the step loop."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        for sig in (signal.SIGUSR1, signal.SIGTERM):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        self.requested = True
 
 
 class TrainingDiverged(RuntimeError):
     """A loss became NaN/inf; the last good checkpoint is kept and named in the message."""
+
+
+class Preempted(Exception):
+    """SIGUSR1/SIGTERM arrived (Slurm preemption or time limit): checkpoint, then exit 75."""
 
 
 class StopRequested(Exception):
@@ -79,7 +110,8 @@ class Trainer:
         self.state = TrainerState(stage=cfg.stage.name)
         self.monitor = Monitor(self.run_dir, enabled=self.rank == 0, progress=cfg.run.progress_bar)
         self.steps_this_run = 0
-        self.losses: list[tuple[int, str, float]] = []  # (global step, phase, mean loss over ranks)
+        self.losses: list[tuple[int, str, float]] = []  # (step number, phase, mean loss over ranks)
+        self.preemption = PreemptionSignal()
 
     # ----- schedule -------------------------------------------------------------------------
     def phases_for(self, epoch: int) -> list[PhaseSpec]:
@@ -103,6 +135,13 @@ class Trainer:
         try:
             while self.state.epoch < self.cfg.stage.epochs:
                 self._run_epoch()
+        except Preempted:
+            path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
+                                   self.b.table_optimizer)
+            log.warning("preemption signal: saved %s; exiting with status %d so the job is "
+                        "requeued and resumes", path, PREEMPTED_EXIT_CODE)
+            self.monitor.close()
+            raise SystemExit(PREEMPTED_EXIT_CODE) from None
         except StopRequested:
             log.info("stopped after %d steps as requested (run.stop_after_steps)",
                      self.steps_this_run)
@@ -194,15 +233,16 @@ class Trainer:
                 [cfg.run.seed, st.epoch, st.phase_index, self.rank, st.step_in_phase])
             batch = self.b.collate(spec.name, batch_rows, rng)
             self._set_lr()
-            out, mean_loss = train_step(self.b, spec.name, batch)
+            step = train_step(self.b, spec.name, batch, self.preemption)
+            out, mean_loss = step.out, step.mean_loss
             if not math.isfinite(mean_loss):
                 last = latest_checkpoint(self.run_dir)
                 raise TrainingDiverged(
                     f"non-finite {spec.name} loss at epoch {st.epoch}, step {st.global_step}; "
                     f"no update was applied. Last good checkpoint: {last or 'none yet'}")
-            self.losses.append((st.global_step, spec.name, mean_loss))
             st.step_in_phase += 1
             st.global_step += 1
+            self.losses.append((st.global_step, spec.name, mean_loss))
             self.steps_this_run += 1
             window.add(out.tokens, len(batch_rows))
             bar.update(1)
@@ -211,6 +251,9 @@ class Trainer:
             if cfg.checkpoint.every_steps and st.global_step % cfg.checkpoint.every_steps == 0:
                 save_checkpoint(self.run_dir, st, self.b.engine, self.b.tables,
                                 self.b.table_optimizer)
+            if step.preempted:
+                bar.close()
+                raise Preempted
             if cfg.run.kill_at_step == st.global_step and self.rank == cfg.run.kill_rank:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a rank dies mid-epoch
             if cfg.run.stop_after_steps is not None and self.steps_this_run >= cfg.run.stop_after_steps:

@@ -73,9 +73,9 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
                                      "run.stop_after_steps=5"])
     assert part["stopped"] and part["global_step"] == 5
     rest, rest_tables = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'b'}"])
-    # Resumed from the step-3 checkpoint: steps 4.. are recomputed and must match exactly.
+    # Resumed from the step-4 checkpoint (epoch end): step 5 is recomputed, all must match.
     resumed = {step: loss for step, _, loss in rest["losses"]}
-    assert min(resumed) == 4
+    assert min(resumed) == 5
     for step, _, loss in full["losses"]:
         if step in resumed:
             assert loss == pytest.approx(resumed[step], rel=1e-6, abs=1e-7)
@@ -123,3 +123,41 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path):
     assert latest == "step00000004"  # saved at step 2 (every_steps), 3 (epoch end) and 4
     assert latest in message
     assert (run_dir / "checkpoints" / latest / "COMPLETE").exists()
+
+
+def _run_with_signal(rank, world, overrides, signal_at_call):
+    """SIGUSR1 arrives during the ``signal_at_call``-th loss; returns (exit code, step)."""
+    import signal as sig
+
+    torch.set_num_threads(1)
+    from cllm4rec_dist.train.builder import Built, build
+    from cllm4rec_dist.train.trainer import Trainer
+
+    calls = {"n": 0}
+    original = Built.loss
+
+    def loss(self, phase, batch):
+        calls["n"] += 1
+        if calls["n"] == signal_at_call:
+            os.kill(os.getpid(), sig.SIGUSR1)
+        return original(self, phase, batch)
+
+    Built.loss = loss
+    cfg = compose_train("pretrain", overrides)
+    trainer = Trainer(cfg, build(cfg))
+    try:
+        trainer.run()
+    except SystemExit as exit_:
+        return exit_.code, trainer.state.global_step
+    return 0, trainer.state.global_step
+
+
+def test_preemption_signal_checkpoints_and_resumes(tiny_dataset, tmp_path):
+    overrides = [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'run'}", "stage.epochs=2",
+                 "stage.content_warmup_epochs=1", "stage.max_steps_per_phase=3"]
+    code, step = run_ranks(_run_with_signal, 1, overrides, 2)[0]
+    assert code == 75 and step == 2  # the step in flight completes, then checkpoint + exit
+    assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step00000002"
+    resumed, _ = run_stage("pretrain", overrides)
+    assert min(s for s, _, _ in resumed["losses"]) == 3
+    assert resumed["global_step"] == 9

@@ -52,7 +52,7 @@ def _distributed_run(rank, world, data_dir, zero):
         for phase in PHASES:
             rng = np.random.default_rng([step, rank])
             batch = built.collate(phase, _rows(blocks, phase, step, rank), rng)
-            losses.append(train_step(built, phase, batch)[1])
+            losses.append(train_step(built, phase, batch).mean_loss)
     return losses, _gather_tables(built)
 
 
