@@ -120,6 +120,18 @@ class RunConfig:
 
 
 @dataclass
+class PredictConfig:
+    """``launchers/predict.py``: top-k recommendations for every user of the catalog."""
+
+    k: int = 20
+    # Items masked per user: "test" = train + validation items (recommend what is new after
+    # both), "val" = train items only.
+    split: str = "test"
+    output_dir: str = "${run.dir}/predictions"
+    batch_size: int = 256
+
+
+@dataclass
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
@@ -130,6 +142,7 @@ class TrainConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     run: RunConfig = field(default_factory=RunConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)
 
 
 PHASES = ("collaborative", "content", "recommendation")
@@ -169,6 +182,8 @@ def validate(cfg: Any) -> None:
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
     _require(cfg.tables.optimizer == "rowwise_adagrad", "tables.optimizer",
              f"{cfg.tables.optimizer!r}: only rowwise_adagrad is implemented")
+    _require(cfg.predict.k > 0, "predict.k", "must be > 0")
+    _require(cfg.predict.split in ("val", "test"), "predict.split", "must be val or test")
     for i, k in enumerate(cfg.eval.ks):
         _require(k > 0, f"eval.ks[{i}]", "must be > 0")
     metric, _, k = cfg.eval.select_metric.partition("@")

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 from cllm4rec_dist.config import ConfigError, register, register_baseline, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TRAIN_ROOTS = ("pretrain", "finetune", "evaluate")
+TRAIN_ROOTS = ("pretrain", "finetune", "evaluate", "predict")
 GROUPS = ("model", "data", "deepspeed", "stage", "experiment")
 
 register()

@@ -30,8 +30,8 @@ def setup_logging() -> None:
     )
 
 
-def run_stage(cfg: Any) -> dict[str, Any]:
-    """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
+def _start(cfg: Any) -> None:
+    """Validate before any work, then join the process group."""
     setup_logging()
     try:
         validate(cfg)
@@ -39,6 +39,25 @@ def run_stage(cfg: Any) -> dict[str, Any]:
         log.error("%s", err)
         sys.exit(2)
     dist_env.init_distributed()
+
+
+def run_predict(cfg: Any) -> None:
+    """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
+    _start(cfg)
+    if not cfg.stage.init_from:
+        log.error("invalid config `stage.init_from`: predict needs an export directory")
+        sys.exit(2)
+    from cllm4rec_dist.eval.predict import predict
+    from cllm4rec_dist.train.builder import build
+
+    out = predict(build(cfg), cfg)
+    if dist_env.rank() == 0:
+        print(f"predictions: {out / 'manifest.json'}")
+
+
+def run_stage(cfg: Any) -> dict[str, Any]:
+    """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
+    _start(cfg)
     # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.
     from cllm4rec_dist.train.builder import build
     from cllm4rec_dist.train.trainer import Trainer, TrainingDiverged

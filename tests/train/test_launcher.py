@@ -88,3 +88,51 @@ def test_invalid_config_fails_before_work(tiny_dataset, tmp_path):
     assert proc.returncode == 2
     assert "model.mode" in proc.stdout + proc.stderr
     assert not (tmp_path / "checkpoints").exists()
+
+
+def _read_predictions(out_dir: Path) -> dict[str, tuple[list[str], list[float]]]:
+    import pyarrow.parquet as pq
+
+    manifest = json.loads((out_dir / "manifest.json").read_text())
+    rows = {}
+    for part in manifest["parts"]:
+        table = pq.read_table(out_dir / part["path"])
+        assert table.num_rows == part["rows"]
+        for rec in table.to_pylist():
+            rows[rec["user"]] = (rec["items"], rec["scores"])
+    assert len(rows) == manifest["users"]
+    return rows
+
+
+def test_predict_two_ranks_equals_one(tiny_dataset, tmp_path):
+    pre = launch("pretrain", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'pre'}",
+                              "stage.epochs=1", "stage.content_warmup_epochs=0",
+                              "stage.max_steps_per_phase=2"])
+    assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
+    export = tmp_path / "pre" / "export"
+    two = launch("predict", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'p2'}",
+                             f"stage.init_from={export}", "predict.k=7"])
+    assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
+    one = subprocess.run(
+        [sys.executable, "launchers/predict.py", *TINY, f"data.dir={tiny_dataset}",
+         f"run.dir={tmp_path / 'p1'}", f"stage.init_from={export}", "predict.k=7"],
+        cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
+    got, want = (_read_predictions(tmp_path / d / "predictions") for d in ("p2", "p1"))
+    assert got.keys() == want.keys() and len(got) > 0
+    for user, (items, scores) in want.items():
+        assert got[user][0] == items
+        np.testing.assert_allclose(got[user][1], scores, rtol=1e-5, atol=1e-6)
+    # Seen (train + validation) items are never recommended.
+    from cllm4rec_dist.data.manifest import load_manifest
+    from cllm4rec_dist.data.shards import iter_rows
+
+    manifest = load_manifest(tiny_dataset)
+    import pyarrow.parquet as pq
+
+    raw = pq.read_table(Path(tiny_dataset) / "id_maps" / "items.parquet").column("raw_id")
+    user_raw = pq.read_table(Path(tiny_dataset) / "id_maps" / "users.parquet").column("raw_id")
+    for row in iter_rows(tiny_dataset, "recommendation", shuffle=False):
+        seen = {raw[int(i)].as_py() for i in np.concatenate([row["train"], row["val"]])}
+        assert not seen & set(want[user_raw[row["user"]].as_py()][0])
+    assert manifest.num_users == len(want)

@@ -1,0 +1,90 @@
+"""Top-k recommendations for every user, written as Parquet by each rank.
+
+Each rank scores its own users (its share of the recommendation corpus) against all items —
+against its local item shard when the table is partitioned, merged to the exact global top-k by
+the item-parallel scorer — with the user's seen items masked. Indices are mapped back to the
+catalog's raw ids through the dataset's ID maps.
+
+Output: ``<dir>/part-rank{r:05d}.parquet`` (columns ``user`` string, ``items`` list<string>,
+``scores`` list<float32>) and ``<dir>/manifest.json`` listing the parts with their row counts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from itertools import islice
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
+from cllm4rec_dist.train import dist_env
+
+
+def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
+    """raw_id column ordered by index (the ID maps store index = position; checked)."""
+    table = pq.read_table(data_dir / "id_maps" / f"{kind}.parquet", columns=["raw_id", "index"])
+    index = table.column("index").to_numpy()
+    if not np.array_equal(index, np.arange(len(index))):
+        order = np.argsort(index)
+        if not np.array_equal(index[order], np.arange(len(index))):
+            raise ValueError(f"{data_dir}/id_maps/{kind}.parquet: index is not 0..{len(index) - 1}")
+        return table.column("raw_id").take(pa.array(order)).combine_chunks()
+    return table.column("raw_id").combine_chunks()
+
+
+@torch.no_grad()
+def predict(built: Any, cfg: Any) -> Path:
+    """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir."""
+    rank, world = dist_env.rank(), dist_env.world_size()
+    out_dir = Path(cfg.predict.output_dir)
+    data_dir = Path(cfg.data.dir)
+    manifest = built.manifest
+    k, bs = min(cfg.predict.k, manifest.num_items), cfg.predict.batch_size
+    # Every user is ranked: the exclusion rule of the split, but users without held-out items too.
+    split = cfg.predict.split
+    n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / bs)
+    rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
+    users, items, scores = [], [], []
+    built.model.eval()
+    for _ in range(n_batches):
+        chunk = list(islice(rows, bs))
+        # A one-item placeholder target keeps every user in the batch (targets are not used).
+        batch = built.collate_eval([{**r, split: np.zeros(1, np.int64)} for r in chunk], split)
+        s, i = built.scorer.topk(built.model.user_vectors(batch), k, batch.exclude_offsets,
+                                 batch.exclude_items)
+        users.append(batch.users.cpu())
+        items.append(i.cpu())
+        scores.append(s.cpu())
+    user_ids = _raw_ids(data_dir, "users")
+    item_ids = _raw_ids(data_dir, "items")
+    u = torch.cat(users).numpy() if users else np.zeros(0, np.int64)
+    it = torch.cat(items).numpy() if items else np.zeros((0, k), np.int64)
+    sc = torch.cat(scores).numpy().astype(np.float32) if scores else np.zeros((0, k), np.float32)
+    valid = it >= 0
+    flat_items = item_ids.take(pa.array(it[valid]))
+    offsets = np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32)
+    table = pa.table({
+        "user": user_ids.take(pa.array(u)),
+        "items": pa.ListArray.from_arrays(pa.array(offsets), flat_items),
+        "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(sc[valid])),
+    })
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = f"part-rank{rank:05d}.parquet"
+    pq.write_table(table, out_dir / f".{name}.tmp")
+    (out_dir / f".{name}.tmp").replace(out_dir / name)
+    counts = dist_env.all_reduce_sum(
+        torch.nn.functional.one_hot(torch.tensor(rank), world).double() * len(u))
+    if rank == 0:
+        parts = [{"path": f"part-rank{r:05d}.parquet", "rows": int(counts[r])}
+                 for r in range(world)]
+        (out_dir / "manifest.json").write_text(json.dumps({
+            "k": k, "split_masked": split, "parts": parts, "users": int(counts.sum()),
+            "dataset": str(data_dir.resolve()), "model": str(cfg.stage.init_from)}, indent=2))
+    dist_env.barrier()
+    return out_dir
