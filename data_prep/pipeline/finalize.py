@@ -1,0 +1,232 @@
+"""Phase 3 (one Ray task per bucket): indices, split, split parts, and the bucket's shard inputs.
+
+For bucket b it writes
+- ``<output>/splits/{train,val,test}/part-BBBBB.parquet``: COO (user, item) int64, sorted;
+- ``<work>/final/bucket-BBBBB/``: ``users.npy`` (sorted global user indices) and CSR
+  ``{split}_offsets.npy`` / ``{split}_items.npy``, plus ``content.arrow`` (kind, user, item,
+  text) with the bucket's reviews, user descriptions and the descriptions of the items hashed to
+  bucket b. The shard writers slice these files.
+
+Content rules: a text whose user or item is not in the final id maps is rejected
+(``<kind>_unknown_user`` / ``<kind>_unknown_item``); a review of a (user, item) pair that is in
+val or test is rejected as ``review_heldout_pair`` (it would reveal the held-out interaction).
+Documents are ordered by (kind, user, item, text), so the order does not depend on chunking.
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import io
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import ray
+
+from data_prep.pipeline.arrowio import sha256_file, write_bytes_atomic, write_ipc, write_parquet
+from data_prep.pipeline.manifest import file_info
+from data_prep.pipeline.reduce import BucketPairs
+from data_prep.pipeline.split import SPLIT_NAMES, VAL, assign_splits, to_csr
+from data_prep.pipeline.staging import StagingArea
+
+REVIEW, ITEM_DESCRIPTION, USER_DESCRIPTION = 0, 1, 2
+DOC_KINDS = {REVIEW: "review", ITEM_DESCRIPTION: "item", USER_DESCRIPTION: "user"}
+CONTENT_SCHEMA = pa.schema(
+    [("kind", pa.int64()), ("user", pa.int64()), ("item", pa.int64()), ("text", pa.string())]
+)
+
+
+@dataclass
+class FinalizeJob:
+    """Inputs of one bucket's finalize task (besides the shared global item list)."""
+
+    bucket: int
+    reduce_dir: Path
+    final_dir: Path
+    output_dir: Path
+    users: pa.Array  # sorted raw ids of the bucket's kept users
+    user_index: np.ndarray  # int64 global index of each of them
+    seed: int
+    split: dict[str, Any]
+    min_user: int
+    tokenizer_sample: int  # texts to return for tokenizer training
+
+
+@dataclass
+class BucketSummary:
+    """What the driver needs from one bucket: sizes, digests and counts."""
+
+    bucket: int
+    users: int
+    documents: int
+    interactions: dict[str, int]
+    evaluated: dict[str, int]
+    doc_kinds: dict[str, int]
+    rejected: collections.Counter[str]
+    digest: str  # sha256 over the bucket's shard-input files
+    split_files: dict[str, dict[str, Any]]  # relative path -> {rows, sha256, bytes}
+    text_sample: list[str] = field(default_factory=list)
+
+
+def _save_npy(path: Path, array: np.ndarray) -> None:
+    buf = io.BytesIO()
+    np.save(buf, array, allow_pickle=False)
+    # An intermediate file: a crash recomputes it, so it needs no fsync.
+    write_bytes_atomic(path, buf.getvalue(), durable=False)
+
+
+def _member_of_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
+    """bool [n]: whether each of ``values`` is in ``sorted_set`` (ascending, no hashing)."""
+    if len(sorted_set) == 0:
+        return np.zeros(len(values), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_set, values), len(sorted_set) - 1)
+    return sorted_set[pos] == values
+
+
+def _map_ids(raw: pa.Array | pa.ChunkedArray, known: pa.Array, index: np.ndarray) -> np.ndarray:
+    """Index of each raw id among ``known`` (sorted raw ids with their ``index``), -1 if absent."""
+    pos = pc.fill_null(pc.index_in(raw, value_set=known), -1).to_numpy().astype(np.int64)
+    out = np.full(len(pos), -1, dtype=np.int64)
+    found = pos >= 0
+    out[found] = index[pos[found]]
+    return out
+
+
+def _content(
+    area: StagingArea,
+    job: FinalizeJob,
+    items: pa.Array,
+    heldout: np.ndarray,
+    rejected: collections.Counter[str],
+) -> pa.Table:
+    """The bucket's documents (CONTENT_SCHEMA), unknown ids and held-out reviews rejected."""
+    item_index = np.arange(len(items), dtype=np.int64)
+    parts = []
+    reviews = area.read_bucket("reviews", job.bucket)
+    users = _map_ids(reviews["user"], job.users, job.user_index)
+    review_items = _map_ids(reviews["item"], items, item_index)
+    pair_keys = users * len(items) + review_items
+    reasons = [
+        (users < 0, "review_unknown_user"),
+        (review_items < 0, "review_unknown_item"),
+        (_member_of_sorted(pair_keys, heldout), "review_heldout_pair"),
+    ]
+    keep = np.ones(reviews.num_rows, dtype=bool)
+    for bad, reason in reasons:
+        bad = bad & keep
+        if bad.any():
+            rejected[reason] += int(bad.sum())
+        keep &= ~bad
+    parts.append((REVIEW, users[keep], review_items[keep], reviews["text"].filter(keep)))
+
+    texts = area.read_bucket("user_texts", job.bucket)
+    users = _map_ids(texts["user"], job.users, job.user_index)
+    if (users < 0).any():
+        rejected["user_text_unknown_user"] += int((users < 0).sum())
+    keep = users >= 0
+    parts.append(
+        (USER_DESCRIPTION, users[keep], np.full(keep.sum(), -1), texts["text"].filter(keep))
+    )
+
+    texts = area.read_bucket("item_texts", job.bucket)
+    text_items = _map_ids(texts["item"], items, item_index)
+    if (text_items < 0).any():
+        rejected["item_text_unknown_item"] += int((text_items < 0).sum())
+    keep = text_items >= 0
+    parts.append(
+        (ITEM_DESCRIPTION, np.full(keep.sum(), -1), text_items[keep], texts["text"].filter(keep))
+    )
+    tables = [
+        pa.table(
+            {
+                "kind": pa.array(np.full(len(u), kind, dtype=np.int64)),
+                "user": pa.array(np.asarray(u, dtype=np.int64)),
+                "item": pa.array(np.asarray(i, dtype=np.int64)),
+                "text": pc.utf8_trim_whitespace(t),
+            },
+            schema=CONTENT_SCHEMA,
+        )
+        for kind, u, i, t in parts
+    ]
+    table = pa.concat_tables(tables).combine_chunks()
+    keys = [(name, "ascending") for name in ("kind", "user", "item", "text")]
+    return table.sort_by(keys)
+
+
+@ray.remote
+def finalize_bucket(area: StagingArea, job: FinalizeJob, items: pa.Array) -> BucketSummary:
+    """Run the finalize phase of one bucket (see module docstring); ``items`` = global item map."""
+    pairs = BucketPairs.load(job.reduce_dir)
+    item_global = _map_ids(pairs.items, items, np.arange(len(items), dtype=np.int64))
+    mask, user_ok = pairs.kept(item_global >= 0, job.min_user)
+    if int(user_ok.sum()) != len(job.user_index):
+        raise RuntimeError(f"bucket {job.bucket}: user set changed between k-core and finalize")
+    user_global = np.full(len(pairs.users), -1, dtype=np.int64)
+    user_global[user_ok] = job.user_index
+    users = user_global[pairs.user_codes[mask]]
+    item_idx = item_global[pairs.item_codes[mask]]
+    split = assign_splits(
+        users,
+        item_idx,
+        job.seed,
+        job.split["val_fraction"],
+        job.split["test_fraction"],
+        job.split["min_items_for_eval"],
+    )
+
+    rows = np.sort(job.user_index)
+    job.final_dir.mkdir(parents=True, exist_ok=True)
+    _save_npy(job.final_dir / "users.npy", rows)
+    counts: dict[str, int] = {}
+    split_files: dict[str, dict[str, Any]] = {}
+    evaluated: dict[str, int] = {}
+    for code, name in enumerate(SPLIT_NAMES):
+        sel = split == code
+        offsets, flat = to_csr(rows, users[sel], item_idx[sel])
+        _save_npy(job.final_dir / f"{name}_offsets.npy", offsets)
+        _save_npy(job.final_dir / f"{name}_items.npy", flat)
+        counts[name] = len(flat)
+        if name != "train":
+            evaluated[name] = int((np.diff(offsets) > 0).sum())
+        part = pa.table({"user": pa.array(np.repeat(rows, np.diff(offsets))), "item": flat})
+        relative = f"splits/{name}/part-{job.bucket:05d}.parquet"
+        write_parquet(job.output_dir / relative, part)
+        split_files[relative] = file_info(job.output_dir / relative, len(flat))
+
+    rejected: collections.Counter[str] = collections.Counter()
+    heldout = np.sort(users[split >= VAL] * len(items) + item_idx[split >= VAL])
+    content = _content(area, job, items, heldout, rejected)
+    write_ipc(job.final_dir / "content.arrow", content)
+    kinds = np.bincount(content["kind"].to_numpy(), minlength=len(DOC_KINDS))
+
+    digest_files = ["users.npy", "content.arrow"] + [
+        f"{name}_{part}.npy" for name in SPLIT_NAMES for part in ("offsets", "items")
+    ]
+    digest = hashlib.sha256(
+        "".join(sha256_file(job.final_dir / f) for f in digest_files).encode()
+    ).hexdigest()
+    rng = np.random.default_rng([job.seed, job.bucket])
+    take = min(content.num_rows, job.tokenizer_sample)
+    sample = np.sort(rng.choice(content.num_rows, take, replace=False)) if take else []
+    return BucketSummary(
+        bucket=job.bucket,
+        users=len(rows),
+        documents=content.num_rows,
+        interactions=counts,
+        evaluated=evaluated,
+        doc_kinds={DOC_KINDS[k]: int(kinds[k]) for k in DOC_KINDS},
+        rejected=rejected,
+        digest=digest,
+        split_files=split_files,
+        text_sample=content["text"].take(pa.array(sample, pa.int64())).to_pylist(),
+    )
+
+
+def tokenizer_sample_per_bucket(max_documents: int, buckets: int) -> int:
+    """Texts each bucket contributes to the tokenizer's bounded training sample."""
+    return math.ceil(max_documents / buckets)

@@ -1,0 +1,36 @@
+"""Contiguous ID maps: index = rank of the raw id in sorted (UTF-8 byte) order."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from data_prep.pipeline.arrowio import write_parquet
+
+
+def assign_user_indices(bucket_users: list[pa.Array]) -> tuple[pa.Array, list[np.ndarray]]:
+    """Global indices of users reported per bucket (each bucket's list sorted, buckets disjoint).
+
+    Returns (all raw ids sorted [U], per bucket int64 [n_b] index of each of its users).
+    One sort of the concatenation; each user's rank in it is its index.
+    """
+    everything = pa.concat_arrays(bucket_users) if bucket_users else pa.array([], pa.string())
+    order = pc.sort_indices(everything).to_numpy()
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order), dtype=np.int64)
+    ordered = everything.take(pa.array(order))
+    if len(ordered) > 1 and pc.any(pc.equal(ordered[1:], ordered[:-1])).as_py():
+        raise RuntimeError("a user id was reported by two buckets; the staging hash is broken")
+    bounds = np.cumsum([0] + [len(u) for u in bucket_users])
+    return ordered, [rank[bounds[b] : bounds[b + 1]] for b in range(len(bucket_users))]
+
+
+def write_id_map(path: Path, raw_ids: pa.Array) -> None:
+    """Write the map of sorted ``raw_ids`` [n]: columns raw_id (string), index (int64 0..n-1)."""
+    table = pa.table(
+        {"raw_id": raw_ids.cast(pa.string()), "index": pa.array(np.arange(len(raw_ids)))}
+    )
+    write_parquet(path, table)

@@ -1,0 +1,125 @@
+"""Ray session handling and task fan-out with back-pressure, progress bars and fail-fast errors."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+import ray
+from tqdm import tqdm
+
+from data_prep.config import RayConfig
+
+
+@contextlib.contextmanager
+def ray_session(cfg: RayConfig) -> Iterator[None]:
+    """Use the running Ray if this process already has one, join ``cfg.address``, or start a local
+    one with ``cfg.num_cpus`` CPUs; shut down (and remove the temp dir) only what was started here.
+    """
+    if ray.is_initialized():
+        yield
+        return
+    temp_dir = None
+    if cfg.address:
+        ray.init(address=cfg.address)
+    else:
+        # Ray's AF_UNIX socket paths must stay under ~107 bytes, so never nest the session
+        # directory under a (possibly long) output path.
+        temp_dir = cfg.temp_dir or tempfile.mkdtemp(prefix="ray-prep-")
+        ray.init(
+            num_cpus=cfg.num_cpus,
+            include_dashboard=False,
+            object_store_memory=cfg.object_store_memory,
+            _temp_dir=temp_dir,
+        )
+    try:
+        yield
+    finally:
+        ray.shutdown()
+        if temp_dir is not None and cfg.temp_dir is None:
+            shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def cluster_cpus() -> int:
+    """CPUs Ray may schedule on (at least 1)."""
+    return max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+
+def _get(ref: ray.ObjectRef) -> Any:
+    try:
+        return ray.get(ref)
+    except ray.exceptions.RayTaskError as err:
+        # Re-raise as the task's own exception type (ValueError, SchemaError, ...), traceback kept.
+        raise err.as_instanceof_cause() from None
+
+
+class TaskWindow:
+    """Submit tasks with at most ``max_in_flight`` running; results come back in submission order.
+
+    Bounds the driver's memory when it feeds tasks from a stream (each pending task holds its
+    arguments in the object store).
+    """
+
+    def __init__(self, max_in_flight: int, bar: tqdm | None = None, fail_fast: bool = True):
+        self.max_in_flight = max_in_flight
+        self.bar = bar
+        # fail_fast: the first error cancels the rest; otherwise every task runs to its end
+        # (finished work is kept, e.g. shards a rerun can skip) and the first error is raised then.
+        self.fail_fast = fail_fast
+        self._pending: list[tuple[int, ray.ObjectRef]] = []
+        self._results: dict[int, Any] = {}
+        self._error: BaseException | None = None
+        self._next = 0
+
+    def submit(self, ref: ray.ObjectRef) -> None:
+        """Add a submitted task; blocks while ``max_in_flight`` tasks are unfinished."""
+        self._pending.append((self._next, ref))
+        self._next += 1
+        while len(self._pending) >= self.max_in_flight:
+            self._collect_one()
+
+    def _collect_one(self) -> None:
+        ready, _ = ray.wait([ref for _, ref in self._pending], num_returns=1)
+        for i, (seq, ref) in enumerate(self._pending):
+            if ref == ready[0]:
+                del self._pending[i]
+                try:
+                    self._results[seq] = _get(ref)
+                except BaseException as err:
+                    if self.fail_fast:
+                        self.cancel()
+                        raise
+                    self._error = self._error or err
+                if self.bar is not None:
+                    self.bar.update(1)
+                return
+
+    def cancel(self) -> None:
+        for _, ref in self._pending:
+            ray.cancel(ref)
+        self._pending.clear()
+
+    def results(self) -> list[Any]:
+        """Wait for everything submitted; results in submission order."""
+        while self._pending:
+            self._collect_one()
+        if self._error is not None:
+            raise self._error
+        return [self._results[i] for i in range(self._next)]
+
+
+def run_all(
+    refs: list[ray.ObjectRef], desc: str, progress: bool, fail_fast: bool = True
+) -> list[Any]:
+    """Wait for ``refs`` (already submitted) with a progress bar; results in order.
+
+    fail_fast: the first failure cancels the other tasks; else they all finish first.
+    """
+    with tqdm(total=len(refs), desc=desc, disable=not progress, unit="task") as bar:
+        window = TaskWindow(max_in_flight=len(refs) + 1, bar=bar, fail_fast=fail_fast)
+        for ref in refs:
+            window.submit(ref)
+        return window.results()

@@ -1,0 +1,308 @@
+"""The data-prep job: source -> staging -> dedupe/k-core -> id maps -> finalize -> shards.
+
+Phases (each a set of Ray tasks over buckets or shards, see the modules named):
+1. ingest (``ingest``): the source's records, cleaned and hash-partitioned by user;
+2. reduce (``reduce``): per-bucket dedupe, iterated k-core -> final user and item sets;
+3. id maps (``idmaps``): contiguous indices by sorted raw id, ``id_maps/*.parquet``;
+4. finalize (``finalize``): split, ``splits/*``, per-bucket CSR and content inputs;
+5. shards (``shards``): the three WebDataset corpora in a balanced layout (``layout``);
+6. tokenizer, manifest, run log, summary.
+
+Intermediate files live in ``<output_dir>/.prep_work`` and are removed after success; the shard
+journal in it lets a rerun after a crash skip finished shards.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import logging
+import re
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from omegaconf import DictConfig, OmegaConf
+
+from data_prep import synthetic
+from data_prep.config import OUTPUT_SECTIONS, check_config
+from data_prep.pipeline import idmaps, ingest, layout, reduce, report, shards
+from data_prep.pipeline.finalize import (
+    BucketSummary,
+    FinalizeJob,
+    finalize_bucket,
+    tokenizer_sample_per_bucket,
+)
+from data_prep.pipeline.manifest import SCHEMA_VERSION, created_by, file_info, write_manifest
+from data_prep.pipeline.raytools import ray_session, run_all
+from data_prep.pipeline.split import SPLIT_NAMES, SPLIT_RULE
+from data_prep.pipeline.staging import StagingArea
+from data_prep.pipeline.tokenizer import train_tokenizer
+
+log = logging.getLogger(__name__)
+WORK_DIR = ".prep_work"
+TOKENIZER = "tokenizer/tokenizer.json"
+
+
+class Timer:
+    """Wall time per named phase, in order."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    @contextmanager
+    def phase(self, name: str) -> Iterator[None]:
+        start = time.perf_counter()
+        log.info("phase %s ...", name)
+        yield
+        self.seconds[name] = time.perf_counter() - start
+
+
+def _reset_work(work: Path) -> None:
+    """Clear intermediate files of an earlier attempt, keeping its shard journal."""
+    for name in ("staging", "reduce", "final"):
+        shutil.rmtree(work / name, ignore_errors=True)
+    (work / "journal").mkdir(parents=True, exist_ok=True)
+
+
+def _open_source(source: dict[str, Any]) -> Any:
+    """The source's reader after its schema check (None for synthetic, whose config is checked
+    instead): raises before any work if a file, column or key is wrong."""
+    if source["name"] == "synthetic":
+        synthetic.check_source_config(source)
+        return None
+    from data_prep.readers.base import build_reader
+
+    reader = build_reader(source)
+    reader.check_schema()
+    return reader
+
+
+def _ingest(cfg: DictConfig, source: dict[str, Any], reader: Any, area: StagingArea):
+    min_rating = cfg.filter.min_rating
+    if reader is None:
+        return ingest.ingest_synthetic(source, area, min_rating, cfg.progress)
+    return ingest.ingest_reader(reader, area, cfg.staging.chunk_rows, min_rating, cfg.progress)
+
+
+def _id_maps(output: Path, reduced: reduce.ReduceResult) -> list[np.ndarray]:
+    """Write both id maps; returns each bucket's users' global indices."""
+    users, bucket_index = idmaps.assign_user_indices(reduced.bucket_users)
+    idmaps.write_id_map(output / "id_maps" / "users.parquet", users)
+    idmaps.write_id_map(output / "id_maps" / "items.parquet", reduced.items)
+    return bucket_index
+
+
+def _finalize(
+    cfg: DictConfig,
+    area: StagingArea,
+    work: Path,
+    output: Path,
+    reduced: reduce.ReduceResult,
+    bucket_index: list[np.ndarray],
+) -> list[BucketSummary]:
+    items_ref = ray.put(reduced.items)
+    per_bucket = tokenizer_sample_per_bucket(cfg.tokenizer.max_documents, area.buckets)
+    split_cfg = OmegaConf.to_container(cfg.split)
+    refs = [
+        finalize_bucket.remote(
+            area,
+            FinalizeJob(
+                bucket=b,
+                reduce_dir=reduce.bucket_folder(work, b),
+                final_dir=work / "final" / f"bucket-{b:05d}",
+                output_dir=output,
+                users=reduced.bucket_users[b],
+                user_index=bucket_index[b],
+                seed=cfg.seed,
+                split=split_cfg,
+                min_user=cfg.filter.k_core_user,
+                tokenizer_sample=per_bucket,
+            ),
+            items_ref,
+        )
+        for b in range(area.buckets)
+    ]
+    return run_all(refs, "finalize (split, content)", cfg.progress)
+
+
+def _shard_jobs(cfg: DictConfig, work: Path, output: Path, buckets: list[BucketSummary]):
+    digests = [b.digest for b in buckets]
+    jobs = []
+    for corpus in shards.CORPORA:
+        if corpus == "content":
+            rows = [b.documents for b in buckets]
+            per_sample = cfg.layout.docs_per_sample
+        else:
+            rows = [b.users for b in buckets]
+            per_sample = cfg.layout.users_per_sample
+        total = sum(rows)
+        plans = layout.plan_shards(
+            total, per_sample, cfg.layout.samples_per_shard, cfg.layout.shard_multiple
+        )
+        for plan in plans:
+            slices = layout.bucket_slices(plan.start, plan.stop, rows)
+            jobs.append(
+                shards.ShardJob(
+                    corpus=corpus,
+                    plan=plan,
+                    slices=slices,
+                    bucket_dirs=[work / "final" / f"bucket-{b:05d}" for b, _, _ in slices],
+                    relative=f"{corpus}/shard-{plan.index:06d}.tar",
+                    output_dir=output,
+                    journal=work / "journal" / f"{corpus}-{plan.index:06d}.json",
+                    identity=shards.shard_identity(corpus, plan, slices, digests),
+                )
+            )
+    fail_after = cfg.debug.fail_after_shards
+    for ordinal, job in enumerate(jobs):
+        job.fail = fail_after is not None and ordinal >= fail_after
+    return jobs
+
+
+def _remove_stale(output: Path, manifest: dict[str, Any], buckets: int) -> None:
+    """Delete shard files / split parts of earlier runs with another layout, and temp files."""
+    for corpus, info in manifest["corpora"].items():
+        keep = {Path(e["path"]).name for e in info["shards"]}
+        for path in (output / corpus).glob("*"):
+            if path.name not in keep and (path.name.startswith("shard-") or path.suffix == ".tmp"):
+                path.unlink()
+    for split in SPLIT_NAMES:
+        for path in (output / "splits" / split).glob("part-*"):
+            part = re.fullmatch(r"part-(\d+)\.parquet", path.name)
+            if path.suffix == ".tmp" or (part is not None and int(part.group(1)) >= buckets):
+                path.unlink()
+
+
+def _counts(buckets: list[BucketSummary], items: int) -> dict[str, Any]:
+    def total(attr: str, key: str) -> int:
+        return sum(getattr(b, attr)[key] for b in buckets)
+
+    return {
+        "users": sum(b.users for b in buckets),
+        "items": items,
+        "interactions": {s: total("interactions", s) for s in SPLIT_NAMES},
+        "evaluated_users": {s: total("evaluated", s) for s in ("val", "test")},
+        "documents": {k: total("doc_kinds", k) for k in ("review", "item", "user")},
+    }
+
+
+def output_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config keys that decide the output (manifest ``config``); see config.OUTPUT_SECTIONS."""
+    config = {
+        key: OmegaConf.to_container(cfg[key], resolve=True)
+        if OmegaConf.is_config(cfg[key])
+        else cfg[key]
+        for key in OUTPUT_SECTIONS
+    }
+    # chunk_rows only sets the granularity of staging tasks, never the output.
+    config["staging"] = {"buckets": cfg.staging.buckets}
+    return config
+
+
+def _manifest(
+    cfg: DictConfig,
+    source: dict[str, Any],
+    output: Path,
+    reduced: reduce.ReduceResult,
+    buckets: list[BucketSummary],
+    jobs: list[shards.ShardJob],
+    results: list[tuple[dict[str, Any], bool]],
+    rejected: collections.Counter[str],
+) -> dict[str, Any]:
+    """Assemble the manifest (docs/data_prep.md lists every field) from the phases' results."""
+    rejected = collections.Counter(rejected)
+    if reduced.duplicates:
+        rejected["duplicate_interaction"] += reduced.duplicates
+    counts = _counts(buckets, len(reduced.items))
+    filtered = reduced.pairs - sum(counts["interactions"].values())
+    if filtered:
+        rejected["k_core_filtered"] += filtered
+    for b in buckets:
+        rejected.update(b.rejected)
+    corpora: dict[str, Any] = {}
+    for job, (record, _) in zip(jobs, results):
+        corpus = corpora.setdefault(job.corpus, {"shards": [], "num_shards": 0})
+        corpus["shards"].append(record)
+        corpus["num_shards"] += 1
+    files = {rel: info for b in buckets for rel, info in b.split_files.items()}
+    for relative, rows in (("id_maps/users.parquet", counts["users"]),
+                           ("id_maps/items.parquet", counts["items"]), (TOKENIZER, None)):  # fmt: skip
+        files[relative] = file_info(output / relative, rows)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "source": source,
+        "config": output_config(cfg),
+        "seed": cfg.seed,
+        "counts": counts,
+        "prompts": OmegaConf.to_container(cfg.prompts),
+        "split_rule": SPLIT_RULE,
+        "corpora": corpora,
+        "rejected": dict(sorted(rejected.items())),
+        "tokenizer": TOKENIZER,
+        "files": dict(sorted(files.items())),
+        "created_by": created_by(),
+    }
+
+
+def run_prepare(cfg: DictConfig) -> dict[str, Any]:
+    """Prepare ``cfg.output_dir`` from ``cfg.source``; returns the manifest written there."""
+    check_config(cfg)
+    timer = Timer()
+    start = time.perf_counter()
+    source = OmegaConf.to_container(cfg.source, resolve=True, throw_on_missing=True)
+    reader = _open_source(source)
+    output = Path(cfg.output_dir).expanduser().resolve()
+    work = output / WORK_DIR
+    output.mkdir(parents=True, exist_ok=True)
+    _reset_work(work)
+    area = StagingArea(work / "staging", cfg.staging.buckets)
+    rejected: collections.Counter[str] = collections.Counter()
+    with contextlib.ExitStack() as ray_scope:
+        with timer.phase("ray start"):
+            ray_scope.enter_context(ray_session(cfg.ray))
+        with timer.phase("ingest"):
+            _, ingest_rejected = _ingest(cfg, source, reader, area)
+            rejected.update(ingest_rejected)
+        with timer.phase("dedupe + k-core"):
+            reduced = reduce.run_reduce(
+                area, work, cfg.filter.k_core_user, cfg.filter.k_core_item, cfg.progress
+            )
+        with timer.phase("id maps"):
+            bucket_index = _id_maps(output, reduced)
+        with timer.phase("finalize"):
+            buckets = _finalize(cfg, area, work, output, reduced, bucket_index)
+        with timer.phase("shards"):
+            jobs = _shard_jobs(cfg, work, output, buckets)
+            # No fail-fast: when one shard fails the others still finish, so a rerun skips them.
+            refs = [shards.write_shard.remote(j) for j in jobs]
+            results = run_all(refs, "shards", cfg.progress, fail_fast=False)
+    with timer.phase("tokenizer"):
+        sample = [text for b in buckets for text in b.text_sample]
+        templates = list(OmegaConf.to_container(cfg.prompts).values())
+        train_tokenizer(
+            sample, templates, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
+            output / TOKENIZER,
+        )  # fmt: skip
+
+    manifest = _manifest(cfg, source, output, reduced, buckets, jobs, results, rejected)
+    write_manifest(output, manifest)
+    _remove_stale(output, manifest, area.buckets)
+    skipped = sum(1 for _, was_skipped in results if was_skipped)
+    timer.seconds["total"] = time.perf_counter() - start
+    report.write_run_log(
+        output / "run_log.json",
+        timer.seconds,
+        {"shards_written": len(results) - skipped, "shards_reused": skipped,
+         "k_core_rounds": reduced.rounds, "num_cpus": cfg.ray.num_cpus},
+    )  # fmt: skip
+    if not cfg.keep_staging:
+        shutil.rmtree(work, ignore_errors=True)
+    table = report.summary_table(manifest, timer.seconds, skipped)
+    log.info("prepared %s\n%s", output, table)
+    return manifest

@@ -1,0 +1,44 @@
+"""Byte-level BPE for the tiny debug backbone, trained on a bounded sample of the content text."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from data_prep.pipeline.arrowio import write_bytes_atomic
+
+SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
+_PLACEHOLDER = re.compile(r"<(user|item|items)>")
+# Repeat the prompt templates so their words survive the merge ranking even beside a large
+# corpus (they occur in every training document).
+PROMPT_REPEATS = 64
+
+
+def prompt_words(templates: list[str]) -> list[str]:
+    """Templates without their ``<user>``/``<item>``/``<items>`` placeholders."""
+    return [" ".join(_PLACEHOLDER.sub(" ", t).split()) for t in templates]
+
+
+def train_tokenizer(
+    texts: list[str], templates: list[str], vocab_size: int, min_frequency: int, path: Path
+) -> None:
+    """Train a byte-level BPE (special tokens ``<pad>`` ``<eos>`` ``<unk>`` = ids 0, 1, 2) on
+    ``texts`` plus the prompt words and save it as ``tokenizers`` JSON at ``path``.
+
+    With no texts at all it is trained on the prompt words alone (a valid, smaller vocabulary).
+    """
+    tokenizer = Tokenizer(models.BPE(unk_token="<unk>"))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        min_frequency=min_frequency,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    corpus = list(texts) + prompt_words(templates) * PROMPT_REPEATS
+    tokenizer.train_from_iterator(corpus, trainer=trainer, length=len(corpus))
+    write_bytes_atomic(path, tokenizer.to_str(pretty=True).encode("utf-8"))

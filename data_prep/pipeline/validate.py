@@ -1,0 +1,133 @@
+"""``prepare.py --validate <dir>``: re-check a prepared directory against its manifest."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from data_prep.pipeline.arrowio import sha256_file
+from data_prep.pipeline.manifest import REQUIRED_FIELDS, SCHEMA_VERSION, read_manifest
+from data_prep.pipeline.shards import CORPORA, ROW_FIELD
+
+# Member whose length is the number of rows (users or documents) of a sample.
+ROW_MEMBER = {"collaborative": "users.npy", "content": "kinds.npy", "recommendation": "users.npy"}
+
+
+def _tar_counts(path: Path, corpus: str) -> tuple[int, int]:
+    """(samples, rows) of a shard, read from its members."""
+    keys: set[str] = set()
+    rows = 0
+    with tarfile.open(path, "r") as tar:
+        for member in tar:
+            key, _, extension = member.name.partition(".")
+            keys.add(key)
+            if extension == ROW_MEMBER[corpus]:
+                data = tar.extractfile(member)
+                assert data is not None
+                rows += len(np.load(io.BytesIO(data.read()), allow_pickle=False))
+    return len(keys), rows
+
+
+def _check_shard(root: Path, corpus: str, entry: dict[str, Any]) -> list[str]:
+    path = root / entry["path"]
+    if not path.is_file():
+        return [f"{entry['path']}: missing"]
+    problems = []
+    if path.stat().st_size != entry["bytes"]:
+        problems.append(
+            f"{entry['path']}: {path.stat().st_size} bytes, manifest says {entry['bytes']}"
+        )
+    if sha256_file(path) != entry["sha256"]:
+        problems.append(f"{entry['path']}: sha256 differs from the manifest")
+    try:
+        samples, rows = _tar_counts(path, corpus)
+    except (tarfile.TarError, ValueError, OSError) as err:
+        return problems + [f"{entry['path']}: unreadable tar ({err})"]
+    if samples != entry["samples"]:
+        problems.append(f"{entry['path']}: {samples} samples, manifest says {entry['samples']}")
+    field = ROW_FIELD[corpus]
+    if rows != entry[field]:
+        problems.append(f"{entry['path']}: {rows} {field}, manifest says {entry[field]}")
+    return problems
+
+
+def _check_id_map(root: Path, name: str, expected: int) -> list[str]:
+    path = root / "id_maps" / f"{name}.parquet"
+    if not path.is_file():
+        return [f"id_maps/{name}.parquet: missing"]
+    table = pq.read_table(path)
+    if table.column_names != ["raw_id", "index"]:
+        return [f"id_maps/{name}.parquet: columns {table.column_names}, expected [raw_id, index]"]
+    problems = []
+    if table.num_rows != expected:
+        problems.append(f"id_maps/{name}.parquet: {table.num_rows} rows, counts say {expected}")
+    if not np.array_equal(table["index"].to_numpy(), np.arange(table.num_rows)):
+        problems.append(f"id_maps/{name}.parquet: index is not 0..n-1 in order")
+    return problems
+
+
+def validate_dir(root: Path) -> list[str]:
+    """Every problem found in ``root`` (empty list = valid): manifest fields, shard checksums,
+    sizes and sample/row counts, shard counts, id maps, split parts and other listed files."""
+    try:
+        manifest = read_manifest(root)
+    except ValueError as err:
+        return [str(err)]
+    problems = [
+        f"manifest: missing field {key!r}" for key in REQUIRED_FIELDS if key not in manifest
+    ]
+    if problems:
+        return problems
+    if manifest["schema_version"] != SCHEMA_VERSION:
+        return [f"manifest: schema_version {manifest['schema_version']} != {SCHEMA_VERSION}"]
+    try:
+        return _check_contents(root, manifest)
+    except (KeyError, TypeError, AttributeError) as err:
+        return [f"manifest: malformed ({type(err).__name__}: {err})"]
+
+
+def _check_contents(root: Path, manifest: dict[str, Any]) -> list[str]:
+    problems = []
+    multiple = manifest["config"]["layout"]["shard_multiple"]
+    for corpus in CORPORA:
+        info = manifest["corpora"].get(corpus)
+        if info is None:
+            problems.append(f"manifest: corpus {corpus!r} missing")
+            continue
+        if info["num_shards"] != len(info["shards"]) or info["num_shards"] % multiple:
+            problems.append(
+                f"{corpus}: num_shards {info['num_shards']} with {len(info['shards'])} listed "
+                f"(must match and be a multiple of {multiple})"
+            )
+        for entry in info["shards"]:
+            problems.extend(_check_shard(root, corpus, entry))
+        listed = {e["path"] for e in info["shards"]}
+        for path in sorted((root / corpus).glob("*")) if (root / corpus).is_dir() else []:
+            if f"{corpus}/{path.name}" not in listed:
+                problems.append(f"{corpus}/{path.name}: not listed in the manifest")
+    counts = manifest["counts"]
+    problems.extend(_check_id_map(root, "users", counts["users"]))
+    problems.extend(_check_id_map(root, "items", counts["items"]))
+    files = manifest.get("files", {})
+    for split, expected in counts["interactions"].items():
+        parts = sorted((root / "splits" / split).glob("part-*.parquet"))
+        if not parts:
+            problems.append(f"splits/{split}: no parts")
+            continue
+        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        if rows != expected:
+            problems.append(f"splits/{split}: {rows} rows, counts say {expected}")
+    for relative, info in sorted(files.items()):
+        path = root / relative
+        if not path.is_file():
+            problems.append(f"{relative}: missing")
+        elif sha256_file(path) != info["sha256"]:
+            problems.append(f"{relative}: sha256 differs from the manifest")
+    if manifest["tokenizer"] is not None and not (root / manifest["tokenizer"]).is_file():
+        problems.append(f"{manifest['tokenizer']}: missing")
+    return problems

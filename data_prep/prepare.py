@@ -1,0 +1,60 @@
+"""Prepare a dataset directory for training (docs/data_prep.md).
+
+    python data_prep/prepare.py source=<name> [source.path=...] output_dir=<dir> [key=value ...]
+    python data_prep/prepare.py --validate <dir>
+
+The first form is a Hydra app (configs/data_prep/config.yaml); the second re-checks a prepared
+directory against its manifest and exits 1 listing every problem.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# Run as a script, Python puts data_prep/ itself first on sys.path, where config.py and
+# synthetic.py would shadow top-level modules of that name (also in Ray workers, which inherit
+# the driver's path). Use the repository root instead.
+_REPO = Path(__file__).resolve().parents[1]
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path[0] = str(_REPO)
+
+import hydra  # noqa: E402
+from omegaconf import DictConfig  # noqa: E402
+
+from data_prep.config import register_configs  # noqa: E402
+from data_prep.pipeline.runner import run_prepare  # noqa: E402
+from data_prep.pipeline.validate import validate_dir  # noqa: E402
+
+register_configs()
+
+
+@hydra.main(version_base=None, config_path="../configs/data_prep", config_name="config")
+def _prepare(cfg: DictConfig) -> None:
+    run_prepare(cfg)
+
+
+def validate_command(directory: str) -> int:
+    """Print the problems of ``directory`` (or OK); return the process exit status."""
+    problems = validate_dir(Path(directory))
+    if problems:
+        print(f"{directory}: {len(problems)} problem(s)")
+        for problem in problems:
+            print(f"  - {problem}")
+        return 1
+    print(f"{directory}: OK (every shard, id map, split part and listed file matches the manifest)")
+    return 0
+
+
+def main() -> None:
+    """Dispatch ``--validate DIR`` before Hydra sees argv; everything else is Hydra's."""
+    if len(sys.argv) > 1 and sys.argv[1] == "--validate":
+        if len(sys.argv) != 3:
+            print("usage: python data_prep/prepare.py --validate <dir>", file=sys.stderr)
+            sys.exit(2)
+        sys.exit(validate_command(sys.argv[2]))
+    _prepare()
+
+
+if __name__ == "__main__":
+    main()
