@@ -61,8 +61,9 @@ def test_data_prep_configs_compose():
         pytest.skip("configs/data_prep not present")
     sources = sorted(p.stem for p in (prep / "source").glob("*.yaml"))
     assert "synthetic" in sources
-    import data_prep.config  # noqa: F401  registers the data-prep schema
+    from data_prep.config import register_configs
 
+    register_configs()
     for source in sources:
         cfg = _compose("config", [f"source={source}", "output_dir=/tmp/x"], prep)
         assert cfg.source.name == source
