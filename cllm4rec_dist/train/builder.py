@@ -121,6 +121,7 @@ def build(cfg: Any) -> Built:
     model = CLLM4Rec(backbone, IdTables(**tables), scorer, lambda_v=cfg.stage.lambda_v)
     engine = None
     trainable = [p for p in backbone.parameters() if p.requires_grad]
+    n_train = sum(p.numel() for p in trainable)  # before ZeRO-3 empties the parameters
     if trainable:
         import deepspeed
 
@@ -130,7 +131,6 @@ def build(cfg: Any) -> Built:
         model.backbone = engine
     else:
         backbone.to(device)
-    n_train = sum(p.numel() for p in trainable)
     log.info("backbone %s (%s): %d trainable parameters; tables %s; world size %d",
              cfg.model.source, cfg.model.mode, n_train,
              "partitioned" if isinstance(item_table, PartitionedTable) else "dense",

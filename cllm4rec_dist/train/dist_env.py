@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 
 import torch
 import torch.distributed as dist
@@ -25,7 +26,18 @@ def init_distributed() -> None:
 
     Single-process runs (no WORLD_SIZE in the environment) stay un-initialised.
     """
-    if is_dist() or int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if is_dist():
+        return
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        # One process: a DeepSpeed engine (trainable backbone) still creates a process group,
+        # and without these variables deepspeed.initialize goes looking for MPI.
+        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
+                           ("MASTER_ADDR", "127.0.0.1")):
+            os.environ.setdefault(key, value)
+        if "MASTER_PORT" not in os.environ:
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                os.environ["MASTER_PORT"] = str(s.getsockname()[1])
         return
     import deepspeed
 

@@ -1,0 +1,91 @@
+"""The backbone's size, from its Hugging Face config alone: the model is built on the ``meta``
+device, so a 7 B backbone is counted in a second without reading (or having) its weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+
+from cllm4rec_dist.planning.memory import BackboneShape
+
+
+def hf_config(model_cfg: Any, vocab_size: int | None) -> PretrainedConfig:
+    """The HF config ``model_cfg`` (the training config's ``model`` section) would build.
+
+    debug: the random Llama of cllm4rec_dist.model.loading (same fields), with ``vocab_size`` the
+    dataset tokenizer's; local: ``<model.path>/config.json`` (weights need not exist);
+    smollm2_gguf: the converted cache's config.json (run one training or ``smollm2_cache`` first).
+    """
+    if model_cfg.source == "debug":
+        if vocab_size is None:
+            raise ValueError(
+                "a debug backbone's vocabulary is the dataset tokenizer's: give "
+                "data.dir (a prepared dataset) or plan.vocab_size"
+            )
+        return LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=model_cfg.hidden_size,
+            intermediate_size=model_cfg.intermediate_size,
+            num_hidden_layers=model_cfg.num_layers,
+            num_attention_heads=model_cfg.num_heads,
+            num_key_value_heads=getattr(model_cfg, "num_kv_heads", None) or model_cfg.num_heads,
+            max_position_embeddings=model_cfg.max_position_embeddings,
+            tie_word_embeddings=True,
+        )
+    if model_cfg.source == "local":
+        path = Path(str(model_cfg.path))
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"model.path {path} has no config.json")
+        return AutoConfig.from_pretrained(path)
+    if model_cfg.source == "smollm2_gguf":
+        from cllm4rec_dist.model.loading import smollm2_cache
+
+        return AutoConfig.from_pretrained(smollm2_cache(model_cfg.cache_dir))
+    raise ValueError(f"model.source {model_cfg.source!r} is not one of debug, local, smollm2_gguf")
+
+
+def _lora_params(lm: torch.nn.Module, model_cfg: Any) -> int:
+    from peft import LoraConfig, inject_adapter_in_model
+
+    lora = LoraConfig(
+        r=model_cfg.lora.r,
+        lora_alpha=model_cfg.lora.alpha,
+        lora_dropout=model_cfg.lora.dropout,
+        target_modules=list(model_cfg.lora.target_modules),
+    )
+    inject_adapter_in_model(lora, lm)
+    return sum(p.numel() for name, p in lm.named_parameters() if "lora_" in name)
+
+
+def backbone_shape(model_cfg: Any, vocab_size: int | None = None) -> BackboneShape:
+    """Parameter counts (all, trainable under ``model.mode``) and layer sizes of the backbone."""
+    config = hf_config(model_cfg, vocab_size)
+    if model_cfg.mode not in ("frozen", "lora", "full"):
+        raise ValueError(f"model.mode {model_cfg.mode!r} is not one of frozen, lora, full")
+    with torch.device("meta"):
+        lm = AutoModelForCausalLM.from_config(config)
+        # Shared (tied) tensors are yielded once by parameters().
+        params = sum(p.numel() for p in lm.parameters())
+        trainable = {"frozen": 0, "full": params}.get(model_cfg.mode)
+        if trainable is None:
+            trainable = _lora_params(lm, model_cfg)
+            params += trainable
+    text = config.get_text_config()
+    hidden = int(text.hidden_size)
+    return BackboneShape(
+        params=params,
+        trainable=trainable,
+        hidden=hidden,
+        layers=int(text.num_hidden_layers),
+        heads=int(text.num_attention_heads),
+        intermediate=int(
+            getattr(text, "intermediate_size", None) or getattr(text, "n_inner", None) or 4 * hidden
+        ),
+        vocab=int(lm.get_input_embeddings().num_embeddings),
+    )
+
+
+__all__ = ["backbone_shape", "hf_config"]

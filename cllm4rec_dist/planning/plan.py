@@ -1,0 +1,357 @@
+"""Dry-run planner: the world layout, a per-rank memory estimate and the launch commands of a
+training config, before anything is allocated.
+
+The config is the training config of ``launchers/<stage>.py`` (same groups, same overrides) plus a
+``plan`` section (``PlanConfig``) describing the cluster. ``launchers/plan.py`` prints it.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import OmegaConf
+
+from cllm4rec_dist.config import TrainConfig, validate
+from cllm4rec_dist.planning.backbone import backbone_shape
+from cllm4rec_dist.planning.memory import (
+    DS_MAX_LIVE_PARAMETERS,
+    DS_REDUCE_BUCKET_SIZE,
+    GiB,
+    MemoryEstimate,
+    Phase,
+    RunShape,
+    estimate,
+    shard,
+)
+
+# Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter (measure.py's
+# `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters): Python, torch, DeepSpeed,
+# transformers, Hydra, gloo. Two calibration runs gave 0.41-0.45 GiB per rank (torch 2.13 CPU,
+# DeepSpeed 0.19.8, 2-core VM); the larger is used. Re-measure with
+# `python -m cllm4rec_dist.planning.measure --only calibrate`.
+CPU_OVERHEAD_GIB = 0.45
+# NOT measured in this project (no GPU was available): a planning margin for the CUDA context,
+# NCCL buffers and caching-allocator fragmentation. Measure it on your GPUs (peak of
+# `nvidia-smi` minus torch.cuda.max_memory_allocated) and pass plan.overhead_gib.
+CUDA_OVERHEAD_GIB = 2.0
+LAUNCHERS = ("pretrain", "finetune", "evaluate", "predict")
+
+
+@dataclass
+class PlanConfig:
+    """The cluster to plan for; counts default to the prepared dataset under ``data.dir``."""
+
+    nodes: int = 1
+    gpus_per_node: int = 8  # ranks per node (GPUs; on CPU, processes)
+    device: str = "cuda"  # cuda | cpu: how buffers and attention are allocated, which overhead
+    device_memory_gib: float | None = 80.0  # per GPU (cuda), to say whether the estimate fits
+    overhead_gib: float | None = None  # null: CPU_OVERHEAD_GIB / CUDA_OVERHEAD_GIB
+    num_users: int | None = None  # null: the manifest's
+    num_items: int | None = None
+    vocab_size: int | None = None  # debug backbone without a dataset: its tokenizer's size
+    prompt_tokens: int = 16  # hard-prompt words + ID tokens around a document (upper bound)
+    launcher: str = "${stage.name}"  # pretrain | finetune | evaluate | predict
+    partition: str | None = None  # sbatch --partition in the printed command
+    time: str | None = None  # sbatch --time
+    format: str = "text"  # text | json
+
+
+@dataclass
+class PlanRoot(TrainConfig):
+    plan: PlanConfig = field(default_factory=PlanConfig)
+
+
+def register_plan() -> None:
+    ConfigStore.instance().store(name="plan_schema", node=PlanRoot)
+
+
+@dataclass
+class Plan:
+    """What ``launchers/plan.py`` prints."""
+
+    world_size: int
+    nodes: int
+    ranks_per_node: int
+    num_users: int
+    num_items: int
+    backbone: dict[str, Any]
+    memory: MemoryEstimate
+    commands: dict[str, str]
+    device_memory_gib: float | None
+    device: str
+
+
+def phases(cfg: Any, prompt_tokens: int) -> tuple[tuple[Phase, ...], dict[str, int]]:
+    """The phases the stage trains, as one rank's step sees them, and their longest sequence."""
+    s, d = cfg.stage, cfg.data
+    names = list(
+        dict.fromkeys((["content"] if s.content_warmup_epochs > 0 else []) + list(s.phases))
+    )
+    if s.epochs == 0:
+        names = []
+    seq = {
+        "collaborative": prompt_tokens + d.max_items,
+        "content": prompt_tokens + d.max_text_tokens,
+        "recommendation": 2 * prompt_tokens + d.max_items,
+    }
+    out = []
+    for name in names:
+        if name == "collaborative":
+            b = d.collab_batch_size
+            out.append(Phase(name, b * seq[name], scored_rows=b * d.max_items))
+        elif name == "content":
+            b = d.content_batch_size
+            out.append(Phase(name, b * seq[name], word_logits=b * d.max_text_tokens))
+        else:
+            b = d.rec_batch_size
+            out.append(Phase(name, b * seq[name], scored_rows=b))
+    return tuple(out), {p.name: seq[p.name] for p in out}
+
+
+def _zero_key(cfg: Any, key: str, default: int) -> int:
+    extra = (
+        OmegaConf.to_container(cfg.deepspeed.extra, resolve=True)
+        if not isinstance(cfg.deepspeed.extra, dict)
+        else cfg.deepspeed.extra
+    )
+    return int((extra or {}).get("zero_optimization", {}).get(key, default))
+
+
+def _counts(cfg: Any) -> tuple[int, int, int | None]:
+    """(users, items, debug-tokenizer vocabulary) from plan.* or the manifest under data.dir."""
+    p = cfg.plan
+    users, items, vocab = p.num_users, p.num_items, p.vocab_size
+    need_vocab = cfg.model.source == "debug" and vocab is None
+    if users is None or items is None or need_vocab:
+        from cllm4rec_dist.data.manifest import load_manifest
+
+        manifest = load_manifest(cfg.data.dir)
+        users = manifest.num_users if users is None else users
+        items = manifest.num_items if items is None else items
+        if need_vocab and manifest.tokenizer_path is not None:
+            from transformers import PreTrainedTokenizerFast
+
+            vocab = len(PreTrainedTokenizerFast(tokenizer_file=str(manifest.tokenizer_path)))
+    return int(users), int(items), vocab
+
+
+def overhead_gib(plan_cfg: Any) -> float:
+    if plan_cfg.overhead_gib is not None:
+        return float(plan_cfg.overhead_gib)
+    return CPU_OVERHEAD_GIB if plan_cfg.device == "cpu" else CUDA_OVERHEAD_GIB
+
+
+def run_shape(cfg: Any) -> tuple[RunShape, dict[str, int]]:
+    """The numbers ``memory.estimate`` needs, from a composed plan config."""
+    p = cfg.plan
+    if p.device not in ("cuda", "cpu"):
+        raise ValueError(f"plan.device {p.device!r} is not cuda or cpu")
+    if p.nodes < 1 or p.gpus_per_node < 1:
+        raise ValueError("plan.nodes and plan.gpus_per_node must be >= 1")
+    users, items, vocab = _counts(cfg)
+    shape = backbone_shape(cfg.model, vocab)
+    run_phases, seq = phases(cfg, p.prompt_tokens)
+    run = RunShape(
+        backbone=shape,
+        dtype=cfg.model.dtype,
+        zero_stage=int(cfg.deepspeed.zero_stage),
+        world_size=p.nodes * p.gpus_per_node,
+        num_users=users,
+        num_items=items,
+        phases=run_phases,
+        gradient_checkpointing=bool(cfg.model.gradient_checkpointing),
+        device=p.device,
+        overhead_bytes=overhead_gib(p) * GiB,
+        reduce_bucket_size=_zero_key(cfg, "reduce_bucket_size", DS_REDUCE_BUCKET_SIZE),
+        max_live_parameters=_zero_key(cfg, "stage3_max_live_parameters", DS_MAX_LIVE_PARAMETERS),
+    )
+    return run, seq
+
+
+def launch_commands(
+    launcher: str,
+    overrides: list[str],
+    nodes: int,
+    ranks_per_node: int,
+    device: str,
+    partition: str | None = None,
+    time: str | None = None,
+) -> dict[str, str]:
+    """The one-node ``deepspeed`` command and the cluster ``sbatch`` line for these overrides."""
+    if launcher not in LAUNCHERS:
+        raise ValueError(f"plan.launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+    args = " ".join(shlex.quote(o) for o in overrides)
+    prefix = "DS_ACCELERATOR=cpu " if device == "cpu" else ""
+    one_node = (
+        f"{prefix}deepspeed --num_gpus {ranks_per_node} --no_local_rank "
+        f"launchers/{launcher}.py {args}"
+    ).rstrip()
+    opts = [f"--nodes={nodes}", f"--ntasks-per-node={ranks_per_node}"]
+    if device == "cuda":
+        opts.append(f"--gpus-per-node={ranks_per_node}")
+    if partition:
+        opts.append(f"--partition={partition}")
+    if time:
+        opts.append(f"--time={time}")
+    cluster = f"sbatch {' '.join(opts)} slurm/{launcher}.sbatch {args}".rstrip()
+    return {"one_node": one_node, "cluster": cluster}
+
+
+def make_plan(cfg: Any, overrides: list[str]) -> Plan:
+    """Plan for a composed config; ``overrides`` are the training overrides to launch with.
+    Raises ConfigError for values the trainer would reject."""
+    validate(cfg)
+    run, seq = run_shape(cfg)
+    p = cfg.plan
+    mem = estimate(run, seq)
+    shape = run.backbone
+    backbone = {
+        "source": cfg.model.source,
+        "mode": cfg.model.mode,
+        "dtype": run.dtype,
+        "zero_stage": run.zero_stage,
+        "params": shape.params,
+        "trainable": shape.trainable,
+        "hidden": shape.hidden,
+        "layers": shape.layers,
+        "vocab": shape.vocab,
+        "gradient_checkpointing": run.gradient_checkpointing,
+    }
+    commands = launch_commands(
+        str(p.launcher), overrides, p.nodes, p.gpus_per_node, p.device, p.partition, p.time
+    )
+    return Plan(
+        run.world_size,
+        p.nodes,
+        p.gpus_per_node,
+        run.num_users,
+        run.num_items,
+        backbone,
+        mem,
+        commands,
+        p.device_memory_gib,
+        p.device,
+    )
+
+
+def _gib(n: float) -> str:
+    return f"{n / GiB:9.2f}"
+
+
+def render_text(plan: Plan) -> str:
+    """The human-readable report."""
+    m, bb, w = plan.memory, plan.backbone, plan.world_size
+    unit = "GPU" if plan.device == "cuda" else "rank"
+    lines = [
+        f"world     {w} ranks = {plan.nodes} node(s) x {plan.ranks_per_node} {unit}s; data "
+        f"parallel backbone, ID tables and item head row-partitioned {w} ways",
+        f"backbone  {bb['source']} {bb['mode']} {bb['dtype']} ZeRO-{bb['zero_stage']}: "
+        f"{bb['params']:,} params ({bb['trainable']:,} trainable), hidden {bb['hidden']}, "
+        f"{bb['layers']} layers, vocab {bb['vocab']:,}"
+        + (", activation checkpointing" if bb["gradient_checkpointing"] else ""),
+        f"tables    {plan.num_users:,} users, {plan.num_items:,} items, dim {bb['hidden']}: "
+        f"{shard(plan.num_users, w):,} user / {shard(plan.num_items, w):,} item rows per rank",
+        "",
+        f"per-rank {'device' if plan.device == 'cuda' else 'process'} memory (GiB)",
+    ]
+
+    def block(title: str, terms) -> None:
+        lines.append(f"  {title}")
+        for t in terms:
+            lines.append(f"    {t.name:<44}{_gib(t.bytes)}  {t.note}".rstrip())
+
+    block("static", m.static)
+    for name in m.transient:
+        block(
+            f"step transient: {name}" + (" (largest)" if name == m.peak_phase else ""),
+            m.transient[name],
+        )
+    lines.append(
+        f"  {m.overhead.name:<46}{_gib(m.overhead.bytes)}  "
+        f"{'calibrated (CPU)' if plan.device == 'cpu' else 'assumed, not measured'}"
+    )
+    total = m.training_peak()
+    verdict = ""
+    if plan.device == "cuda" and plan.device_memory_gib:
+        fits = total <= plan.device_memory_gib * GiB
+        verdict = f"  of {plan.device_memory_gib:g} GiB: " + ("fits" if fits else "DOES NOT FIT")
+    lines.append(f"  {'training peak per rank':<46}{_gib(total)}{verdict}")
+    if m.host_separate:
+        block("building (host memory of each rank)", m.build)
+        per_node = plan.ranks_per_node * sum(t.bytes for t in m.build)
+        lines.append(
+            f"  {'host memory per node while building':<46}{_gib(per_node)}  "
+            f"{plan.ranks_per_node} ranks"
+        )
+        block("export at the end (host memory of rank 0)", m.export)
+    else:
+        block("building", m.build)
+        block("export at the end (rank 0, on top of the static state)", m.export)
+        lines.append(
+            f"  {'process peak, rank 0 (build/train/export)':<46}{_gib(m.process_peak(0))}"
+        )
+        lines.append(f"  {'process peak, other ranks (build/train)':<46}{_gib(m.process_peak(1))}")
+    lines += [
+        "",
+        "launch",
+        f"  one node:  {plan.commands['one_node']}",
+        f"  cluster:   {plan.commands['cluster']}",
+    ]
+    return "\n".join(lines)
+
+
+def render_json(plan: Plan) -> str:
+    m = plan.memory
+    out = {
+        "world_size": plan.world_size,
+        "nodes": plan.nodes,
+        "ranks_per_node": plan.ranks_per_node,
+        "num_users": plan.num_users,
+        "num_items": plan.num_items,
+        "backbone": plan.backbone,
+        "memory_bytes": {
+            "static": [asdict(t) for t in m.static],
+            "transient": {k: [asdict(t) for t in v] for k, v in m.transient.items()},
+            "build": [asdict(t) for t in m.build],
+            "export": [asdict(t) for t in m.export],
+            "overhead": m.overhead.bytes,
+            "peak_phase": m.peak_phase,
+            "training_peak": m.training_peak(),
+        },
+        "commands": plan.commands,
+    }
+    build = sum(t.bytes for t in m.build)
+    if m.host_separate:  # GPUs: building and the export use host memory
+        out["host_bytes"] = {
+            "build_per_rank": build,
+            "build_per_node": plan.ranks_per_node * build,
+            "export_rank0": sum(t.bytes for t in m.export),
+        }
+    else:  # one process holds everything
+        out["process_peak_bytes"] = {"rank0": m.process_peak(0), "other_ranks": m.process_peak(1)}
+    return json.dumps(out, indent=2)
+
+
+def training_overrides(task_overrides: list[str]) -> list[str]:
+    """Hydra task overrides minus the planner's own (``plan.*``)."""
+    return [o for o in task_overrides if not o.lstrip("+~").startswith("plan.")]
+
+
+__all__ = [
+    "CPU_OVERHEAD_GIB",
+    "CUDA_OVERHEAD_GIB",
+    "Plan",
+    "PlanConfig",
+    "launch_commands",
+    "make_plan",
+    "phases",
+    "register_plan",
+    "render_json",
+    "render_text",
+    "run_shape",
+    "training_overrides",
+]

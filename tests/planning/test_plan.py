@@ -1,0 +1,142 @@
+"""launchers/plan.py: composes like the training launchers, reads counts from the dataset, prints
+the layout, the estimate and launch commands that carry the training overrides."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from cllm4rec_dist.config import validate
+from cllm4rec_dist.data.manifest import load_manifest
+from cllm4rec_dist.planning.plan import (
+    launch_commands,
+    make_plan,
+    phases,
+    register_plan,
+    render_text,
+    training_overrides,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "configs"
+register_plan()
+
+
+def _compose(overrides: list[str]):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONFIGS), version_base="1.3"):
+        return compose(config_name="plan", overrides=overrides)
+
+
+def test_plan_root_composes_with_every_experiment(monkeypatch):
+    monkeypatch.setenv("CLLM4REC_MODELS_DIR", "/nonexistent")
+    for exp in sorted(p.stem for p in (CONFIGS / "experiment").glob("*.yaml")):
+        cfg = _compose(["data.dir=/tmp/x", f"experiment={exp}"])
+        validate(cfg)
+        assert cfg.plan.launcher == "pretrain"
+
+
+def test_debug_plan_reads_the_dataset(tiny_dataset):
+    train = [f"data.dir={tiny_dataset}", "model.mode=full", "deepspeed=zero2"]
+    cfg = _compose([*train, "plan.nodes=2", "plan.gpus_per_node=4", "plan.partition=gpu"])
+    plan = make_plan(cfg, train)
+    manifest = load_manifest(tiny_dataset)
+    assert plan.world_size == 8
+    assert (plan.num_users, plan.num_items) == (manifest.num_users, manifest.num_items)
+    assert plan.backbone["trainable"] == plan.backbone["params"] > 0
+    assert plan.commands["one_node"] == (
+        "deepspeed --num_gpus 4 --no_local_rank launchers/pretrain.py " + shlex.join(train)
+    )
+    assert plan.commands["cluster"].startswith(
+        "sbatch --nodes=2 --ntasks-per-node=4 --gpus-per-node=4 --partition=gpu "
+        "slurm/pretrain.sbatch data.dir="
+    )
+    text = render_text(plan)
+    assert "8 ranks = 2 node(s) x 4 GPUs" in text and "ZeRO reduce bucket" in text
+
+
+def test_counts_from_plan_keys_need_no_dataset(tmp_path):
+    model = tmp_path / "llama"
+    model.mkdir()
+    (model / "config.json").write_text(
+        json.dumps(
+            {
+                "model_type": "llama",
+                "hidden_size": 128,
+                "intermediate_size": 256,
+                "num_attention_heads": 4,
+                "num_hidden_layers": 2,
+                "vocab_size": 1000,
+            }
+        )
+    )
+    cfg = _compose(
+        [
+            "data.dir=/nonexistent",
+            "model=llama_local",
+            f"model.path={model}",
+            "plan.num_users=1000000",
+            "plan.num_items=50000",
+            "plan.gpus_per_node=2",
+        ]
+    )
+    plan = make_plan(cfg, [])
+    assert plan.memory.static[0].bytes == 2 * plan.backbone["params"]  # frozen bf16
+    tables = {t.name: t.bytes for t in plan.memory.static}["ID tables (4 x fp32 rows / W)"]
+    assert tables == 4 * 2 * (500_000 + 25_000) * 128
+
+
+def test_stage_phases_follow_the_stage_config():
+    cfg = _compose(["data.dir=/tmp/x", "stage=finetune"])
+    got, seq = phases(cfg, prompt_tokens=10)
+    assert [p.name for p in got] == ["recommendation", "content"]
+    rec = got[0]
+    assert rec.scored_rows == cfg.data.rec_batch_size
+    assert seq["recommendation"] == 20 + cfg.data.max_items
+    pre, _ = phases(_compose(["data.dir=/tmp/x"]), prompt_tokens=10)
+    assert [p.name for p in pre] == ["content", "collaborative"]  # warm-up first
+
+
+def test_commands_and_overrides():
+    assert training_overrides(["a=1", "plan.nodes=2", "+plan.x=1", "deepspeed=zero3"]) == [
+        "a=1",
+        "deepspeed=zero3",
+    ]
+    cpu = launch_commands("finetune", ["stage.init_from=/a b"], 1, 2, "cpu")
+    assert cpu["one_node"] == (
+        "DS_ACCELERATOR=cpu deepspeed --num_gpus 2 --no_local_rank "
+        "launchers/finetune.py 'stage.init_from=/a b'"
+    )
+    assert "--gpus-per-node" not in cpu["cluster"]
+    with pytest.raises(ValueError, match="plan.launcher"):
+        launch_commands("train", [], 1, 1, "cuda")
+
+
+def test_launcher_prints_json(tiny_dataset):
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "launchers/plan.py",
+            f"data.dir={tiny_dataset}",
+            "plan.format=json",
+            "plan.device=cpu",
+            "plan.gpus_per_node=2",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["world_size"] == 2
+    mem = out["memory_bytes"]
+    assert mem["training_peak"] > mem["overhead"] > 0
+    assert mem["peak_phase"] in ("collaborative", "content")
