@@ -1,0 +1,198 @@
+"""CLLM4Rec: a causal LM whose user / item tokens come from two pairs of ID tables.
+
+The collaborative LM reads the ``*_collab`` tables and predicts items with a head tied to
+``item_collab`` (the injected ``item_scorer``); the content LM reads the ``*_content`` tables and
+predicts words with the backbone's LM head. Mutual regularization pulls each pair together.
+
+Tables and scorer are injected and may be collective (row-partitioned / item-parallel): every
+method calls them in a fixed order, unconditionally, even with zero ids, so all ranks issue the
+same sequence of collectives whatever their batch holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from cllm4rec_dist.model.backbone import Backbone, BackboneOutput
+from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
+from cllm4rec_dist.model.heads import word_cross_entropy
+from cllm4rec_dist.model.interfaces import IdTable, ItemScorer
+
+Batch = CollabBatch | ContentBatch | RecBatch
+
+
+@dataclass
+class LossOutput:
+    loss: Tensor  # scalar: mean task loss + regularization
+    terms: dict[str, Tensor]  # detached scalars for logging; same keys on every rank
+    tokens: int  # non-padding input tokens of the batch (throughput)
+
+
+class IdTables(nn.Module):
+    """The four ID tables. nn.Module tables (DenseTable) register as submodules; other injected
+    objects are kept as plain attributes."""
+
+    def __init__(
+        self,
+        user_collab: IdTable,
+        item_collab: IdTable,
+        user_content: IdTable,
+        item_content: IdTable,
+    ):
+        super().__init__()
+        self.user_collab, self.item_collab = user_collab, item_collab
+        self.user_content, self.item_content = user_content, item_content
+        if user_collab.num_rows != user_content.num_rows:
+            raise ValueError("collaborative and content user tables differ in rows")
+        if item_collab.num_rows != item_content.num_rows:
+            raise ValueError("collaborative and content item tables differ in rows")
+
+    def view(self, name: str) -> tuple[IdTable, IdTable]:
+        """ "collab" | "content" -> (user table, item table) of that view."""
+        if name == "collab":
+            return self.user_collab, self.item_collab
+        if name == "content":
+            return self.user_content, self.item_content
+        raise ValueError(f"table view {name!r} is not collab or content")
+
+
+@dataclass
+class _IdLookup:
+    """The ID tokens of a batch, looked up once per table (unique ids)."""
+
+    users: Tensor  # [Nu] unique user indices
+    user_rows: Tensor  # [Nu, H] their rows in this view's table (with grad)
+    items: Tensor  # [Ni]
+    item_rows: Tensor  # [Ni, H]
+
+
+class CLLM4Rec(nn.Module):
+    """Composes backbone, tables and item scorer into the three CLLM4Rec losses.
+
+    vocab_size: V of the unified token space (defaults to the backbone's embedding rows; it must
+    equal the PromptBuilder's).
+    """
+
+    def __init__(
+        self,
+        backbone: Backbone,
+        tables: IdTables,
+        item_scorer: ItemScorer,
+        lambda_v: float,
+        vocab_size: int | None = None,
+    ):
+        super().__init__()
+        self.backbone, self.tables = backbone, tables
+        self.item_scorer = item_scorer
+        self.lambda_v = float(lambda_v)
+        self.vocab_size = backbone.vocab_size if vocab_size is None else int(vocab_size)
+        self.num_users = tables.user_collab.num_rows
+        self.num_items = tables.item_collab.num_rows
+        for name in ("user_collab", "item_collab", "user_content", "item_content"):
+            if getattr(tables, name).dim != backbone.hidden_size:
+                raise ValueError(f"table {name} has dim != backbone hidden {backbone.hidden_size}")
+
+    # ----- losses -----------------------------------------------------------------------------
+    def collaborative_loss(self, batch: CollabBatch) -> LossOutput:
+        """Mean item cross-entropy over target positions + reg(collab -> content)."""
+        # The last item of a document is a target but not an input: add the targets to the ids
+        # looked up so that every item of the documents is regularized.
+        out, ids = self._forward(batch, "collab", extra_items=batch.target_items)
+        ce = self.item_scorer.cross_entropy(
+            _gather(out.hidden, batch.target_index), batch.target_items
+        )
+        task = ce.sum() / max(ce.numel(), 1)
+        reg = self._mutual_reg(ids, "content", batch.num_documents)
+        return _output(task + reg, {"item_ce": task, "reg": reg}, batch)
+
+    def content_loss(self, batch: ContentBatch) -> LossOutput:
+        """Mean word cross-entropy over main-text targets + reg(content -> collab)."""
+        out, ids = self._forward(batch, "content", word_logit_index=batch.target_index)
+        ce = word_cross_entropy(out.word_logits, batch.target_words)
+        task = ce.sum() / max(ce.numel(), 1)
+        reg = self._mutual_reg(ids, "collab", batch.num_documents)
+        return _output(task + reg, {"word_ce": task, "reg": reg}, batch)
+
+    def recommendation_loss(self, batch: RecBatch) -> LossOutput:
+        """Mean over users of the multinomial NLL of their held-out items + reg(collab -> content)."""
+        out, ids = self._forward(batch, "collab")
+        hidden = _gather(out.hidden, batch.last_index)
+        nll = self.item_scorer.multinomial_nll(hidden, batch.target_offsets, batch.target_items)
+        task = nll.sum() / max(nll.numel(), 1)
+        reg = self._mutual_reg(ids, "content", batch.num_documents)
+        return _output(task + reg, {"nll": task, "reg": reg}, batch)
+
+    def user_vectors(self, batch: RecBatch) -> Tensor:
+        """Hidden state at each prompt's last position -> [D, H] fp32, scored against the items."""
+        out, _ = self._forward(batch, "collab")
+        return _gather(out.hidden, batch.last_index).float()
+
+    # ----- internals --------------------------------------------------------------------------
+    def _forward(
+        self,
+        batch: Batch,
+        view: str,
+        word_logit_index: Tensor | None = None,
+        extra_items: Tensor | None = None,
+    ) -> tuple[BackboneOutput, _IdLookup]:
+        """Split the unified ids [R, T] into words / users / items, look the ids up in ``view``'s
+        tables (user table first, then item table, each once) and run the backbone.
+        extra_items [n]: item indices looked up (and regularized) besides those in the input."""
+        v, u, input_ids = self.vocab_size, self.num_users, batch.input_ids
+        id_mask = input_ids >= v
+        id_vals = input_ids[id_mask]  # row-major, the order Backbone expects for id_embeds
+        is_user = id_vals < v + u
+        users, user_inv = torch.unique(id_vals[is_user] - v, return_inverse=True)
+        input_items = id_vals[~is_user] - v - u
+        if extra_items is not None:
+            input_items = torch.cat([input_items, extra_items])
+        items, item_inv = torch.unique(input_items, return_inverse=True)
+        item_inv = item_inv[: int((~is_user).sum())]
+        # Out-of-range ids are left to the tables: a partitioned table raises on every rank at
+        # once, whereas raising here on one rank would leave the others blocked in a collective.
+        user_table, item_table = self.tables.view(view)
+        user_rows, item_rows = user_table(users), item_table(items)
+        id_embeds = user_rows.new_zeros(id_vals.shape[0], user_rows.shape[-1])
+        id_embeds = id_embeds.index_put((is_user,), user_rows[user_inv])
+        id_embeds = id_embeds.index_put((~is_user,), item_rows[item_inv])
+        out = self.backbone(
+            input_ids,
+            id_embeds,
+            id_mask,
+            batch.attention_mask,
+            word_logit_index=word_logit_index,
+            position_ids=batch.position_ids,
+        )
+        return out, _IdLookup(users, user_rows, items, item_rows)
+
+    def _mutual_reg(self, ids: _IdLookup, other_view: str, num_documents: int) -> Tensor:
+        """lambda_v / 2 * sum over the batch's unique user and item ids of
+        ||z_this - stopgrad(z_other)||^2, divided by the number of documents D in the batch.
+
+        Computed (and the other tables called) even when lambda_v = 0: the calls are collective.
+        """
+        user_table, item_table = self.tables.view(other_view)
+        with torch.no_grad():
+            other_users, other_items = user_table(ids.users), item_table(ids.items)
+        squared = (ids.user_rows - other_users).pow(2).sum()
+        squared = squared + (ids.item_rows - other_items).pow(2).sum()
+        return 0.5 * self.lambda_v * squared / max(num_documents, 1)
+
+
+def _gather(hidden: Tensor, flat_index: Tensor) -> Tensor:
+    """hidden [R, T, H], flat positions [N] into R*T -> [N, H]."""
+    return hidden.reshape(-1, hidden.shape[-1])[flat_index]
+
+
+def _output(loss: Tensor, terms: dict[str, Tensor], batch: Batch) -> LossOutput:
+    return LossOutput(
+        loss=loss,
+        terms={k: t.detach() for k, t in terms.items()},
+        tokens=int(batch.attention_mask.sum()),
+    )
+
+
+__all__ = ["CLLM4Rec", "IdTables", "LossOutput"]

