@@ -25,7 +25,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,8 +46,6 @@ from data_prep.pipeline.layout import plan_shards  # noqa: E402
 from data_prep.pipeline.split import SPLIT_NAMES, assign_splits  # noqa: E402
 from data_prep.pipeline.tarwrite import json_bytes, npy_bytes, tar_bytes  # noqa: E402
 from data_prep.pipeline.tokenizer import train_tokenizer  # noqa: E402
-from data_prep.readers.base import INTERACTIONS, ITEM_TEXT  # noqa: E402
-from data_prep.readers.table import TableReader  # noqa: E402
 
 # Layout and sizes shared by both implementations (passed to prepare.py as overrides).
 LAYOUT = {"users_per_sample": 256, "docs_per_sample": 256, "samples_per_shard": 64,
@@ -97,37 +94,6 @@ def materialise_input(folder: Path, users: int, items: int, mean: float) -> int:
             rows += table.num_rows
     meta.write_text(json.dumps({"config": cfg, "rows": rows}))
     return rows
-
-
-# --- a vectorized reader (plugged in through the reader protocol's "module:Class" names) ------
-class VectorizedParquetReader(TableReader):
-    """The ``table`` reader with its streams read as whole Arrow batches (no per-row Python).
-
-    Measures the pipeline apart from the reader's per-row cost. It does no per-value validation
-    (the bench input is clean); nulls are still rejected and counted by the pipeline.
-    """
-
-    name = "bench_vectorized_parquet"
-
-    def interactions(self) -> Iterator[pa.RecordBatch]:
-        names = [self.cols[k] for k in ("user_col", "item_col", "rating_col", "timestamp_col")]
-        wanted = [n for n in names if n is not None]
-        for batch in pq.ParquetFile(self.path).iter_batches(self.batch_rows, columns=wanted):
-            arrays = [
-                batch.column(n).cast(f.type) if n else pa.nulls(batch.num_rows, f.type)
-                for n, f in zip(names, INTERACTIONS)
-            ]
-            yield pa.RecordBatch.from_arrays(arrays, schema=INTERACTIONS)
-
-    def item_texts(self) -> Iterator[pa.RecordBatch]:
-        cols = [self.item_text_cols[k] for k in ("item_text_item_col", "item_text_col")]
-        assert self.item_text_path is not None
-        for batch in pq.ParquetFile(self.item_text_path).iter_batches(
-            self.batch_rows, columns=cols
-        ):
-            yield pa.RecordBatch.from_arrays(
-                [a.cast(f.type) for a, f in zip(batch.columns, ITEM_TEXT)], schema=ITEM_TEXT
-            )
 
 
 # --- baseline ---------------------------------------------------------------------------------
@@ -255,7 +221,8 @@ def _split_sets(out: Path) -> dict[str, int]:
     return result
 
 
-READERS = {"table": "table", "vectorized": "bench.bench_prep:VectorizedParquetReader"}
+def _load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
 def main() -> None:
@@ -265,12 +232,6 @@ def main() -> None:
     parser.add_argument("--mean-interactions", type=float, default=50.0)
     parser.add_argument("--num-cpus", type=int, default=2)
     parser.add_argument("--buckets", type=int, default=0, help="0 = one per ~1M interactions")
-    parser.add_argument(
-        "--readers",
-        default="table",
-        help="comma list of how ours reads the input: table (the `table` source), "
-        "vectorized (a whole-batch Parquet reader, to time the pipeline alone)",
-    )
     parser.add_argument("--workdir", type=Path, default=REPO / "bench_out")
     parser.add_argument("--baseline-only", nargs=2, type=Path, metavar=("INPUT", "OUT"),
                         help=argparse.SUPPRESS)  # fmt: skip
@@ -279,26 +240,25 @@ def main() -> None:
         baseline(*args.baseline_only)
         return
 
+    # The machine is shared: the load around the timed runs says how far to trust wall times.
+    print("load average (1, 5, 15 min) at the start: " + _load(), flush=True)
     input_dir = args.workdir / f"input-{args.users}"
     print(f"materialising input in {input_dir} ...", flush=True)
     rows = materialise_input(input_dir, args.users, args.items, args.mean_interactions)
     buckets = args.buckets or max(4, 2 ** math.ceil(math.log2(max(rows / 1e6, 1))))
-    results = {}
-    for reader in args.readers.split(","):
-        out = args.workdir / f"ours-{reader}"
-        overrides = [
-            "source=table", f"source.name={READERS[reader]}",
-            f"source.path={input_dir / 'interactions.parquet'}",
-            "source.rating_col=rating", "source.timestamp_col=timestamp",
-            f"source.item_text_path={input_dir / 'items.parquet'}", f"output_dir={out}",
-            f"ray.num_cpus={args.num_cpus}", f"staging.buckets={buckets}", "progress=false",
-            f"tokenizer.vocab_size={VOCAB}", f"tokenizer.max_documents={TOKENIZER_DOCS}",
-            f"seed={SEED}", *[f"layout.{k}={v}" for k, v in LAYOUT.items()],
-        ]  # fmt: skip
-        print(f"{rows:,} interactions; ours via {reader} reader ({args.num_cpus} CPUs, "
-              f"{buckets} buckets) ...", flush=True)  # fmt: skip
-        prepare = [sys.executable, str(REPO / "data_prep" / "prepare.py"), *overrides]
-        results[f"ours, {reader} reader"] = (*run_measured(prepare), out)
+    out = args.workdir / "ours-table"
+    overrides = [
+        "source=table", f"source.path={input_dir / 'interactions.parquet'}",
+        "source.rating_col=rating", "source.timestamp_col=timestamp",
+        f"source.item_text_path={input_dir / 'items.parquet'}", f"output_dir={out}",
+        f"ray.num_cpus={args.num_cpus}", f"staging.buckets={buckets}", "progress=false",
+        f"tokenizer.vocab_size={VOCAB}", f"tokenizer.max_documents={TOKENIZER_DOCS}",
+        f"seed={SEED}", *[f"layout.{k}={v}" for k, v in LAYOUT.items()],
+    ]  # fmt: skip
+    print(f"{rows:,} interactions; ours via the table reader ({args.num_cpus} CPUs, "
+          f"{buckets} buckets) ...", flush=True)  # fmt: skip
+    prepare = [sys.executable, str(REPO / "data_prep" / "prepare.py"), *overrides]
+    results = {"ours, table reader": (*run_measured(prepare), out)}
     print("running the single-process baseline ...", flush=True)
     base_out = args.workdir / "baseline"
     base_cmd = [sys.executable, __file__, "--baseline-only", str(input_dir), str(base_out)]
@@ -322,9 +282,7 @@ def main() -> None:
     for name, (*_, out) in results.items():
         timings = json.loads((out / "run_log.json").read_text())["timings_s"]
         print(f"{name} phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print(
-        "load average (1, 5, 15 min) at the end: " + ", ".join(f"{x:.1f}" for x in os.getloadavg())
-    )
+    print("load average (1, 5, 15 min) at the end: " + _load())
     print(f"outputs agree with the baseline (counts and split sets): {agree}")
     if not agree:
         sys.exit(1)

@@ -78,8 +78,14 @@ launch_job() {
   local launcher=$1
   shift
   local -a overrides=()
-  has_override run.dir "$@" || overrides+=("run.dir=$(run_dir)")
+  local dir arg
+  dir=$(run_dir)
+  for arg in "$@"; do [[ $arg == run.dir=* ]] && dir=${arg#run.dir=}; done
+  has_override run.dir "$@" || overrides+=("run.dir=$dir")
   overrides+=("$@")
+  # Written by the trainer (rank 0) after its preemption checkpoint; see below.
+  local marker=$dir/PREEMPTED
+  rm -f "$marker"
   local -a hosts
   mapfile -t hosts < <(job_hosts)
   MASTER_ADDR=${hosts[0]:?no hosts in SLURM_JOB_NODELIST}
@@ -94,7 +100,9 @@ launch_job() {
   local rc=0
   run_step srun --kill-on-bad-exit=1 "$REPO/slurm/task.sh" \
     "$CLLM4REC_PYTHON" "launchers/$launcher.py" "${overrides[@]}" || rc=$?
-  if ((rc == PREEMPTED_EXIT_CODE)); then
+  # With --kill-on-bad-exit srun may report a rank that was still shutting down as killed
+  # (143) instead of 75, so the trainer's marker counts as well.
+  if ((rc == PREEMPTED_EXIT_CODE)) || [[ -f $marker ]]; then
     log "trainer checkpointed and exited $rc: requeueing job $SLURM_JOB_ID"
     scontrol requeue "$SLURM_JOB_ID"
     return 0

@@ -69,6 +69,7 @@ class StepResult:
 
 # EX_TEMPFAIL: the Slurm scripts requeue the job when the trainer exits with it.
 PREEMPTED_EXIT_CODE = 75
+PREEMPTED_MARKER = "PREEMPTED"  # in run.dir: the checkpoint a preempted run saved
 
 
 class PreemptionSignal:
@@ -131,6 +132,8 @@ class Trainer:
     # ----- main entry -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train (resuming if a checkpoint exists), then test; returns the final metrics."""
+        if self.rank == 0:
+            (self.run_dir / PREEMPTED_MARKER).unlink(missing_ok=True)
         self._maybe_resume()
         try:
             while self.state.epoch < self.cfg.stage.epochs:
@@ -138,6 +141,10 @@ class Trainer:
         except Preempted:
             path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
                                    self.b.table_optimizer)
+            if self.rank == 0:
+                # The batch script requeues on this marker too: with --kill-on-bad-exit, srun may
+                # report a rank that was still shutting down as killed rather than exit 75.
+                (self.run_dir / PREEMPTED_MARKER).write_text(path.name + "\n")
             log.warning("preemption signal: saved %s; exiting with status %d so the job is "
                         "requeued and resumes", path, PREEMPTED_EXIT_CODE)
             self.monitor.close()

@@ -17,6 +17,10 @@ Each reader module documents its own extra keys. Streams (all may be iterated mo
 Malformed records are skipped and counted in ``rejected`` (reason -> count); the first few of each
 reason are logged with file:line. Iterating a stream again recounts that stream from zero, so
 ``rejected`` never double-counts.
+
+Subclasses either yield plain tuples (``_interaction_rows`` ...), which the base class packs into
+batches, or override the batch hooks (``_interaction_batches`` ...) to produce whole Arrow
+batches themselves, as the ``table`` reader does.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import abc
 import collections
 import importlib
+import itertools
 import logging
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from pathlib import Path
@@ -78,6 +83,10 @@ class RawReader(abc.ABC):
             raise SchemaError(f"batch_rows must be positive, got {self.batch_rows}")
         self._rejected_by_stream: dict[str, collections.Counter[str]] = {}
         self._stream = "check_schema"
+        # Distinct ids of the last complete interactions pass, as Arrow arrays; the frozensets
+        # are built from them only when a text stream asks.
+        self._item_ids: pa.Array | None = None
+        self._user_ids: pa.Array | None = None
         self._known_items: frozenset[str] | None = None
         self._known_users: frozenset[str] | None = None
 
@@ -96,31 +105,44 @@ class RawReader(abc.ABC):
 
     def interactions(self) -> Iterator[pa.RecordBatch]:
         """Yield INTERACTIONS batches (user, item, rating?, timestamp?) of at most batch_rows."""
-        users: set[str] = set()
-        items: set[str] = set()
-        for batch in self._stream_batches("interactions", INTERACTIONS, self._interaction_rows):
-            users.update(pc.unique(batch.column(0)).to_pylist())
-            items.update(pc.unique(batch.column(1)).to_pylist())
+        users, items = _DistinctIds(), _DistinctIds()
+        for batch in self._stream_batches("interactions", self._interaction_batches):
+            users.add(batch.column(0))
+            items.add(batch.column(1))
             yield batch
         # Only a complete pass defines the id universe used to validate the text files.
-        self._known_users, self._known_items = frozenset(users), frozenset(items)
+        self._user_ids, self._item_ids = users.result(), items.result()
+        self._known_users = self._known_items = None
 
     def item_texts(self) -> Iterator[pa.RecordBatch]:
         """Yield ITEM_TEXT batches (item, text) for items that occur in the interactions."""
-        yield from self._stream_batches("item_texts", ITEM_TEXT, self._item_text_rows)
+        yield from self._stream_batches("item_texts", self._item_text_batches)
 
     def user_texts(self) -> Iterator[pa.RecordBatch]:
         """Yield USER_TEXT batches (user, text) for users that occur in the interactions."""
-        yield from self._stream_batches("user_texts", USER_TEXT, self._user_text_rows)
+        yield from self._stream_batches("user_texts", self._user_text_batches)
 
     def reviews(self) -> Iterator[pa.RecordBatch]:
         """Yield REVIEWS batches (user, item, text)."""
-        yield from self._stream_batches("reviews", REVIEWS, self._review_rows)
+        yield from self._stream_batches("reviews", self._review_batches)
 
-    # --- what subclasses implement: plain tuples in schema order ------------------------------
-    @abc.abstractmethod
+    # --- batch hooks: override to yield whole Arrow batches (at most batch_rows each) ---------
+    def _interaction_batches(self) -> Iterator[pa.RecordBatch]:
+        return self._pack(INTERACTIONS, self._interaction_rows())
+
+    def _item_text_batches(self) -> Iterator[pa.RecordBatch]:
+        return self._pack(ITEM_TEXT, self._item_text_rows())
+
+    def _user_text_batches(self) -> Iterator[pa.RecordBatch]:
+        return self._pack(USER_TEXT, self._user_text_rows())
+
+    def _review_batches(self) -> Iterator[pa.RecordBatch]:
+        return self._pack(REVIEWS, self._review_rows())
+
+    # --- or implement these: plain tuples in schema order -------------------------------------
     def _interaction_rows(self) -> Iterator[tuple[str, str, float | None, int | None]]:
         """(user, item, rating, timestamp) tuples; call ``self.reject`` for bad records."""
+        raise NotImplementedError(f"{type(self).__name__} yields no interactions")
 
     def _item_text_rows(self) -> Iterator[tuple[str, str]]:
         return iter(())
@@ -134,23 +156,38 @@ class RawReader(abc.ABC):
     # --- helpers for subclasses --------------------------------------------------------------
     def reject(self, reason: str, where: str, detail: str = "") -> None:
         """Count one skipped record under ``reason``; log the first few with ``where`` (file:line)."""
+        self.reject_many(reason, 1, [(where, detail)])
+
+    def reject_many(self, reason: str, count: int, examples: Iterable[tuple[str, str]]) -> None:
+        """Count ``count`` skipped records under ``reason`` (a whole batch's worth at once).
+
+        ``examples`` yields (where, detail) of those records in order; it is consumed only as far
+        as logging the first few of the reason needs, so it may be a lazy generator.
+        """
+        if count <= 0:
+            return
         counter = self._rejected_by_stream.setdefault(self._stream, collections.Counter())
-        counter[reason] += 1
-        if counter[reason] <= LOG_FIRST_REJECTS:
+        to_log = max(0, min(count, LOG_FIRST_REJECTS - counter[reason]))
+        counter[reason] += count
+        for where, detail in itertools.islice(examples, to_log):
             log.warning("%s: %s: rejected (%s) %s", self.name, where, reason, detail[:200])
 
     def known_items(self) -> frozenset[str]:
         """Item ids present in the interactions (runs a pass over them if none finished yet)."""
-        if self._known_items is None:
+        if self._item_ids is None:
             self._scan_ids()
-        assert self._known_items is not None
+        if self._known_items is None:
+            assert self._item_ids is not None
+            self._known_items = frozenset(self._item_ids.to_pylist())
         return self._known_items
 
     def known_users(self) -> frozenset[str]:
         """User ids present in the interactions (runs a pass over them if none finished yet)."""
-        if self._known_users is None:
+        if self._user_ids is None:
             self._scan_ids()
-        assert self._known_users is not None
+        if self._known_users is None:
+            assert self._user_ids is not None
+            self._known_users = frozenset(self._user_ids.to_pylist())
         return self._known_users
 
     def require_file(self, path: Path, what: str) -> Path:
@@ -161,18 +198,24 @@ class RawReader(abc.ABC):
 
     # --- internals ---------------------------------------------------------------------------
     def _stream_batches(
-        self, stream: str, schema: pa.Schema, rows: Callable[[], Iterable[tuple]]
+        self, stream: str, batches: Callable[[], Iterable[pa.RecordBatch]]
     ) -> Iterator[pa.RecordBatch]:
         # Re-select the stream's counter after every yield: the caller may interleave streams.
         self._rejected_by_stream[stream] = collections.Counter()
         self._stream = stream
+        for batch in batches():
+            if batch.num_rows:
+                yield batch
+                self._stream = stream
+
+    def _pack(self, schema: pa.Schema, rows: Iterable[tuple]) -> Iterator[pa.RecordBatch]:
+        """Batches of ``schema`` (batch_rows rows each, the last may be shorter) from tuples."""
         columns: list[list[Any]] = [[] for _ in schema]
-        for row in rows():
+        for row in rows:
             for column, value in zip(columns, row):
                 column.append(value)
             if len(columns[0]) >= self.batch_rows:
                 yield _to_batch(schema, columns)
-                self._stream = stream
                 columns = [[] for _ in schema]
         if columns[0]:
             yield _to_batch(schema, columns)
@@ -182,6 +225,34 @@ class RawReader(abc.ABC):
         for _ in self.interactions():
             pass
         self._stream = stream
+
+
+class _DistinctIds:
+    """The distinct values of an id column seen batch by batch, kept in Arrow (no Python str per
+    id): per-batch uniques are merged whenever they outgrow the merged set, so the work stays
+    linear in the rows and the memory within about twice the distinct ids."""
+
+    def __init__(self) -> None:
+        self._parts: list[pa.Array] = []
+        self._pending = 0
+        self._distinct = 0
+
+    def add(self, ids: pa.Array) -> None:
+        part = pc.unique(ids)
+        self._parts.append(part)
+        self._pending += len(part)
+        if self._pending > 2 * self._distinct + (1 << 20):
+            self._merge()
+
+    def result(self) -> pa.Array:
+        """The distinct ids (any order)."""
+        self._merge()
+        return self._parts[0] if self._parts else pa.array([], pa.string())
+
+    def _merge(self) -> None:
+        if len(self._parts) > 1:
+            self._parts = [pc.unique(pa.chunked_array(self._parts))]
+        self._distinct = self._pending = sum(len(p) for p in self._parts)
 
 
 def _to_batch(schema: pa.Schema, columns: list[list[Any]]) -> pa.RecordBatch:

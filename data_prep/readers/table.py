@@ -15,26 +15,57 @@ Config keys (besides ``name: table``, ``path``, ``batch_rows``):
 
 The named columns are checked in every file before any work (SchemaError naming file and
 column). Rejection reasons: ``bad_csv_row`` (wrong number of fields), ``missing_field:<col>``,
-``non_integer_id`` (a fractional float id), ``bad_rating``, ``bad_timestamp``, ``empty_review``,
+``non_integer_id`` (a fractional or non-finite float id), ``bad_rating``, ``bad_timestamp``
+(not a finite number, or outside int64 once truncated to an integer), ``empty_review``,
 ``missing_text``, ``unknown_item_in_text``, ``duplicate_text``.
+
+Files are read in Arrow batches (Parquet row groups, or pyarrow's streaming CSV reader with the
+configured columns typed as strings, so a bad value is a rejected row rather than a failed read)
+and validated a whole column at a time with ``pyarrow.compute``. The rules are those of one
+value at a time (``_id_value``, ``textutil.to_float``, ``textutil.clean``), and those functions
+still run, per value, wherever Arrow has no exact equivalent: id columns of other types than
+string/integer/float (bool, decimal, binary, ...), float ids beyond int64, numbers written other
+than as plain decimals (``1_000``, ``Infinity``, non-ASCII digits), texts with ``&`` (HTML
+entities) or non-ASCII characters, and the item-text membership and duplicate checks (Python
+sets: ``pc.is_in`` would rebuild its hash table of every known item on each batch). CSV rows with
+a wrong number of fields are counted by the parser's ``invalid_row_handler``.
 """
 
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from data_prep.readers.base import RawReader, SchemaError, optional_path
-from data_prep.readers.textutil import BAD, clean, open_text, to_float
+from data_prep.readers.base import (
+    INTERACTIONS,
+    ITEM_TEXT,
+    REVIEWS,
+    RawReader,
+    SchemaError,
+    optional_path,
+)
+
+# _TAGS: the very pattern clean() removes tags with, run by RE2 on the vectorized path.
+from data_prep.readers.textutil import _TAGS, BAD, clean, open_text, to_float
 
 _PARQUET = (".parquet", ".pq")
 _CSV = (".csv", ".tsv", ".txt")
+_INT64_LIMIT = 2.0**63
+# Numbers that Python's float() and Arrow's string -> float64 cast both read, to the same value.
+_PLAIN_NUMBER = r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"
+# The ASCII characters that ``textutil.clean``'s ``\s`` matches (it includes \x1c-\x1f), for RE2.
+_ASCII_SPACE_RUN = "[" + "".join(f"\\x{{{i:02x}}}" for i in range(128) if chr(i).isspace()) + "]+"
+_MISSING, _FRACTIONAL = object(), object()
+
+RejectMany = Callable[[str, int, Iterator[tuple[str, str]]], None]
 
 
 class TableReader(RawReader):
@@ -72,9 +103,9 @@ class TableReader(RawReader):
         return "\t" if _base_suffix(path) == ".tsv" else ","
 
     def _batches(
-        self, root: Path, columns: list[str], reject: Callable[..., None]
-    ) -> Iterator[tuple[Path, int, pa.Table]]:
-        """Yield (file, first row number, table of ``columns``) in bounded chunks."""
+        self, root: Path, columns: list[str], reject: RejectMany
+    ) -> Iterator[tuple[Path, int, pa.RecordBatch]]:
+        """Yield (file, row number of the first row, batch of ``columns``), <= batch_rows rows."""
         for path in _files(root):
             first = 1
             if _base_suffix(path) in _PARQUET:
@@ -82,23 +113,29 @@ class TableReader(RawReader):
             else:
                 chunks = self._csv_batches(path, columns, reject)
             for chunk in chunks:
-                yield path, first, pa.Table.from_batches([chunk])
+                # CSV blocks are sized in bytes, not rows.
+                for start in range(0, chunk.num_rows, self.batch_rows):
+                    yield path, first + start, chunk.slice(start, self.batch_rows)
                 first += chunk.num_rows
 
     def _csv_batches(
-        self, path: Path, columns: list[str], reject: Callable[..., None]
+        self, path: Path, columns: list[str], reject: RejectMany
     ) -> Iterator[pa.RecordBatch]:
         def invalid(row: Any) -> str:
-            # Row numbers from pyarrow count the header line as row 1 when known.
-            reject("bad_csv_row", f"{path}:{row.number or '?'}", row.text or "")
+            # pyarrow's row number is the line number (header = 1); None only if unknown.
+            reject("bad_csv_row", 1, iter([(f"{path}:{row.number or '?'}", row.text or "")]))
             return "skip"
 
         reader = pacsv.open_csv(
             path,
+            # Without threads the parser knows line numbers for invalid_row_handler; the
+            # streaming reader parses serially either way (no measurable difference).
+            read_options=pacsv.ReadOptions(use_threads=False),
             parse_options=pacsv.ParseOptions(
                 delimiter=self._delimiter(path), invalid_row_handler=invalid
             ),
-            # Everything as strings: parsing (and counting failures) happens per value below.
+            # Everything as strings: a typed column would fail the whole read on one bad value;
+            # parsing (and counting failures) happens per column below.
             convert_options=pacsv.ConvertOptions(
                 include_columns=columns, column_types={c: pa.string() for c in columns}
             ),
@@ -106,102 +143,289 @@ class TableReader(RawReader):
         yield from reader
 
     # --- streams ---------------------------------------------------------------------------
-    def _interaction_rows(self) -> Iterator[tuple[str, str, float | None, int | None]]:
-        for _where, user, item, rating, timestamp, _ in self._rows(with_text=False, count=True):
-            yield user, item, rating, timestamp
+    def _interaction_batches(self) -> Iterator[pa.RecordBatch]:
+        for _, batch in self._valid_rows(with_text=False, reject=self.reject_many):
+            yield batch.select(INTERACTIONS.names)
 
-    def _review_rows(self) -> Iterator[tuple[str, str, str]]:
+    def _review_batches(self) -> Iterator[pa.RecordBatch]:
         if self.cols["text_col"] is None:
             return
         # The interactions stream already counted the malformed rows of these files.
-        for where, user, item, _, _, text in self._rows(with_text=True, count=False):
-            if text:
-                yield user, item, text
-            else:
-                self.reject("empty_review", where)
+        for path, batch in self._valid_rows(with_text=True, reject=_ignore):
+            text = _clean_texts(batch.column("text"))
+            empty = _empty(text)
+            rows = batch.column("row").to_numpy()
+            where = ((f"{path}:row {row}", "") for row in rows[empty])
+            self.reject_many("empty_review", int(empty.sum()), where)
+            keep = pa.array(~empty)
+            columns = [batch.column("user").filter(keep), batch.column("item").filter(keep)]
+            yield pa.RecordBatch.from_arrays([*columns, text.filter(keep)], schema=REVIEWS)
 
-    def _rows(self, with_text: bool, count: bool) -> Iterator[tuple[str, str, str, Any, Any, str]]:
-        """Valid rows as (where, user, item, rating, timestamp, text); ``count`` rejections?"""
-        reject = self.reject if count else _ignore
+    def _valid_rows(
+        self, with_text: bool, reject: RejectMany
+    ) -> Iterator[tuple[Path, pa.RecordBatch]]:
+        """(file, batch of the rows that pass) per input batch, with columns user, item, rating,
+        timestamp, text (``with_text`` only, raw) and row (row number in the file); ``reject``
+        counts the other rows by reason."""
         c = self.cols
         wanted = ["user_col", "item_col", "rating_col", "timestamp_col"]
         if with_text:
             wanted.append("text_col")
-        names = [c[k] for k in wanted if c[k] is not None]
-        for path, first, table in self._batches(self.path, list(dict.fromkeys(names)), reject):
-            columns = {k: _column(table, c[k], k == "timestamp_col") for k in wanted}
-            for offset in range(table.num_rows):
-                where = f"{path}:row {first + offset}"
-                user = self._id(columns["user_col"][offset], c["user_col"], where, reject)
-                item = self._id(columns["item_col"][offset], c["item_col"], where, reject)
-                if user is None or item is None:
-                    continue
-                rating = to_float(columns["rating_col"][offset])
-                if rating is BAD:
-                    reject("bad_rating", where, repr(columns["rating_col"][offset]))
-                    continue
-                timestamp = to_float(columns["timestamp_col"][offset])
-                if timestamp is BAD:
-                    reject("bad_timestamp", where, repr(columns["timestamp_col"][offset]))
-                    continue
-                text = clean(columns["text_col"][offset]) if with_text else ""
-                ts = None if timestamp is None else int(timestamp)
-                yield where, user, item, rating, ts, text
+        names = list(dict.fromkeys(c[k] for k in wanted if c[k] is not None))
+        for path, first, batch in self._batches(self.path, names, reject):
+            n = batch.num_rows
+            user = _ids(batch.column(c["user_col"]))
+            item = _ids(batch.column(c["item_col"]))
+            rating = _numbers(_optional(batch, c["rating_col"]), n, is_time=False)
+            timestamp = _numbers(_optional(batch, c["timestamp_col"]), n, is_time=True)
+            # The checks of one row at a time, in order: both ids (each counted), then the
+            # rating, then the timestamp (each only if everything before it passed).
+            ok = _reject_bad_ids(
+                reject, path, first, [(c["user_col"], user), (c["item_col"], item)]
+            )
+            for reason, numbers in (("bad_rating", rating), ("bad_timestamp", timestamp)):
+                bad = ok & numbers.bad
+                reject(reason, int(bad.sum()), _examples(path, first, bad, numbers.raw))
+                ok &= ~numbers.bad
+            columns = {
+                "user": user.values,
+                "item": item.values,
+                "rating": pa.array(rating.values, mask=rating.null),
+                "timestamp": pa.array(
+                    np.where(np.isnan(timestamp.values), 0.0, timestamp.values).astype(np.int64),
+                    mask=timestamp.null,
+                ),
+            }
+            if with_text:
+                columns["text"] = batch.column(c["text_col"])
+            columns["row"] = pa.array(np.arange(first, first + n))
+            valid = pa.RecordBatch.from_pydict(columns)
+            # A clean batch (the common case) is passed on without a copy.
+            yield path, valid if ok.all() else valid.filter(pa.array(ok))
 
-    @staticmethod
-    def _id(value: Any, col: str, where: str, reject: Callable[..., None]) -> str | None:
-        if isinstance(value, str):
-            value = value.strip()
-        if value is None or value == "":
-            reject(f"missing_field:{col}", where)
-            return None
-        if isinstance(value, float):
-            if not value.is_integer():
-                reject("non_integer_id", where, repr(value))
-                return None
-            value = int(value)
-        return str(value)
-
-    def _item_text_rows(self) -> Iterator[tuple[str, str]]:
+    def _item_text_batches(self) -> Iterator[pa.RecordBatch]:
         if self.item_text_path is None:
             return
         known = self.known_items()
         seen: set[str] = set()
         item_col = self.item_text_cols["item_text_item_col"]
         text_col = self.item_text_cols["item_text_col"]
-        for path, first, table in self._batches(
-            self.item_text_path, [item_col, text_col], self.reject
+        for path, first, batch in self._batches(
+            self.item_text_path, [item_col, text_col], self.reject_many
         ):
-            items, texts = table.column(item_col).to_pylist(), table.column(text_col).to_pylist()
-            for offset, (raw_item, raw_text) in enumerate(zip(items, texts)):
-                where = f"{path}:row {first + offset}"
-                item = self._id(raw_item, item_col, where, self.reject)
-                text = clean(raw_text)
-                if item is None:
-                    continue
-                if not text:
-                    self.reject("missing_text", where)
-                elif item not in known:
-                    self.reject("unknown_item_in_text", where, item)
+            ids = _ids(batch.column(item_col))
+            text = _clean_texts(batch.column(text_col))
+            ok = _reject_bad_ids(self.reject_many, path, first, [(item_col, ids)])
+            no_text = ok & _empty(text)
+            self.reject_many("missing_text", int(no_text.sum()), _examples(path, first, no_text))
+            candidates = np.flatnonzero(ok & ~no_text)
+            # Set lookups per row: pc.is_in would rebuild a hash table of all known items (and
+            # of those seen so far) for every batch.
+            keep, unknown, duplicate = [], [], []
+            for row, item in zip(candidates, ids.values.take(pa.array(candidates)).to_pylist()):
+                if item not in known:
+                    unknown.append((row, item))
                 elif item in seen:
-                    self.reject("duplicate_text", where, item)
+                    duplicate.append((row, item))
                 else:
                     seen.add(item)
-                    yield item, text
+                    keep.append(row)
+            for reason, rejected in (
+                ("unknown_item_in_text", unknown),
+                ("duplicate_text", duplicate),
+            ):
+                where = ((f"{path}:row {first + row}", item) for row, item in rejected)
+                self.reject_many(reason, len(rejected), where)
+            take = pa.array(keep, pa.int64())
+            yield pa.RecordBatch.from_arrays(
+                [ids.values.take(take), text.take(take)], schema=ITEM_TEXT
+            )
 
 
-def _ignore(*_: Any) -> None:
-    """A reject() that counts nothing (for a second pass over rows already counted)."""
+# --- one column at a time ------------------------------------------------------------------
+class _Ids(NamedTuple):
+    values: pa.Array  # string [n]; any value where the id is rejected
+    missing: np.ndarray  # bool [n]: null or empty -> missing_field:<col>
+    fractional: np.ndarray  # bool [n]: float with a fractional part (or NaN/inf) -> non_integer_id
+    raw: pa.Array  # the input column, for log details
 
 
-def _column(table: pa.Table, name: str | None, is_time: bool) -> list[Any]:
-    """Column values as Python objects; absent columns are all-None; times become seconds."""
-    if name is None:
-        return [None] * table.num_rows
-    array = table.column(name)
+class _Numbers(NamedTuple):
+    values: np.ndarray  # float64 [n], NaN where null or bad
+    null: np.ndarray  # bool [n]: absent or empty
+    bad: np.ndarray  # bool [n]: present but not a finite number (timestamps: nor in int64)
+    raw: pa.Array | None  # the input column, for log details
+
+
+def _id_value(value: Any) -> Any:
+    """One id as the row rule reads it: a string, ``_MISSING`` or ``_FRACTIONAL``."""
+    if isinstance(value, str):
+        value = value.strip()
+    if value is None or value == "":
+        return _MISSING
+    if isinstance(value, float):
+        if not value.is_integer():
+            return _FRACTIONAL
+        value = int(value)
+    return str(value)
+
+
+def _ids(array: pa.Array) -> _Ids:
+    """``_id_value`` applied to a whole column, vectorized for string, integer and float ids."""
+    array = _decoded(array)
+    kind, none = array.type, np.zeros(len(array), dtype=bool)
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        # utf8_trim_whitespace strips exactly the code points str.strip() strips (checked for
+        # all of Unicode in the tests).
+        trimmed = pc.utf8_trim_whitespace(array.cast(pa.string()))
+        return _Ids(trimmed, _empty(trimmed), none, array)
+    if pa.types.is_integer(kind):
+        return _Ids(array.cast(pa.string()), _mask(pc.is_null(array), False), none, array)
+    if pa.types.is_floating(kind):
+        x = array.cast(pa.float64())
+        integral = _mask(pc.and_(pc.is_finite(x), pc.equal(pc.trunc(x), x)), False)
+        # Integral floats beyond int64 keep every digit of str(int(value)): left to Python.
+        if not np.any(np.abs(x.to_numpy(zero_copy_only=False)[integral]) >= _INT64_LIMIT):
+            missing = _mask(pc.is_null(x), False)
+            as_int = pc.if_else(pa.array(integral), x, 0.0).cast(pa.int64(), safe=False)
+            return _Ids(as_int.cast(pa.string()), missing, ~missing & ~integral, array)
+    if pa.types.is_null(kind):
+        return _Ids(pa.nulls(len(array), pa.string()), ~none, none, array)
+    parsed = [_id_value(v) for v in array.to_pylist()]
+    missing = np.array([v is _MISSING for v in parsed], dtype=bool)
+    fractional = np.array([v is _FRACTIONAL for v in parsed], dtype=bool)
+    values = pa.array([v if isinstance(v, str) else None for v in parsed], pa.string())
+    return _Ids(values, missing, fractional, array)
+
+
+def _numbers(array: pa.Array | None, n: int, is_time: bool) -> _Numbers:
+    """``textutil.to_float`` applied to a whole column (all null when the column is absent);
+    timestamps may be Arrow timestamps/dates (-> epoch seconds) and must fit int64."""
+    if array is None:
+        return _Numbers(np.full(n, np.nan), np.ones(n, dtype=bool), np.zeros(n, dtype=bool), None)
+    array = _decoded(array)
     if is_time and (pa.types.is_timestamp(array.type) or pa.types.is_date(array.type)):
         array = array.cast(pa.timestamp("s"), safe=False).cast(pa.int64())
-    return array.to_pylist()
+    kind = array.type
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        null = _mask(pc.is_null(array), False)
+        values = array.cast(pa.float64(), safe=False).to_numpy(zero_copy_only=False)
+        bad = ~null & ~np.isfinite(values)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        values, null, bad = _parse_numbers(array.cast(pa.string()))
+    elif pa.types.is_null(kind):
+        values, null, bad = np.full(n, np.nan), np.ones(n, dtype=bool), np.zeros(n, dtype=bool)
+    else:
+        values, null, bad = _to_floats(array.to_pylist())
+    if is_time:
+        # int() of the row rule: a timestamp must be a whole int64 after truncation.
+        bad |= ~null & ~bad & ~(np.abs(np.trunc(values)) < _INT64_LIMIT)
+    values = np.where(bad | null, np.nan, np.trunc(values) if is_time else values)
+    return _Numbers(values, null, bad, array)
+
+
+def _parse_numbers(strings: pa.Array) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values, null, bad) of number strings: plain decimals by Arrow, the rest by to_float."""
+    trimmed = pc.utf8_trim_whitespace(strings)
+    null = _empty(trimmed)
+    plain = _mask(pc.match_substring_regex(trimmed, _PLAIN_NUMBER), False)
+    parsed = pc.if_else(pa.array(plain), trimmed, pa.scalar(None, pa.string()))
+    values = parsed.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    bad = plain & ~np.isfinite(values)
+    others = np.flatnonzero(~null & ~plain)
+    if len(others):
+        more_values, more_null, more_bad = _to_floats(strings.take(pa.array(others)).to_pylist())
+        values[others], null[others], bad[others] = more_values, more_null, more_bad
+    return values, null, bad
+
+
+def _to_floats(raw: Sequence[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    parsed = [to_float(v) for v in raw]
+    null = np.array([v is None for v in parsed], dtype=bool)
+    bad = np.array([v is BAD for v in parsed], dtype=bool)
+    values = np.array([v if isinstance(v, float) else np.nan for v in parsed], dtype=np.float64)
+    return values, null, bad
+
+
+def _clean_texts(array: pa.Array) -> pa.Array:
+    """``textutil.clean`` of every value (string [n], no nulls): tags -> space, whitespace runs
+    -> one space, trimmed; HTML entities and non-ASCII texts go through ``clean`` itself."""
+    array = _decoded(array)
+    if not (pa.types.is_string(array.type) or pa.types.is_large_string(array.type)):
+        return pa.array([clean(v) for v in array.to_pylist()], pa.string())
+    text = pc.fill_null(array.cast(pa.string()), "")
+    # Without "&", html.unescape changes nothing; on ASCII, RE2's and Python's regexes agree.
+    simple = _mask(pc.and_(pc.string_is_ascii(text), pc.invert(pc.match_substring(text, "&"))))
+    out = pc.replace_substring_regex(text, _TAGS.pattern, " ")
+    out = pc.utf8_trim(pc.replace_substring_regex(out, _ASCII_SPACE_RUN, " "), " ")
+    others = np.flatnonzero(~simple)
+    if len(others):
+        cleaned = pa.array([clean(v) for v in text.take(pa.array(others)).to_pylist()])
+        out = pc.replace_with_mask(out, pa.array(~simple), cleaned)
+    return out
+
+
+# --- small helpers -------------------------------------------------------------------------
+def _ignore(*_: Any) -> None:
+    """A reject that counts nothing (for a second pass over rows already counted)."""
+
+
+def _mask(condition: pa.Array, null_as: bool = True) -> np.ndarray:
+    """A boolean Arrow array as a numpy bool array, nulls read as ``null_as``."""
+    if condition.null_count:
+        condition = pc.fill_null(condition, null_as)
+    return condition.to_numpy(zero_copy_only=False)
+
+
+def _empty(strings: pa.Array) -> np.ndarray:
+    """Rows (numpy bool) that are null or the empty string."""
+    lengths = pc.binary_length(strings)
+    if lengths.null_count:
+        lengths = pc.fill_null(lengths, 0)
+    return lengths.to_numpy() == 0
+
+
+def _decoded(array: pa.Array) -> pa.Array:
+    """Dictionary-encoded columns (pandas categoricals) as plain ones."""
+    return array.dictionary_decode() if pa.types.is_dictionary(array.type) else array
+
+
+def _optional(batch: pa.RecordBatch, name: str | None) -> pa.Array | None:
+    return None if name is None else batch.column(name)
+
+
+def _reject_bad_ids(
+    reject: RejectMany, path: Path, first: int, columns: Sequence[tuple[str, _Ids]]
+) -> np.ndarray:
+    """Count the missing and fractional ids of each (name, ids) column; returns the rows whose
+    ids all pass. A row with two bad ids counts twice, as when its ids were checked one by one.
+    """
+    ok = np.ones(len(columns[0][1].missing), dtype=bool)
+    for col, ids in columns:
+        reject(f"missing_field:{col}", int(ids.missing.sum()), _examples(path, first, ids.missing))
+        ok &= ~(ids.missing | ids.fractional)
+    count = sum(int(ids.fractional.sum()) for _, ids in columns)
+    reject("non_integer_id", count, _fractional_examples(path, first, [ids for _, ids in columns]))
+    return ok
+
+
+def _examples(
+    path: Path, first: int, mask: np.ndarray, raw: pa.Array | None = None
+) -> Iterator[tuple[str, str]]:
+    """(file:row, repr of the raw value) of the rows in ``mask``, lazily (only logged ones)."""
+    for offset in np.flatnonzero(mask):
+        detail = "" if raw is None else repr(raw[int(offset)].as_py())
+        yield f"{path}:row {first + int(offset)}", detail
+
+
+def _fractional_examples(
+    path: Path, first: int, columns: Sequence[_Ids]
+) -> Iterator[tuple[str, str]]:
+    """Fractional ids in row order (a row with two of them gives two examples)."""
+    for offset in np.flatnonzero(np.logical_or.reduce([c.fractional for c in columns])):
+        for column in columns:
+            if column.fractional[offset]:
+                yield f"{path}:row {first + int(offset)}", repr(column.raw[int(offset)].as_py())
 
 
 def _base_suffix(path: Path) -> str:
