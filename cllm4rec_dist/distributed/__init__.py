@@ -1,0 +1,21 @@
+"""Row-partitioned ID tables, their row-wise optimizer and checkpoints, item-parallel losses and
+the exact top-K merge. Every object takes an optional process group and also runs without one
+(world size 1). See docs/distributed.md."""
+
+from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
+from cllm4rec_dist.distributed.partitioned_table import PartitionedTable, row_ranges
+from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
+from cllm4rec_dist.distributed.table_checkpoint import export_tables, load_tables, save_tables
+from cllm4rec_dist.distributed.topk import masked_topk, masked_topk_reference
+
+__all__ = [
+    "ItemParallelScorer",
+    "PartitionedTable",
+    "RowWiseAdagrad",
+    "export_tables",
+    "load_tables",
+    "masked_topk",
+    "masked_topk_reference",
+    "row_ranges",
+    "save_tables",
+]

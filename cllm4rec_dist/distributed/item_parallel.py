@@ -1,0 +1,252 @@
+"""Item-parallel scoring: softmax losses and exact top-K over an item table sharded by rows.
+
+Data parallel + item sharding: every rank brings its own hidden rows (possibly none). The rows of
+all ranks are gathered (padded to the largest batch), each rank scores them against its local item
+shard only, and the softmax statistics are combined with two all_reduces::
+
+    m_r   = max_s max_j l_rj                  (all_reduce MAX over shards s)
+    lse_r = m_r + log sum_s sum_{j in s} exp(l_rj - m_r)   (all_reduce SUM)
+    t_r   = sum_{j in targets(r)} l_rj         (all_reduce SUM; each shard adds its own targets)
+    loss_r = |targets(r)| * lse_r - t_r
+
+No rank ever holds logits over all items; a rank holds one [rows, chunk_items] block at a time.
+Backward recomputes the blocks from the saved lse (see docs/distributed.md for the gradients).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import Tensor
+
+from cllm4rec_dist.distributed.comm import (
+    Group,
+    all_gather_padded,
+    all_reduce,
+    all_to_all_rows,
+    gather_sizes,
+    reduce_scatter_rows,
+    world,
+)
+from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
+from cllm4rec_dist.distributed.topk import NEG_INF, csr_rows, masked_topk
+from cllm4rec_dist.model.tables import check_ids
+
+
+@dataclass
+class _Gathered:
+    """All ranks' rows, as seen by every rank.
+
+    hidden [R = W * max_rows, H] fp32, rank r's rows at [r * max_rows, r * max_rows + n_r);
+    pair_rows/pair_items [T]: (row in ``hidden``, global item) pairs of all ranks, padding removed.
+    """
+
+    hidden: Tensor
+    pair_rows: Tensor
+    pair_items: Tensor
+    max_rows: int
+    own: slice
+
+
+class ItemParallelScorer:
+    """``ItemScorer`` over a row-partitioned item table (logits = hidden @ items.T, fp32).
+
+    Every method is collective over the table's group: all ranks call it, in the same order,
+    possibly with zero rows, and (for the losses) backpropagate through the result.
+    ``chunk_items`` bounds the logits block per rank to [W * max rows, chunk_items].
+    """
+
+    def __init__(
+        self,
+        table: PartitionedTable,
+        group: Group = None,
+        chunk_items: int = 16384,
+        topk_user_chunk: int = 1024,
+        topk_item_chunk: int = 4096,
+    ):
+        self.table = table
+        self.group = table.group if group is None else group
+        self.rank, self.world_size = world(self.group)
+        if self.world_size != table.world_size:
+            raise ValueError("scorer group and table group differ in size")
+        self.chunk_items = chunk_items
+        self.topk_user_chunk, self.topk_item_chunk = topk_user_chunk, topk_item_chunk
+
+    @property
+    def num_items(self) -> int:
+        return self.table.num_rows
+
+    def _gather(self, hidden: Tensor, pair_rows: Tensor, pair_items: Tensor) -> _Gathered:
+        """Gather hidden [N, H] and (row, item) pairs [T] of every rank (see :class:`_Gathered`)."""
+        n = hidden.shape[0]
+        sizes = gather_sizes([n, pair_rows.numel()], hidden.device, self.group)
+        max_rows, max_pairs = int(sizes[:, 0].max()), int(sizes[:, 1].max())
+        own = slice(self.rank * max_rows, self.rank * max_rows + n)
+        gathered = (
+            all_gather_padded(hidden.detach().float(), max_rows, 0.0, self.group)
+            if max_rows
+            else hidden.new_zeros((0, hidden.shape[1]), dtype=torch.float32)
+        )
+        pairs = torch.stack([pair_rows + own.start, pair_items], dim=1).to(torch.int64)
+        if max_pairs:
+            pairs = all_gather_padded(pairs, max_pairs, -1, self.group)
+            pairs = pairs[pairs[:, 0] >= 0]
+        # Every rank checks the gathered items, so a bad id raises on all ranks at once.
+        check_ids(pairs[:, 1], self.num_items, "item")
+        return _Gathered(gathered, pairs[:, 0], pairs[:, 1], max_rows, own)
+
+    def cross_entropy(self, hidden: Tensor, targets: Tensor) -> Tensor:
+        """hidden [N, H], targets [N] global item ids -> loss [N] = lse - logit[target]."""
+        rows = torch.arange(targets.numel(), device=hidden.device)
+        return _ShardedNLL.apply(hidden, self.table.weight, self, rows, targets.reshape(-1))
+
+    def multinomial_nll(
+        self, hidden: Tensor, target_offsets: Tensor, target_items: Tensor
+    ) -> Tensor:
+        """hidden [B, H], targets CSR (offsets [B+1], items [nnz]) -> loss [B] =
+        sum_{j in targets(b)} (lse_b - logit_bj). Repeated items count as often as listed."""
+        if target_offsets.numel() != hidden.shape[0] + 1:
+            raise ValueError(f"target_offsets must have {hidden.shape[0] + 1} entries")
+        rows = csr_rows(target_offsets.to(hidden.device))
+        return _ShardedNLL.apply(hidden, self.table.weight, self, rows, target_items)
+
+    @torch.no_grad()
+    def topk(
+        self, hidden: Tensor, k: int, exclude_offsets: Tensor, exclude_items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Exact global top-k for this rank's rows: (scores [B, k], global items [B, k]).
+
+        Each shard returns its local top-k (ties: lower item first, padded with (-inf, -1)) for
+        every rank's rows; each rank then merges the W candidate lists of its own rows with a
+        stable sort, which keeps ties in shard order, i.e. by item index.
+        """
+        n = hidden.shape[0]
+        if exclude_offsets.numel() != n + 1:
+            raise ValueError(f"exclude_offsets must have {n + 1} entries")
+        g = self._gather(hidden, csr_rows(exclude_offsets.to(hidden.device)), exclude_items)
+        lo, hi = self.table.row_range
+        mine = (g.pair_items >= lo) & (g.pair_items < hi)
+        ex_rows, ex_items = g.pair_rows[mine], g.pair_items[mine] - lo
+        order = torch.argsort(ex_rows, stable=True)
+        ex_rows, ex_items = ex_rows[order], ex_items[order]
+        counts = torch.bincount(ex_rows, minlength=g.hidden.shape[0])
+        ex_offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        scores, items = masked_topk(
+            g.hidden,
+            self.table.weight.detach(),
+            k,
+            ex_offsets,
+            ex_items,
+            index_offset=lo,
+            user_chunk=self.topk_user_chunk,
+            item_chunk=self.topk_item_chunk,
+        )
+        # Block r of the gathered rows belongs to rank r: send it there (equal splits).
+        split = [g.max_rows] * self.world_size
+        scores = all_to_all_rows(scores, split, split, self.group)
+        items = all_to_all_rows(items, split, split, self.group)
+
+        def own_candidates(x: Tensor) -> Tensor:  # [W * max_rows, k] -> [n, W * k], shard order
+            return (
+                x.view(self.world_size, g.max_rows, k)[:, :n]
+                .permute(1, 0, 2)
+                .reshape(n, self.world_size * k)
+            )
+
+        cand_s, cand_i = own_candidates(scores), own_candidates(items)
+        top, order = torch.sort(cand_s, dim=1, descending=True, stable=True)
+        top, order = top[:, :k], order[:, :k]
+        return top, torch.where(top == NEG_INF, -1, cand_i.gather(1, order))
+
+
+def _local_stats(scorer: ItemParallelScorer, g: _Gathered, weight: Tensor) -> tuple[Tensor, Tensor]:
+    """Online softmax over the local shard, chunked: (max [R], sum exp(l - max) [R])."""
+    rows_all = g.hidden.shape[0]
+    m = g.hidden.new_full((rows_all,), NEG_INF)
+    s = g.hidden.new_zeros(rows_all)
+    for c0 in range(0, weight.shape[0], scorer.chunk_items):
+        block = g.hidden @ weight[c0 : c0 + scorer.chunk_items].float().T
+        m_new = torch.maximum(m, block.amax(dim=1))
+        s = s * torch.exp(m - m_new) + torch.exp(block - m_new.unsqueeze(1)).sum(dim=1)
+        m = m_new
+    return m, s
+
+
+def _local_targets(scorer: ItemParallelScorer, g: _Gathered) -> tuple[Tensor, Tensor]:
+    """The gathered (row, item) target pairs whose item lives on this shard: (rows, local items)."""
+    lo, hi = scorer.table.row_range
+    mine = (g.pair_items >= lo) & (g.pair_items < hi)
+    return g.pair_rows[mine], g.pair_items[mine] - lo
+
+
+class _ShardedNLL(torch.autograd.Function):
+    """hidden [N, H], local item shard [n, H], target pairs -> per-row fp32 loss [N] (module doc).
+
+    Saves only the gathered hidden rows, the global lse [R] and the target counts [R]; backward
+    recomputes the logits block by block.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, scorer, pair_rows, pair_items):  # type: ignore[override]
+        g = scorer._gather(hidden, pair_rows, pair_items)
+        rows_all = g.hidden.shape[0]
+        m_local, s_local = _local_stats(scorer, g, weight)
+        t_rows, t_items = _local_targets(scorer, g)
+        target_logit = g.hidden.new_zeros(rows_all)
+        target_logit.index_add_(0, t_rows, (g.hidden[t_rows] * weight[t_items].float()).sum(1))
+        m = all_reduce(m_local.clone(), dist.ReduceOp.MAX, scorer.group)
+        # An empty shard has m_local = -inf and s_local = 0: its rescaled sum is exactly 0.
+        scaled = s_local * torch.exp(m_local - m)
+        stats = all_reduce(torch.stack([scaled, target_logit]), dist.ReduceOp.SUM, scorer.group)
+        lse = m + torch.log(stats[0])
+        count = torch.bincount(g.pair_rows, minlength=rows_all).to(lse.dtype)
+        loss = count * lse - stats[1]
+        ctx.save_for_backward(weight)
+        ctx.scorer, ctx.g, ctx.lse, ctx.count = scorer, g, lse, count
+        ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
+        return loss[g.own]
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        scorer, g = ctx.scorer, ctx.g
+        rows_all, dim = g.hidden.shape
+        # dloss_r/dl_rj = count_r * softmax_rj - [j in targets(r)]; each rank needs the upstream
+        # gradient of every gathered row, so gather it like the rows themselves.
+        if g.max_rows:
+            grad_all = all_gather_padded(grad_loss.float(), g.max_rows, 0.0, scorer.group)
+        else:
+            grad_all = g.hidden.new_zeros(0)
+        coef = (grad_all * ctx.count).unsqueeze(1)
+        grad_hidden = g.hidden.new_zeros(rows_all, dim)
+        # Every row is written by exactly one chunk below: no zero fill (pages of a big shard).
+        grad_weight = torch.empty_like(weight, dtype=torch.float32)
+        for c0 in range(0, weight.shape[0], scorer.chunk_items):
+            w = weight[c0 : c0 + scorer.chunk_items].float()
+            p = torch.exp(g.hidden @ w.T - ctx.lse.unsqueeze(1)) * coef
+            grad_hidden.addmm_(p, w)
+            grad_weight[c0 : c0 + w.shape[0]] = p.T @ g.hidden
+        t_rows, t_items = _local_targets(scorer, g)
+        t_grad = grad_all[t_rows].unsqueeze(1)
+        grad_hidden.index_add_(0, t_rows, -t_grad * weight[t_items].float())
+        grad_weight.index_add_(0, t_items, -t_grad * g.hidden[t_rows])
+        # Row r's gradient is the sum of every shard's part, delivered to the rank owning row r
+        # (not averaged: the caller's data parallelism averages backbone gradients). The item
+        # rows' gradient is averaged over ranks, the table convention. These collectives run
+        # whatever needs_input_grad says, so all ranks issue the same ones.
+        if g.max_rows:
+            grad_hidden = reduce_scatter_rows(grad_hidden, scorer.group)[: ctx.hidden_shape[0]]
+        grad_hidden = grad_hidden.reshape(ctx.hidden_shape).to(ctx.hidden_dtype)
+        grad_weight = grad_weight.div_(scorer.world_size).to(weight.dtype)
+        return (
+            grad_hidden if ctx.needs_input_grad[0] else None,
+            grad_weight if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+        )
+
+
+__all__ = ["ItemParallelScorer"]

@@ -1,0 +1,174 @@
+"""Per-rank checkpoints of ID tables and their row-wise optimizer state, reshardable on load.
+
+Layout of a checkpoint directory::
+
+    index.json                            {"format": 1, "world_size": W, "tables": {name: {
+                                            "num_rows", "dim", "state": [keys],
+                                            "files": [{"file", "row_range": [lo, hi]}]}}}
+    tables-rank00000-of-00002.safetensors  "<name>/weight" [hi-lo, dim] and
+                                           "<name>/state/<key>" [hi-lo, ...] for every table
+
+Every rank writes the rows it owns (a replicated ``DenseTable`` is written by rank 0 only);
+rank 0 writes ``index.json``. Loading reads, for each table, the row slices of whichever files
+overlap this rank's row range, so a checkpoint saved at one world size loads at any other.
+Callers synchronise (barrier) after saving, before treating the checkpoint as complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import Tensor, nn
+
+from cllm4rec_dist.distributed.partitioned_table import PartitionedTable, row_ranges
+
+FORMAT = 1
+INDEX = "index.json"
+
+
+def _file_name(rank: int, world_size: int) -> str:
+    return f"tables-rank{rank:05d}-of-{world_size:05d}.safetensors"
+
+
+def _writers(table: nn.Module, world_size: int) -> list[tuple[int, tuple[int, int]]]:
+    """(rank, row range) of every rank that writes ``table``."""
+    if isinstance(table, PartitionedTable):
+        return list(enumerate(row_ranges(table.num_rows, world_size)))
+    return [(0, (0, table.num_rows))]
+
+
+def _row_state(optimizer: torch.optim.Optimizer | None, weight: Tensor) -> dict[str, Tensor]:
+    """Per-row optimizer state of ``weight``: every state tensor whose first dim is the rows."""
+    if optimizer is None or weight not in optimizer.state:
+        return {}
+    state = optimizer.state[weight]
+    rows = weight.shape[0]
+    per_row = {
+        k: v for k, v in state.items() if torch.is_tensor(v) and v.dim() and v.shape[0] == rows
+    }
+    if len(per_row) != len(state):
+        raise ValueError(f"optimizer state {sorted(state)} is not all per-row; cannot reshard it")
+    return per_row
+
+
+def save_tables(
+    directory: str | os.PathLike,
+    tables: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer | None,
+    rank: int,
+    world_size: int,
+) -> None:
+    """Write this rank's rows of every table (+ optimizer state) and, on rank 0, ``index.json``.
+
+    tables: name -> PartitionedTable (each rank writes its block) or DenseTable (rank 0 writes it).
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors: dict[str, Tensor] = {}
+    index: dict[str, dict] = {}
+    for name, table in tables.items():
+        if "/" in name:
+            raise ValueError(f"table name {name!r} must not contain '/'")
+        state = _row_state(optimizer, table.weight)
+        writers = _writers(table, world_size)
+        if any(r == rank for r, _ in writers):
+            tensors[f"{name}/weight"] = table.weight.detach()
+            tensors.update({f"{name}/state/{k}": v.detach() for k, v in state.items()})
+        index[name] = {
+            "num_rows": table.num_rows,
+            "dim": table.dim,
+            "state": sorted(state),
+            "files": [
+                {"file": _file_name(r, world_size), "row_range": list(rr)} for r, rr in writers
+            ],
+        }
+    # Write to a temporary name and rename, so a crash never leaves a truncated file behind.
+    path = directory / _file_name(rank, world_size)
+    tmp = path.with_suffix(".tmp")
+    save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+    os.replace(tmp, path)
+    if rank == 0:
+        tmp = directory / (INDEX + ".tmp")
+        tmp.write_text(
+            json.dumps({"format": FORMAT, "world_size": world_size, "tables": index}, indent=1)
+        )
+        os.replace(tmp, directory / INDEX)
+
+
+def read_index(directory: str | os.PathLike) -> dict:
+    """The parsed ``index.json`` of a table checkpoint."""
+    index = json.loads((Path(directory) / INDEX).read_text())
+    if index.get("format") != FORMAT:
+        raise ValueError(f"unknown table checkpoint format {index.get('format')!r}")
+    return index
+
+
+def _read_rows(
+    directory: Path, entry: dict, key: str, lo: int, hi: int
+) -> list[tuple[int, Tensor]]:
+    """Rows [lo, hi) of tensor ``key`` from the files of one table entry: [(first row, rows)]."""
+    pieces = []
+    for f in entry["files"]:
+        a, b = f["row_range"]
+        s, e = max(a, lo), min(b, hi)
+        if s >= e:
+            continue
+        with safe_open(str(directory / f["file"]), framework="pt", device="cpu") as fh:
+            pieces.append((s, fh.get_slice(key)[s - a : e - a]))
+    if sum(p.shape[0] for _, p in pieces) != hi - lo:
+        raise ValueError(f"checkpoint files do not cover rows [{lo}, {hi}) of {key}")
+    return pieces
+
+
+def load_tables(
+    directory: str | os.PathLike,
+    tables: dict[str, nn.Module],
+    optimizer: torch.optim.Optimizer | None = None,
+) -> None:
+    """Fill every table's local rows (and the optimizer's per-row state) from a checkpoint saved
+    at any world size. Shapes must match; missing tables or state raise."""
+    directory = Path(directory)
+    index = read_index(directory)["tables"]
+    for name, table in tables.items():
+        if name not in index:
+            raise KeyError(f"table {name!r} not in checkpoint {directory}")
+        entry = index[name]
+        if (entry["num_rows"], entry["dim"]) != (table.num_rows, table.dim):
+            raise ValueError(
+                f"table {name!r}: checkpoint has {entry['num_rows']}x{entry['dim']}, "
+                f"model has {table.num_rows}x{table.dim}"
+            )
+        lo, hi = table.row_range
+        targets = {"weight": table.weight.data}
+        state = _row_state(optimizer, table.weight)
+        missing = set(state) - set(entry["state"])
+        if missing:
+            raise KeyError(f"table {name!r}: checkpoint lacks optimizer state {sorted(missing)}")
+        targets.update({f"state/{k}": v for k, v in state.items()})
+        with torch.no_grad():
+            for key, dst in targets.items():
+                for first, rows in _read_rows(directory, entry, f"{name}/{key}", lo, hi):
+                    dst[first - lo : first - lo + rows.shape[0]] = rows.to(dst.device, dst.dtype)
+
+
+def export_tables(directory: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
+    """Single process: write each table whole, ``<out_dir>/<name>.safetensors`` holding one
+    tensor ``weight`` [num_rows, dim] fp32, for serving. Returns name -> file."""
+    directory, out_dir = Path(directory), Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = {}
+    for name, entry in read_index(directory)["tables"].items():
+        full = torch.empty(entry["num_rows"], entry["dim"], dtype=torch.float32)
+        for first, rows in _read_rows(directory, entry, f"{name}/weight", 0, entry["num_rows"]):
+            full[first : first + rows.shape[0]] = rows
+        written[name] = out_dir / f"{name}.safetensors"
+        save_file({"weight": full}, str(written[name]))
+    return written
+
+
+__all__ = ["export_tables", "load_tables", "read_index", "save_tables"]
