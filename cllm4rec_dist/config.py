@@ -160,35 +160,59 @@ def _require(ok: bool, key: str, msg: str) -> None:
 def validate(cfg: Any) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
     m, s, d, ds = cfg.model, cfg.stage, cfg.data, cfg.deepspeed
-    _require(m.source in ("debug", "local", "smollm2_gguf"), "model.source",
-             f"{m.source!r} is not one of debug, local, smollm2_gguf")
+    _require(
+        m.source in ("debug", "local", "smollm2_gguf"),
+        "model.source",
+        f"{m.source!r} is not one of debug, local, smollm2_gguf",
+    )
     _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")
     _require(m.dtype in ("fp32", "bf16"), "model.dtype", f"{m.dtype!r} is not fp32 or bf16")
-    _require(m.mode in ("frozen", "lora", "full"), "model.mode",
-             f"{m.mode!r} is not one of frozen, lora, full")
-    _require(s.name in ("pretrain", "finetune", "evaluate"), "stage.name",
-             f"{s.name!r} is not one of pretrain, finetune, evaluate")
+    _require(
+        m.mode in ("frozen", "lora", "full"),
+        "model.mode",
+        f"{m.mode!r} is not one of frozen, lora, full",
+    )
+    _require(
+        s.name in ("pretrain", "finetune", "evaluate"),
+        "stage.name",
+        f"{s.name!r} is not one of pretrain, finetune, evaluate",
+    )
     for i, p in enumerate(s.phases):
         _require(p in PHASES, f"stage.phases[{i}]", f"{p!r} is not one of {', '.join(PHASES)}")
     _require(s.epochs >= 0, "stage.epochs", "must be >= 0")
-    _require(0 <= s.content_warmup_epochs <= max(s.epochs, 0), "stage.content_warmup_epochs",
-             "must be between 0 and stage.epochs")
+    _require(
+        0 <= s.content_warmup_epochs <= max(s.epochs, 0),
+        "stage.content_warmup_epochs",
+        "must be between 0 and stage.epochs",
+    )
     _require(s.lambda_v >= 0, "stage.lambda_v", "must be >= 0")
     _require(0 < s.mask_fraction < 1, "stage.mask_fraction", "must be in (0, 1)")
     _require(ds.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
-    for key in ("collab_batch_size", "content_batch_size", "rec_batch_size", "eval_batch_size",
-                "max_items", "max_text_tokens"):
+    for key in (
+        "collab_batch_size",
+        "content_batch_size",
+        "rec_batch_size",
+        "eval_batch_size",
+        "max_items",
+        "max_text_tokens",
+    ):
         _require(getattr(d, key) > 0, f"data.{key}", "must be > 0")
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
-    _require(cfg.tables.optimizer == "rowwise_adagrad", "tables.optimizer",
-             f"{cfg.tables.optimizer!r}: only rowwise_adagrad is implemented")
+    _require(
+        cfg.tables.optimizer == "rowwise_adagrad",
+        "tables.optimizer",
+        f"{cfg.tables.optimizer!r}: only rowwise_adagrad is implemented",
+    )
     _require(cfg.predict.k > 0, "predict.k", "must be > 0")
     _require(cfg.predict.split in ("val", "test"), "predict.split", "must be val or test")
     for i, k in enumerate(cfg.eval.ks):
         _require(k > 0, f"eval.ks[{i}]", "must be > 0")
     metric, _, k = cfg.eval.select_metric.partition("@")
-    _require(metric in ("recall", "ndcg") and k.isdigit() and int(k) in cfg.eval.ks,
-             "eval.select_metric", "must be recall@K or ndcg@K with K in eval.ks")
+    _require(
+        metric in ("recall", "ndcg") and k.isdigit() and int(k) in cfg.eval.ks,
+        "eval.select_metric",
+        "must be recall@K or ndcg@K with K in eval.ks",
+    )
 
 
 def register() -> None:

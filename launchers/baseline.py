@@ -1,6 +1,6 @@
 """Baseline rankers on a prepared dataset, with CLLM4Rec's split, masking and metrics:
 
-    python launchers/baseline.py data_dir=<prepared dir> method=popularity|ease output=metrics.json
+python launchers/baseline.py data_dir=<prepared dir> method=popularity|ease output=metrics.json
 """
 
 import json

@@ -18,18 +18,33 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 # A synthetic catalog small enough for CPU training tests, prepared by the real data-prep job.
 TINY_PREP = [
-    "source=synthetic", "source.num_users=48", "source.num_items=30",
-    "source.mean_interactions=8", "source.min_interactions=4", "source.num_topics=3",
-    "source.text_min_words=4", "source.text_max_words=8", "source.review_fraction=0.1",
-    "layout.users_per_sample=4", "layout.docs_per_sample=8", "layout.samples_per_shard=2",
-    "layout.shard_multiple=2", "tokenizer.vocab_size=300", "ray.num_cpus=1", "progress=false",
+    "source=synthetic",
+    "source.num_users=48",
+    "source.num_items=30",
+    "source.mean_interactions=8",
+    "source.min_interactions=4",
+    "source.num_topics=3",
+    "source.text_min_words=4",
+    "source.text_max_words=8",
+    "source.review_fraction=0.1",
+    "layout.users_per_sample=4",
+    "layout.docs_per_sample=8",
+    "layout.samples_per_shard=2",
+    "layout.shard_multiple=2",
+    "tokenizer.vocab_size=300",
+    "ray.num_cpus=1",
+    "progress=false",
 ]
 
 
 def prepare(output_dir: Path, overrides: list[str]) -> Path:
     """Run ``data_prep/prepare.py`` in a subprocess; fail the test with its output on error."""
-    cmd = [sys.executable, str(REPO / "data_prep" / "prepare.py"), *overrides,
-           f"output_dir={output_dir}"]
+    cmd = [
+        sys.executable,
+        str(REPO / "data_prep" / "prepare.py"),
+        *overrides,
+        f"output_dir={output_dir}",
+    ]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     if proc.returncode != 0:
         raise RuntimeError(f"prepare.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")

@@ -35,8 +35,7 @@ def test_train_roots_compose_and_validate(root, monkeypatch):
     validate(cfg)
 
 
-@pytest.mark.parametrize("group,option",
-                         [(g, o) for g in GROUPS for o in _options(g)])
+@pytest.mark.parametrize("group,option", [(g, o) for g in GROUPS for o in _options(g)])
 def test_every_group_option_composes(group, option, monkeypatch):
     monkeypatch.setenv("CLLM4REC_BACKBONE_DIR", "/nonexistent")
     root = "pretrain"
@@ -69,15 +68,18 @@ def test_data_prep_configs_compose():
         assert cfg.source.name == source
 
 
-@pytest.mark.parametrize("override,key", [
-    ("model.mode=frozn", "model.mode"),
-    ("stage.phases=[collaborative,reviews]", "stage.phases[1]"),
-    ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
-    ("model.dtype=fp16", "model.dtype"),
-    ("stage.mask_fraction=1.5", "stage.mask_fraction"),
-    ("eval.select_metric=ndcg@7", "eval.select_metric"),
-    ("data.collab_batch_size=0", "data.collab_batch_size"),
-])
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("model.mode=frozn", "model.mode"),
+        ("stage.phases=[collaborative,reviews]", "stage.phases[1]"),
+        ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
+        ("model.dtype=fp16", "model.dtype"),
+        ("stage.mask_fraction=1.5", "stage.mask_fraction"),
+        ("eval.select_metric=ndcg@7", "eval.select_metric"),
+        ("data.collab_batch_size=0", "data.collab_batch_size"),
+    ],
+)
 def test_invalid_values_name_the_key(override, key):
     cfg = _compose("pretrain", ["data.dir=/tmp/x", override])
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):

@@ -68,9 +68,14 @@ def _ranking(x: sp.csr_matrix, b: np.ndarray):
     return scorer, user_vectors
 
 
-def evaluate_ease(data_dir: str, manifest: Any, ks: list[int],
-                  lambdas: tuple[float, ...] = DEFAULT_LAMBDAS, select: str | None = None,
-                  batch_size: int = 256) -> dict[str, Any]:
+def evaluate_ease(
+    data_dir: str,
+    manifest: Any,
+    ks: list[int],
+    lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
+    select: str | None = None,
+    batch_size: int = 256,
+) -> dict[str, Any]:
     """Tune λ on validation ``select`` (default NDCG at the largest k); returns
     {"val", "test", "lambda"} for the chosen λ."""
     select = select or f"ndcg@{max(ks)}"
@@ -79,12 +84,14 @@ def evaluate_ease(data_dir: str, manifest: Any, ks: list[int],
     best = None
     for lam in lambdas:
         scorer, vectors = _ranking(x, ease_weights(g, lam))
-        val = evaluate_ranking(data_dir, manifest, "val", ks, batch_size, eval_targets, vectors,
-                               scorer)
+        val = evaluate_ranking(
+            data_dir, manifest, "val", ks, batch_size, eval_targets, vectors, scorer
+        )
         log.info("EASE lambda=%g: validation %s=%.4f", lam, select, val[select])
         if best is None or val[select] > best[1]:
             best = (lam, val[select], scorer, vectors, val)
     lam, _, scorer, vectors, val = best
-    test = evaluate_ranking(data_dir, manifest, "test", ks, batch_size, eval_targets, vectors,
-                            scorer)
+    test = evaluate_ranking(
+        data_dir, manifest, "test", ks, batch_size, eval_targets, vectors, scorer
+    )
     return {"val": val, "test": test, "lambda": lam}

@@ -33,13 +33,21 @@ def popularity_scorer(counts: np.ndarray) -> DenseItemScorer:
     return DenseItemScorer(table)
 
 
-def evaluate_popularity(data_dir: str, manifest: Any, ks: list[int],
-                        batch_size: int = 256) -> dict[str, Any]:
+def evaluate_popularity(
+    data_dir: str, manifest: Any, ks: list[int], batch_size: int = 256
+) -> dict[str, Any]:
     """{"val": metrics, "test": metrics} of the most-popular ranking."""
     scorer = popularity_scorer(train_item_counts(data_dir, manifest.num_items))
-    return {split: evaluate_ranking(
-        data_dir, manifest, split, ks, batch_size,
-        collate_eval=eval_targets,
-        user_vectors=lambda batch: torch.ones(batch.users.shape[0], 1),
-        scorer=scorer,
-    ) for split in ("val", "test")}
+    return {
+        split: evaluate_ranking(
+            data_dir,
+            manifest,
+            split,
+            ks,
+            batch_size,
+            collate_eval=eval_targets,
+            user_vectors=lambda batch: torch.ones(batch.users.shape[0], 1),
+            scorer=scorer,
+        )
+        for split in ("val", "test")
+    }

@@ -60,8 +60,15 @@ def evaluate(built: Any, cfg: Any, split: str) -> dict[str, float]:
     """Evaluate the trained CLLM4Rec model held by ``built`` (see train/builder.py)."""
     built.model.eval()
     try:
-        return evaluate_ranking(cfg.data.dir, built.manifest, split, list(cfg.eval.ks),
-                                cfg.data.eval_batch_size, built.collate_eval,
-                                built.model.user_vectors, built.scorer)
+        return evaluate_ranking(
+            cfg.data.dir,
+            built.manifest,
+            split,
+            list(cfg.eval.ks),
+            cfg.data.eval_batch_size,
+            built.collate_eval,
+            built.model.user_vectors,
+            built.scorer,
+        )
     finally:
         built.model.train()

@@ -24,11 +24,17 @@ def hits_matrix(topk_items: Tensor, target_offsets: Tensor, target_items: Tensor
     counts = (target_offsets[1:] - target_offsets[:-1]).long()
     rows = torch.repeat_interleave(torch.arange(b), counts)
     # Encode (row, item) pairs as one int64 key and test membership with a sorted search.
-    num = int(max(int(topk_items.max()), int(target_items.max()) if target_items.numel() else 0)) + 2
+    num = (
+        int(max(int(topk_items.max()), int(target_items.max()) if target_items.numel() else 0)) + 2
+    )
     target_keys = torch.sort(rows * num + target_items.long()).values
     cand = torch.arange(b).unsqueeze(1) * num + topk_items.long()
     pos = torch.searchsorted(target_keys, cand).clamp(max=max(target_keys.numel() - 1, 0))
-    found = target_keys[pos] == cand if target_keys.numel() else torch.zeros_like(cand, dtype=torch.bool)
+    found = (
+        target_keys[pos] == cand
+        if target_keys.numel()
+        else torch.zeros_like(cand, dtype=torch.bool)
+    )
     return found & (topk_items >= 0)
 
 
@@ -72,14 +78,17 @@ class MetricSums:
 
     def as_tensor(self) -> Tensor:
         """[users, sum_1, sum_2, ...] in ``names()`` order, float64, for an all-reduce."""
-        return torch.tensor([self.users] + [self.sums.get(n, 0.0) for n in self.names()],
-                            dtype=torch.float64)
+        return torch.tensor(
+            [self.users] + [self.sums.get(n, 0.0) for n in self.names()], dtype=torch.float64
+        )
 
     @staticmethod
     def means_from(ks: list[int], reduced: Tensor) -> dict[str, float]:
         probe = MetricSums(ks)
         users = float(reduced[0])
-        means = {n: float(v) / users if users else float("nan")
-                 for n, v in zip(probe.names(), reduced[1:].tolist())}
+        means = {
+            n: float(v) / users if users else float("nan")
+            for n, v in zip(probe.names(), reduced[1:].tolist())
+        }
         means["users"] = users
         return means

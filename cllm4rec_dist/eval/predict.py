@@ -56,8 +56,9 @@ def predict(built: Any, cfg: Any) -> Path:
         chunk = list(islice(rows, bs))
         # A one-item placeholder target keeps every user in the batch (targets are not used).
         batch = built.collate_eval([{**r, split: np.zeros(1, np.int64)} for r in chunk], split)
-        s, i = built.scorer.topk(built.model.user_vectors(batch), k, batch.exclude_offsets,
-                                 batch.exclude_items)
+        s, i = built.scorer.topk(
+            built.model.user_vectors(batch), k, batch.exclude_offsets, batch.exclude_items
+        )
         users.append(batch.users.cpu())
         items.append(i.cpu())
         scores.append(s.cpu())
@@ -69,22 +70,36 @@ def predict(built: Any, cfg: Any) -> Path:
     valid = it >= 0
     flat_items = item_ids.take(pa.array(it[valid]))
     offsets = np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32)
-    table = pa.table({
-        "user": user_ids.take(pa.array(u)),
-        "items": pa.ListArray.from_arrays(pa.array(offsets), flat_items),
-        "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(sc[valid])),
-    })
+    table = pa.table(
+        {
+            "user": user_ids.take(pa.array(u)),
+            "items": pa.ListArray.from_arrays(pa.array(offsets), flat_items),
+            "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(sc[valid])),
+        }
+    )
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"part-rank{rank:05d}.parquet"
     pq.write_table(table, out_dir / f".{name}.tmp")
     (out_dir / f".{name}.tmp").replace(out_dir / name)
     counts = dist_env.all_reduce_sum(
-        torch.nn.functional.one_hot(torch.tensor(rank), world).double() * len(u))
+        torch.nn.functional.one_hot(torch.tensor(rank), world).double() * len(u)
+    )
     if rank == 0:
-        parts = [{"path": f"part-rank{r:05d}.parquet", "rows": int(counts[r])}
-                 for r in range(world)]
-        (out_dir / "manifest.json").write_text(json.dumps({
-            "k": k, "split_masked": split, "parts": parts, "users": int(counts.sum()),
-            "dataset": str(data_dir.resolve()), "model": str(cfg.stage.init_from)}, indent=2))
+        parts = [
+            {"path": f"part-rank{r:05d}.parquet", "rows": int(counts[r])} for r in range(world)
+        ]
+        (out_dir / "manifest.json").write_text(
+            json.dumps(
+                {
+                    "k": k,
+                    "split_masked": split,
+                    "parts": parts,
+                    "users": int(counts.sum()),
+                    "dataset": str(data_dir.resolve()),
+                    "model": str(cfg.stage.init_from),
+                },
+                indent=2,
+            )
+        )
     dist_env.barrier()
     return out_dir

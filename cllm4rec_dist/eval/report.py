@@ -1,6 +1,6 @@
 """Print test metrics of CLLM4Rec beside baselines as a table; exit 1 if CLLM4Rec loses.
 
-    python -m cllm4rec_dist.eval.report --model run/metrics.json --baseline pop.json [...]
+python -m cllm4rec_dist.eval.report --model run/metrics.json --baseline pop.json [...]
 """
 
 from __future__ import annotations
@@ -27,8 +27,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", required=True, help="metrics.json of a finetune/evaluate run")
     parser.add_argument("--baseline", action="append", default=[], help="baseline JSON files")
     parser.add_argument("--split", default="test")
-    parser.add_argument("--must-beat", default="recall@20",
-                        help="metric on which CLLM4Rec must beat every baseline ('' = no check)")
+    parser.add_argument(
+        "--must-beat",
+        default="recall@20",
+        help="metric on which CLLM4Rec must beat every baseline ('' = no check)",
+    )
     args = parser.parse_args(argv)
     rows = {}
     for path in args.baseline:

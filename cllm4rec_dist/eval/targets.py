@@ -24,9 +24,18 @@ class EvalTargets:
     exclude_items: Tensor  # [nnz']
 
     def to(self, device: torch.device | str) -> EvalTargets:
-        return EvalTargets(*(t.to(device) for t in (self.users, self.target_offsets,
-                                                    self.target_items, self.exclude_offsets,
-                                                    self.exclude_items)))
+        return EvalTargets(
+            *(
+                t.to(device)
+                for t in (
+                    self.users,
+                    self.target_offsets,
+                    self.target_items,
+                    self.exclude_offsets,
+                    self.exclude_items,
+                )
+            )
+        )
 
 
 def _csr(arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
@@ -36,8 +45,9 @@ def _csr(arrays: list[np.ndarray]) -> tuple[Tensor, Tensor]:
     return torch.from_numpy(offsets), torch.from_numpy(flat.astype(np.int64, copy=False))
 
 
-def split_rows(rows: Sequence[dict], split: str) -> tuple[list[dict], list[np.ndarray],
-                                                          list[np.ndarray]]:
+def split_rows(
+    rows: Sequence[dict], split: str
+) -> tuple[list[dict], list[np.ndarray], list[np.ndarray]]:
     """(evaluated rows, their targets, their exclusions) for ``split`` in ("val", "test")."""
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")

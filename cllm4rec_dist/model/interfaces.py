@@ -54,7 +54,9 @@ class ItemScorer(Protocol):
         """hidden [N, H], targets [N] item indices -> per-row loss [N] = -log softmax(logits)[target]."""
         ...
 
-    def multinomial_nll(self, hidden: Tensor, target_offsets: Tensor, target_items: Tensor) -> Tensor:
+    def multinomial_nll(
+        self, hidden: Tensor, target_offsets: Tensor, target_items: Tensor
+    ) -> Tensor:
         """hidden [B, H]; targets as CSR (offsets [B+1], items [nnz]) -> per-row loss [B] =
         -sum_{j in targets(b)} log softmax(logits_b)[j]. Never builds a dense [B, I] target."""
         ...

@@ -105,14 +105,23 @@ def build(cfg: Any) -> Built:
     manifest = load_manifest(cfg.data.dir)
     tokenizer = load_tokenizer(cfg.model, manifest.tokenizer_path)
     backbone = build_backbone(cfg.model, vocab_size=len(tokenizer))
-    prompts = PromptBuilder(tokenizer, templates_from_manifest(manifest.prompts), manifest.num_users, manifest.num_items,
-                            vocab_size=backbone.vocab_size)
-    collator = Collator(prompts, max_items=cfg.data.max_items,
-                        max_text_tokens=cfg.data.max_text_tokens)
+    prompts = PromptBuilder(
+        tokenizer,
+        templates_from_manifest(manifest.prompts),
+        manifest.num_users,
+        manifest.num_items,
+        vocab_size=backbone.vocab_size,
+    )
+    collator = Collator(
+        prompts, max_items=cfg.data.max_items, max_text_tokens=cfg.data.max_text_tokens
+    )
     tables = build_tables(cfg, manifest.num_users, manifest.num_items, backbone.hidden_size)
     item_table = tables["item_collab"]
-    scorer = (ItemParallelScorer(item_table) if isinstance(item_table, PartitionedTable)
-              else DenseItemScorer(item_table))
+    scorer = (
+        ItemParallelScorer(item_table)
+        if isinstance(item_table, PartitionedTable)
+        else DenseItemScorer(item_table)
+    )
     if cfg.stage.init_from:
         load_export(Path(cfg.stage.init_from), backbone, tables)
     device = dist_env.device()
@@ -126,16 +135,31 @@ def build(cfg: Any) -> Built:
         import deepspeed
 
         ds_config = build_deepspeed_config(cfg, micro_batch_size=cfg.data.collab_batch_size)
-        engine, _, _, _ = deepspeed.initialize(model=backbone, model_parameters=trainable,
-                                               config=ds_config)
+        engine, _, _, _ = deepspeed.initialize(
+            model=backbone, model_parameters=trainable, config=ds_config
+        )
         model.backbone = engine
     else:
         backbone.to(device)
-    log.info("backbone %s (%s): %d trainable parameters; tables %s; world size %d",
-             cfg.model.source, cfg.model.mode, n_train,
-             "partitioned" if isinstance(item_table, PartitionedTable) else "dense",
-             dist_env.world_size())
-    table_optimizer = RowWiseAdagrad([t.weight for t in tables.values()], lr=cfg.tables.lr,
-                                     eps=cfg.tables.eps)
-    return Built(manifest, collator, model, tables, scorer, engine, table_optimizer,
-                 cfg.stage.mask_fraction, device)
+    log.info(
+        "backbone %s (%s): %d trainable parameters; tables %s; world size %d",
+        cfg.model.source,
+        cfg.model.mode,
+        n_train,
+        "partitioned" if isinstance(item_table, PartitionedTable) else "dense",
+        dist_env.world_size(),
+    )
+    table_optimizer = RowWiseAdagrad(
+        [t.weight for t in tables.values()], lr=cfg.tables.lr, eps=cfg.tables.eps
+    )
+    return Built(
+        manifest,
+        collator,
+        model,
+        tables,
+        scorer,
+        engine,
+        table_optimizer,
+        cfg.stage.mask_fraction,
+        device,
+    )

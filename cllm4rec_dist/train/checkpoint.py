@@ -38,8 +38,9 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return path if (path / "COMPLETE").exists() else None
 
 
-def save_checkpoint(run_dir: str | Path, state: TrainerState, engine: Any, tables: dict,
-                    table_optimizer: Any) -> Path:
+def save_checkpoint(
+    run_dir: str | Path, state: TrainerState, engine: Any, tables: dict, table_optimizer: Any
+) -> Path:
     """Collective: every rank writes its part; rank 0 publishes it as ``latest``."""
     root = checkpoint_root(run_dir)
     path = root / f"step{state.global_step:08d}"

@@ -43,5 +43,9 @@ def build_deepspeed_config(cfg: Any, micro_batch_size: int) -> dict[str, Any]:
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
-    extra = OmegaConf.to_container(ds.extra, resolve=True) if not isinstance(ds.extra, dict) else ds.extra
+    extra = (
+        OmegaConf.to_container(ds.extra, resolve=True)
+        if not isinstance(ds.extra, dict)
+        else ds.extra
+    )
     return merge(config, extra or {})

@@ -31,8 +31,12 @@ def init_distributed() -> None:
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         # One process: a DeepSpeed engine (trainable backbone) still creates a process group,
         # and without these variables deepspeed.initialize goes looking for MPI.
-        for key, value in (("RANK", "0"), ("LOCAL_RANK", "0"), ("WORLD_SIZE", "1"),
-                           ("MASTER_ADDR", "127.0.0.1")):
+        for key, value in (
+            ("RANK", "0"),
+            ("LOCAL_RANK", "0"),
+            ("WORLD_SIZE", "1"),
+            ("MASTER_ADDR", "127.0.0.1"),
+        ):
             os.environ.setdefault(key, value)
         if "MASTER_PORT" not in os.environ:
             with socket.socket() as s:

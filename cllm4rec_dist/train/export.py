@@ -90,14 +90,19 @@ def load_export(export_dir: Path, backbone: nn.Module, tables: dict[str, nn.Modu
         lo, hi = table.row_range
         rows = read_exported_rows(export_dir / "tables", name, lo, hi)
         if rows.shape != table.weight.shape:
-            raise ValueError(f"{export_dir}: table {name} rows [{lo}, {hi}) have shape "
-                             f"{tuple(rows.shape)}, expected {tuple(table.weight.shape)}")
+            raise ValueError(
+                f"{export_dir}: table {name} rows [{lo}, {hi}) have shape "
+                f"{tuple(rows.shape)}, expected {tuple(table.weight.shape)}"
+            )
         with torch.no_grad():
             table.weight.copy_(rows)
     state_path = export_dir / "backbone" / "state.pt"
     if meta.get("backbone_state") and state_path.exists():
         missing, unexpected = backbone.load_state_dict(
-            torch.load(state_path, map_location="cpu", weights_only=True), strict=False)
+            torch.load(state_path, map_location="cpu", weights_only=True), strict=False
+        )
         if unexpected or [m for m in missing if "lora_" not in m]:
-            raise ValueError(f"{state_path} does not match this backbone: missing={missing[:5]} "
-                             f"unexpected={unexpected[:5]} (model.source/mode must match the export)")
+            raise ValueError(
+                f"{state_path} does not match this backbone: missing={missing[:5]} "
+                f"unexpected={unexpected[:5]} (model.source/mode must match the export)"
+            )

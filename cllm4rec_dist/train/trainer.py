@@ -33,19 +33,29 @@ from cllm4rec_dist.train.state import TrainerState
 
 log = logging.getLogger(__name__)
 
-CORPUS = {"collaborative": "collaborative", "content": "content", "recommendation": "recommendation"}
+CORPUS = {
+    "collaborative": "collaborative",
+    "content": "content",
+    "recommendation": "recommendation",
+}
 
 
-def train_step(b: Built, phase: str, batch: Any,
-               preemption: PreemptionSignal | None = None) -> StepResult:
+def train_step(
+    b: Built, phase: str, batch: Any, preemption: PreemptionSignal | None = None
+) -> StepResult:
     """One optimizer step of ``phase`` on this rank's ``batch``. A non-finite loss on any rank
     skips the update on every rank. One all-reduce carries the loss, the non-finite flag and the
     preemption flag, so every rank takes the same decisions."""
     out = b.loss(phase, batch)
     loss = out.loss.detach().float()
-    stats = torch.tensor([float(loss), 0.0 if bool(torch.isfinite(loss)) else 1.0,
-                          1.0 if preemption and preemption.requested else 0.0],
-                         dtype=torch.float64)
+    stats = torch.tensor(
+        [
+            float(loss),
+            0.0 if bool(torch.isfinite(loss)) else 1.0,
+            1.0 if preemption and preemption.requested else 0.0,
+        ],
+        dtype=torch.float64,
+    )
     dist_env.all_reduce_sum(stats)
     stop = bool(stats[2] > 0)
     if stats[1] > 0:
@@ -118,8 +128,11 @@ class Trainer:
     def phases_for(self, epoch: int) -> list[PhaseSpec]:
         s, d = self.cfg.stage, self.cfg.data
         names = ["content"] if epoch < s.content_warmup_epochs else list(s.phases)
-        sizes = {"collaborative": d.collab_batch_size, "content": d.content_batch_size,
-                 "recommendation": d.rec_batch_size}
+        sizes = {
+            "collaborative": d.collab_batch_size,
+            "content": d.content_batch_size,
+            "recommendation": d.rec_batch_size,
+        }
         specs = []
         for name in names:
             rows = min(rows_per_rank(self.b.manifest, CORPUS[name], self.world))
@@ -139,26 +152,33 @@ class Trainer:
             while self.state.epoch < self.cfg.stage.epochs:
                 self._run_epoch()
         except Preempted:
-            path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
-                                   self.b.table_optimizer)
+            path = save_checkpoint(
+                self.run_dir, self.state, self.b.engine, self.b.tables, self.b.table_optimizer
+            )
             if self.rank == 0:
                 # The batch script requeues on this marker too: with --kill-on-bad-exit, srun may
                 # report a rank that was still shutting down as killed rather than exit 75.
                 (self.run_dir / PREEMPTED_MARKER).write_text(path.name + "\n")
-            log.warning("preemption signal: saved %s; exiting with status %d so the job is "
-                        "requeued and resumes", path, PREEMPTED_EXIT_CODE)
+            log.warning(
+                "preemption signal: saved %s; exiting with status %d so the job is "
+                "requeued and resumes",
+                path,
+                PREEMPTED_EXIT_CODE,
+            )
             self.monitor.close()
             raise SystemExit(PREEMPTED_EXIT_CODE) from None
         except StopRequested:
-            log.info("stopped after %d steps as requested (run.stop_after_steps)",
-                     self.steps_this_run)
+            log.info(
+                "stopped after %d steps as requested (run.stop_after_steps)", self.steps_this_run
+            )
             self.monitor.close()
             return {"stopped": True, "global_step": self.state.global_step, "losses": self.losses}
         result: dict[str, Any] = {"global_step": self.state.global_step, "losses": self.losses}
         if self.cfg.stage.epochs > 0 and not self.state.finished:
             self.state.finished = True
-            path = save_checkpoint(self.run_dir, self.state, self.b.engine, self.b.tables,
-                                   self.b.table_optimizer)
+            path = save_checkpoint(
+                self.run_dir, self.state, self.b.engine, self.b.tables, self.b.table_optimizer
+            )
             export_model(self.b, self.cfg, self.run_dir / "export", path)
         if self.cfg.stage.name == "evaluate":
             result["val"] = self.evaluate("val")
@@ -170,7 +190,8 @@ class Trainer:
         if self.rank == 0:
             summary = {k: v for k, v in result.items() if k != "losses"}
             (self.run_dir / "metrics.json").write_text(
-                json.dumps({**summary, "validation_history": self.state.history}, indent=2))
+                json.dumps({**summary, "validation_history": self.state.history}, indent=2)
+            )
         self.monitor.close()
         return result
 
@@ -216,8 +237,9 @@ class Trainer:
         if improved:
             st.best_metric, st.best_epoch = value, st.epoch - 1
             st.best_checkpoint = f"step{st.global_step:08d}"
-        path = save_checkpoint(self.run_dir, st, self.b.engine, self.b.tables,
-                               self.b.table_optimizer)
+        path = save_checkpoint(
+            self.run_dir, st, self.b.engine, self.b.tables, self.b.table_optimizer
+        )
         if improved:
             export_model(self.b, self.cfg, self.run_dir / "best", path)
 
@@ -226,18 +248,27 @@ class Trainer:
         if spec.steps == 0:
             log.warning("phase %s has no full batch on some rank; skipped", spec.name)
             return
-        rows = iter_rows(cfg.data.dir, CORPUS[spec.name], rank=self.rank, world_size=self.world,
-                         epoch=st.epoch, seed=cfg.run.seed, shuffle=True,
-                         shuffle_buffer=cfg.data.shuffle_buffer,
-                         skip=st.step_in_phase * spec.batch_size)
+        rows = iter_rows(
+            cfg.data.dir,
+            CORPUS[spec.name],
+            rank=self.rank,
+            world_size=self.world,
+            epoch=st.epoch,
+            seed=cfg.run.seed,
+            shuffle=True,
+            shuffle_buffer=cfg.data.shuffle_buffer,
+            skip=st.step_in_phase * spec.batch_size,
+        )
         self.b.model.train()
-        bar = self.monitor.progress(total=spec.steps, initial=st.step_in_phase,
-                                    desc=f"epoch {st.epoch} {spec.name}")
+        bar = self.monitor.progress(
+            total=spec.steps, initial=st.step_in_phase, desc=f"epoch {st.epoch} {spec.name}"
+        )
         window = _Throughput()
         while st.step_in_phase < spec.steps:
             batch_rows = [next(rows) for _ in range(spec.batch_size)]
             rng = np.random.default_rng(
-                [cfg.run.seed, st.epoch, st.phase_index, self.rank, st.step_in_phase])
+                [cfg.run.seed, st.epoch, st.phase_index, self.rank, st.step_in_phase]
+            )
             batch = self.b.collate(spec.name, batch_rows, rng)
             self._set_lr()
             step = train_step(self.b, spec.name, batch, self.preemption)
@@ -246,7 +277,8 @@ class Trainer:
                 last = latest_checkpoint(self.run_dir)
                 raise TrainingDiverged(
                     f"non-finite {spec.name} loss at epoch {st.epoch}, step {st.global_step}; "
-                    f"no update was applied. Last good checkpoint: {last or 'none yet'}")
+                    f"no update was applied. Last good checkpoint: {last or 'none yet'}"
+                )
             st.step_in_phase += 1
             st.global_step += 1
             self.losses.append((st.global_step, spec.name, mean_loss))
@@ -256,14 +288,18 @@ class Trainer:
             if st.global_step % cfg.run.log_every_steps == 0 or st.step_in_phase == spec.steps:
                 self._log_step(spec.name, out, window)
             if cfg.checkpoint.every_steps and st.global_step % cfg.checkpoint.every_steps == 0:
-                save_checkpoint(self.run_dir, st, self.b.engine, self.b.tables,
-                                self.b.table_optimizer)
+                save_checkpoint(
+                    self.run_dir, st, self.b.engine, self.b.tables, self.b.table_optimizer
+                )
             if step.preempted:
                 bar.close()
                 raise Preempted
             if cfg.run.kill_at_step == st.global_step and self.rank == cfg.run.kill_rank:
                 os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a rank dies mid-epoch
-            if cfg.run.stop_after_steps is not None and self.steps_this_run >= cfg.run.stop_after_steps:
+            if (
+                cfg.run.stop_after_steps is not None
+                and self.steps_this_run >= cfg.run.stop_after_steps
+            ):
                 bar.close()
                 raise StopRequested
         bar.close()
@@ -276,9 +312,12 @@ class Trainer:
                 group["lr"] = self.cfg.optim.lr * scale
 
     def _log_step(self, phase: str, out: Any, window: _Throughput) -> None:
-        stats = torch.tensor([float(out.loss.detach())] + [float(v.detach()) for v in
-                             out.terms.values()] + [window.tokens, window.samples],
-                             dtype=torch.float64)
+        stats = torch.tensor(
+            [float(out.loss.detach())]
+            + [float(v.detach()) for v in out.terms.values()]
+            + [window.tokens, window.samples],
+            dtype=torch.float64,
+        )
         dist_env.all_reduce_sum(stats)
         n = self.world
         values = {f"loss/{phase}": stats[0].item() / n}
@@ -315,5 +354,3 @@ class _Throughput:
 
     def elapsed(self) -> float:
         return time.perf_counter() - self.start
-
-

@@ -36,8 +36,9 @@ def test_matches_naive(batch, num_items, seed):
     rng = np.random.default_rng(seed)
     k_max = min(num_items, 10)
     ranked = np.stack([rng.permutation(num_items)[:k_max] for _ in range(batch)])
-    heldouts = [set(rng.choice(num_items, rng.integers(1, 6), replace=False).tolist())
-                for _ in range(batch)]
+    heldouts = [
+        set(rng.choice(num_items, rng.integers(1, 6), replace=False).tolist()) for _ in range(batch)
+    ]
     offsets = torch.tensor(np.cumsum([0] + [len(h) for h in heldouts]))
     items = torch.tensor([i for h in heldouts for i in sorted(h)], dtype=torch.int64)
     ks = sorted({1, min(3, k_max), k_max})
@@ -56,7 +57,10 @@ def test_padding_and_empty_batches():
     hits = hits_matrix(ranked, torch.tensor([0, 1]), torch.tensor([2]))
     assert hits.tolist() == [[True, False, False]]
     sums = MetricSums([1])
-    sums.add(torch.zeros(0, 3, dtype=torch.int64), torch.zeros(1, dtype=torch.int64),
-             torch.zeros(0, dtype=torch.int64))
+    sums.add(
+        torch.zeros(0, 3, dtype=torch.int64),
+        torch.zeros(1, dtype=torch.int64),
+        torch.zeros(0, dtype=torch.int64),
+    )
     assert sums.users == 0
     assert math.isnan(MetricSums.means_from([1], sums.as_tensor())["recall@1"])

@@ -25,10 +25,18 @@ pytestmark = pytest.mark.distributed
 
 def launch(script: str, overrides: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    cmd = [str(DEEPSPEED), "--num_gpus", "2", "--no_local_rank", "--master_port",
-           str(free_port()), f"launchers/{script}.py", *TINY, *overrides]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=timeout)
+    cmd = [
+        str(DEEPSPEED),
+        "--num_gpus",
+        "2",
+        "--no_local_rank",
+        "--master_port",
+        str(free_port()),
+        f"launchers/{script}.py",
+        *TINY,
+        *overrides,
+    ]
+    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
@@ -36,15 +44,24 @@ def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
 
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     sizes = {"user": meta["num_users"], "item": meta["num_items"]}
-    return {name: read_exported_rows(run_dir / "export" / "tables", name, 0,
-                                     sizes[name.split("_")[0]]).numpy()
-            for name in ("user_collab", "item_collab", "user_content", "item_content")}
+    return {
+        name: read_exported_rows(
+            run_dir / "export" / "tables", name, 0, sizes[name.split("_")[0]]
+        ).numpy()
+        for name in ("user_collab", "item_collab", "user_content", "item_content")
+    }
 
 
 def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
-    common = [f"data.dir={tiny_dataset}", "stage.epochs=2", "stage.content_warmup_epochs=1",
-              "stage.max_steps_per_phase=4", "checkpoint.every_steps=2", "model.mode=full",
-              "deepspeed=zero2"]
+    common = [
+        f"data.dir={tiny_dataset}",
+        "stage.epochs=2",
+        "stage.content_warmup_epochs=1",
+        "stage.max_steps_per_phase=4",
+        "checkpoint.every_steps=2",
+        "model.mode=full",
+        "deepspeed=zero2",
+    ]
     ref = launch("pretrain", [*common, f"run.dir={tmp_path / 'ref'}"])
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
 
@@ -65,13 +82,27 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
 
 
 def test_pretrain_then_finetune_from_export(tiny_dataset, tmp_path):
-    pre = launch("pretrain", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'pre'}",
-                              "stage.epochs=1", "stage.content_warmup_epochs=0",
-                              "stage.max_steps_per_phase=2"])
+    pre = launch(
+        "pretrain",
+        [
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path / 'pre'}",
+            "stage.epochs=1",
+            "stage.content_warmup_epochs=0",
+            "stage.max_steps_per_phase=2",
+        ],
+    )
     assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
-    fine = launch("finetune", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'fine'}",
-                               f"stage.init_from={tmp_path / 'pre' / 'export'}",
-                               "stage.epochs=2", "stage.max_steps_per_phase=2"])
+    fine = launch(
+        "finetune",
+        [
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path / 'fine'}",
+            f"stage.init_from={tmp_path / 'pre' / 'export'}",
+            "stage.epochs=2",
+            "stage.max_steps_per_phase=2",
+        ],
+    )
     assert fine.returncode == 0, fine.stdout[-3000:] + fine.stderr[-3000:]
     metrics = json.loads((tmp_path / "fine" / "metrics.json").read_text())
     assert metrics["test"]["users"] > 0
@@ -82,9 +113,18 @@ def test_pretrain_then_finetune_from_export(tiny_dataset, tmp_path):
 
 def test_invalid_config_fails_before_work(tiny_dataset, tmp_path):
     proc = subprocess.run(
-        [sys.executable, "launchers/pretrain.py", f"data.dir={tiny_dataset}",
-         f"run.dir={tmp_path}", "model.mode=frozn"],
-        cwd=REPO, capture_output=True, text=True, timeout=120)
+        [
+            sys.executable,
+            "launchers/pretrain.py",
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path}",
+            "model.mode=frozn",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 2
     assert "model.mode" in proc.stdout + proc.stderr
     assert not (tmp_path / "checkpoints").exists()
@@ -105,18 +145,43 @@ def _read_predictions(out_dir: Path) -> dict[str, tuple[list[str], list[float]]]
 
 
 def test_predict_two_ranks_equals_one(tiny_dataset, tmp_path):
-    pre = launch("pretrain", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'pre'}",
-                              "stage.epochs=1", "stage.content_warmup_epochs=0",
-                              "stage.max_steps_per_phase=2"])
+    pre = launch(
+        "pretrain",
+        [
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path / 'pre'}",
+            "stage.epochs=1",
+            "stage.content_warmup_epochs=0",
+            "stage.max_steps_per_phase=2",
+        ],
+    )
     assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
     export = tmp_path / "pre" / "export"
-    two = launch("predict", [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'p2'}",
-                             f"stage.init_from={export}", "predict.k=7"])
+    two = launch(
+        "predict",
+        [
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path / 'p2'}",
+            f"stage.init_from={export}",
+            "predict.k=7",
+        ],
+    )
     assert two.returncode == 0, two.stdout[-3000:] + two.stderr[-3000:]
     one = subprocess.run(
-        [sys.executable, "launchers/predict.py", *TINY, f"data.dir={tiny_dataset}",
-         f"run.dir={tmp_path / 'p1'}", f"stage.init_from={export}", "predict.k=7"],
-        cwd=REPO, capture_output=True, text=True, timeout=300)
+        [
+            sys.executable,
+            "launchers/predict.py",
+            *TINY,
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path / 'p1'}",
+            f"stage.init_from={export}",
+            "predict.k=7",
+        ],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert one.returncode == 0, one.stdout[-3000:] + one.stderr[-3000:]
     got, want = (_read_predictions(tmp_path / d / "predictions") for d in ("p2", "p1"))
     assert got.keys() == want.keys() and len(got) > 0

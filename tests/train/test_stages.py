@@ -18,11 +18,20 @@ GOLDEN = Path(__file__).with_name("golden_losses.json")
 RTOL = 1e-4
 
 STAGES = {
-    "pretrain_frozen": ("pretrain", ["stage.epochs=2", "stage.content_warmup_epochs=1",
-                                     "stage.max_steps_per_phase=3"]),
-    "pretrain_lora": ("pretrain", ["stage.epochs=1", "stage.content_warmup_epochs=0",
-                                   "stage.max_steps_per_phase=3", "model.mode=lora",
-                                   "model.lora.target_modules=[q_proj,v_proj]"]),
+    "pretrain_frozen": (
+        "pretrain",
+        ["stage.epochs=2", "stage.content_warmup_epochs=1", "stage.max_steps_per_phase=3"],
+    ),
+    "pretrain_lora": (
+        "pretrain",
+        [
+            "stage.epochs=1",
+            "stage.content_warmup_epochs=0",
+            "stage.max_steps_per_phase=3",
+            "model.mode=lora",
+            "model.lora.target_modules=[q_proj,v_proj]",
+        ],
+    ),
     "finetune_frozen": ("finetune", ["stage.epochs=2", "stage.max_steps_per_phase=3"]),
 }
 
@@ -47,8 +56,9 @@ def run_stage(root, overrides):
 @pytest.mark.parametrize("name", sorted(STAGES))
 def test_golden_losses(name, tiny_dataset, tmp_path):
     root, overrides = STAGES[name]
-    result, _ = run_stage(root, [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'run'}",
-                                 *overrides])
+    result, _ = run_stage(
+        root, [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'run'}", *overrides]
+    )
     losses = [round(loss, 6) for _, _, loss in result["losses"]]
     phases = [phase for _, phase, _ in result["losses"]]
     assert all(np.isfinite(losses)) and len(losses) > 0
@@ -65,12 +75,20 @@ def test_golden_losses(name, tiny_dataset, tmp_path):
 
 
 def test_resume_is_exact(tiny_dataset, tmp_path):
-    common = [f"data.dir={tiny_dataset}", "stage.epochs=2", "stage.content_warmup_epochs=1",
-              "stage.max_steps_per_phase=4", "checkpoint.every_steps=3", "model.mode=full",
-              "deepspeed=zero1", "tables.partitioned=true"]
+    common = [
+        f"data.dir={tiny_dataset}",
+        "stage.epochs=2",
+        "stage.content_warmup_epochs=1",
+        "stage.max_steps_per_phase=4",
+        "checkpoint.every_steps=3",
+        "model.mode=full",
+        "deepspeed=zero1",
+        "tables.partitioned=true",
+    ]
     full, full_tables = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'a'}"])
-    part, _ = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'b'}",
-                                     "run.stop_after_steps=5"])
+    part, _ = run_stage(
+        "pretrain", [*common, f"run.dir={tmp_path / 'b'}", "run.stop_after_steps=5"]
+    )
     assert part["stopped"] and part["global_step"] == 5
     rest, rest_tables = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'b'}"])
     # Resumed from the step-4 checkpoint (epoch end): step 5 is recomputed, all must match.
@@ -81,8 +99,7 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
             assert loss == pytest.approx(resumed[step], rel=1e-6, abs=1e-7)
     assert rest["global_step"] == full["global_step"]
     for name, weight in full_tables.items():
-        np.testing.assert_allclose(rest_tables[name], weight, rtol=1e-6, atol=1e-7,
-                                   err_msg=name)
+        np.testing.assert_allclose(rest_tables[name], weight, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
 def _run_with_nan(rank, world, overrides, nan_at_call):
@@ -113,10 +130,19 @@ def _run_with_nan(rank, world, overrides, nan_at_call):
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path):
     run_dir = tmp_path / "run"
-    message, step = run_ranks(_run_with_nan, 1, [
-        f"data.dir={tiny_dataset}", f"run.dir={run_dir}", "stage.epochs=2",
-        "stage.content_warmup_epochs=1", "stage.max_steps_per_phase=3",
-        "checkpoint.every_steps=2"], 5)[0]
+    message, step = run_ranks(
+        _run_with_nan,
+        1,
+        [
+            f"data.dir={tiny_dataset}",
+            f"run.dir={run_dir}",
+            "stage.epochs=2",
+            "stage.content_warmup_epochs=1",
+            "stage.max_steps_per_phase=3",
+            "checkpoint.every_steps=2",
+        ],
+        5,
+    )[0]
     assert message is not None and "non-finite" in message
     assert step == 4  # steps 1-4 applied, the 5th (NaN) was not
     latest = (run_dir / "checkpoints" / "latest").read_text().strip()
@@ -153,8 +179,13 @@ def _run_with_signal(rank, world, overrides, signal_at_call):
 
 
 def test_preemption_signal_checkpoints_and_resumes(tiny_dataset, tmp_path):
-    overrides = [f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'run'}", "stage.epochs=2",
-                 "stage.content_warmup_epochs=1", "stage.max_steps_per_phase=3"]
+    overrides = [
+        f"data.dir={tiny_dataset}",
+        f"run.dir={tmp_path / 'run'}",
+        "stage.epochs=2",
+        "stage.content_warmup_epochs=1",
+        "stage.max_steps_per_phase=3",
+    ]
     code, step = run_ranks(_run_with_signal, 1, overrides, 2)[0]
     assert code == 75 and step == 2  # the step in flight completes, then checkpoint + exit
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step00000002"

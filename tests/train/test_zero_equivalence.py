@@ -32,8 +32,15 @@ def _rows(blocks, phase, step, part):
 
 
 def _overrides(data_dir: str, zero: int) -> list[str]:
-    return [f"data.dir={data_dir}", "model.mode=full", f"deepspeed=zero{zero}",
-            "optim.lr=1e-3", "optim.grad_clip=1.0", "tables.lr=0.05", "stage.lambda_v=0.5"]
+    return [
+        f"data.dir={data_dir}",
+        "model.mode=full",
+        f"deepspeed=zero{zero}",
+        "optim.lr=1e-3",
+        "optim.grad_clip=1.0",
+        "tables.lr=0.05",
+        "stage.lambda_v=0.5",
+    ]
 
 
 def _gather_tables(built) -> dict[str, tuple[tuple[int, int], np.ndarray]]:
@@ -65,9 +72,15 @@ def _reference_run(rank, world, data_dir):
     losses = []
     for step in range(STEPS):
         for phase in PHASES:
-            parts = [built.loss(phase, built.collate(phase, _rows(blocks, phase, step, part),
-                                                     np.random.default_rng([step, part])))
-                     for part in (0, 1)]
+            parts = [
+                built.loss(
+                    phase,
+                    built.collate(
+                        phase, _rows(blocks, phase, step, part), np.random.default_rng([step, part])
+                    ),
+                )
+                for part in (0, 1)
+            ]
             loss = (parts[0].loss + parts[1].loss) / 2
             losses.append(float(loss))
             built.engine.backward(loss)

@@ -12,10 +12,18 @@ from cllm4rec_dist.config import register
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Small enough for CPU tests; one epoch of each phase is a handful of steps on the tiny dataset.
 TINY = [
-    "data.collab_batch_size=4", "data.content_batch_size=4", "data.rec_batch_size=4",
-    "data.eval_batch_size=8", "data.max_items=16", "data.max_text_tokens=24",
-    "model.hidden_size=32", "model.num_layers=2", "model.num_heads=2",
-    "model.intermediate_size=64", "run.progress_bar=false", "run.log_every_steps=1",
+    "data.collab_batch_size=4",
+    "data.content_batch_size=4",
+    "data.rec_batch_size=4",
+    "data.eval_batch_size=8",
+    "data.max_items=16",
+    "data.max_text_tokens=24",
+    "model.hidden_size=32",
+    "model.num_layers=2",
+    "model.num_heads=2",
+    "model.intermediate_size=64",
+    "run.progress_bar=false",
+    "run.log_every_steps=1",
 ]
 
 register()
