@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cllm4rec_dist.eval.targets import split_rows
 from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
 
@@ -140,20 +141,12 @@ class Collator:
     def collate_rec_eval(self, rows: Sequence[dict], split: str = "val") -> RecBatch:
         """Input = the train items (stored order, deterministic subsample to max_items); targets =
         the ``split`` items; excluded from ranking = train items, plus val items when split is
-        "test". Users with no ``split`` items are filtered out (batch.users says who is left)."""
-        if split not in ("val", "test"):
-            raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-        kept, inputs, targets, excludes = [], [], [], []
-        for row in rows:
-            target = np.asarray(row[split], dtype=np.int64)
-            if len(target) == 0:
-                continue
-            train = np.asarray(row["train"], dtype=np.int64)
-            seen = [train, np.asarray(row["val"], dtype=np.int64)] if split == "test" else [train]
-            kept.append(row)
-            inputs.append(self._history(row["user"], train, None))
-            targets.append(target)
-            excludes.append(np.concatenate(seen))
+        "test". Users with no ``split`` items are filtered out (batch.users says who is left);
+        the rule is shared with the baselines (``eval/targets.py``)."""
+        kept, targets, excludes = split_rows(rows, split)
+        inputs = [
+            self._history(r["user"], np.asarray(r["train"], dtype=np.int64), None) for r in kept
+        ]
         return self._rec_batch(kept, inputs, targets, excludes)
 
     def _rec_batch(

@@ -81,24 +81,31 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
         torch.testing.assert_close(run_state[key], value, rtol=1e-6, atol=1e-7)
 
 
-def test_pretrain_then_finetune_from_export(tiny_dataset, tmp_path):
+@pytest.fixture(scope="module")
+def pretrained(tiny_dataset, tmp_path_factory) -> Path:
+    """Export of a short 2-rank pretraining run (shared by the finetune and predict tests)."""
+    run_dir = tmp_path_factory.mktemp("pretrained") / "pre"
     pre = launch(
         "pretrain",
         [
             f"data.dir={tiny_dataset}",
-            f"run.dir={tmp_path / 'pre'}",
+            f"run.dir={run_dir}",
             "stage.epochs=1",
             "stage.content_warmup_epochs=0",
             "stage.max_steps_per_phase=2",
         ],
     )
     assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
+    return run_dir / "export"
+
+
+def test_pretrain_then_finetune_from_export(tiny_dataset, pretrained, tmp_path):
     fine = launch(
         "finetune",
         [
             f"data.dir={tiny_dataset}",
             f"run.dir={tmp_path / 'fine'}",
-            f"stage.init_from={tmp_path / 'pre' / 'export'}",
+            f"stage.init_from={pretrained}",
             "stage.epochs=2",
             "stage.max_steps_per_phase=2",
         ],
@@ -144,19 +151,8 @@ def _read_predictions(out_dir: Path) -> dict[str, tuple[list[str], list[float]]]
     return rows
 
 
-def test_predict_two_ranks_equals_one(tiny_dataset, tmp_path):
-    pre = launch(
-        "pretrain",
-        [
-            f"data.dir={tiny_dataset}",
-            f"run.dir={tmp_path / 'pre'}",
-            "stage.epochs=1",
-            "stage.content_warmup_epochs=0",
-            "stage.max_steps_per_phase=2",
-        ],
-    )
-    assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
-    export = tmp_path / "pre" / "export"
+def test_predict_two_ranks_equals_one(tiny_dataset, pretrained, tmp_path):
+    export = pretrained
     two = launch(
         "predict",
         [

@@ -102,8 +102,9 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
         np.testing.assert_allclose(rest_tables[name], weight, rtol=1e-6, atol=1e-7, err_msg=name)
 
 
-def _run_with_nan(rank, world, overrides, nan_at_call):
-    """Train with the ``nan_at_call``-th loss replaced by NaN; returns (error, steps applied)."""
+def _patched_run(overrides, hook):
+    """Train with ``hook(call_number, loss_output)`` run on every loss; returns (exception or
+    exit code, steps applied)."""
     torch.set_num_threads(1)
     from cllm4rec_dist.train.builder import Built, build
     from cllm4rec_dist.train.trainer import Trainer, TrainingDiverged
@@ -112,11 +113,8 @@ def _run_with_nan(rank, world, overrides, nan_at_call):
     original = Built.loss
 
     def loss(self, phase, batch):
-        out = original(self, phase, batch)
         calls["n"] += 1
-        if calls["n"] == nan_at_call:
-            out.loss = out.loss * float("nan")
-        return out
+        return hook(calls["n"], original(self, phase, batch))
 
     Built.loss = loss
     cfg = compose_train("pretrain", overrides)
@@ -125,7 +123,20 @@ def _run_with_nan(rank, world, overrides, nan_at_call):
         trainer.run()
     except TrainingDiverged as err:
         return str(err), trainer.state.global_step
+    except SystemExit as exit_:
+        return exit_.code, trainer.state.global_step
     return None, trainer.state.global_step
+
+
+def _run_with_nan(rank, world, overrides, nan_at_call):
+    """The ``nan_at_call``-th loss is NaN."""
+
+    def hook(n, out):
+        if n == nan_at_call:
+            out.loss = out.loss * float("nan")
+        return out
+
+    return _patched_run(overrides, hook)
 
 
 def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path):
@@ -152,30 +163,15 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path):
 
 
 def _run_with_signal(rank, world, overrides, signal_at_call):
-    """SIGUSR1 arrives during the ``signal_at_call``-th loss; returns (exit code, step)."""
+    """SIGUSR1 arrives during the ``signal_at_call``-th loss."""
     import signal as sig
 
-    torch.set_num_threads(1)
-    from cllm4rec_dist.train.builder import Built, build
-    from cllm4rec_dist.train.trainer import Trainer
-
-    calls = {"n": 0}
-    original = Built.loss
-
-    def loss(self, phase, batch):
-        calls["n"] += 1
-        if calls["n"] == signal_at_call:
+    def hook(n, out):
+        if n == signal_at_call:
             os.kill(os.getpid(), sig.SIGUSR1)
-        return original(self, phase, batch)
+        return out
 
-    Built.loss = loss
-    cfg = compose_train("pretrain", overrides)
-    trainer = Trainer(cfg, build(cfg))
-    try:
-        trainer.run()
-    except SystemExit as exit_:
-        return exit_.code, trainer.state.global_step
-    return 0, trainer.state.global_step
+    return _patched_run(overrides, hook)
 
 
 def test_preemption_signal_checkpoints_and_resumes(tiny_dataset, tmp_path):
