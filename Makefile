@@ -22,13 +22,13 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 lint: $(STAMP)
-	$(VENV)/bin/ruff check cllm4rec_dist data_prep launchers bench tests
-	$(VENV)/bin/ruff format --check cllm4rec_dist data_prep launchers bench tests
+	$(VENV)/bin/ruff check cllm4rec_dist data_prep launchers bench tests experiments
+	$(VENV)/bin/ruff format --check cllm4rec_dist data_prep launchers bench tests experiments
 	$(VENV)/bin/shellcheck -x slurm/*.sbatch slurm/*.sh launchers/*.sh
 
 format: $(STAMP)
-	$(VENV)/bin/ruff format cllm4rec_dist data_prep launchers bench tests
-	$(VENV)/bin/ruff check --fix cllm4rec_dist data_prep launchers bench tests
+	$(VENV)/bin/ruff format cllm4rec_dist data_prep launchers bench tests experiments
+	$(VENV)/bin/ruff check --fix cllm4rec_dist data_prep launchers bench tests experiments
 
 # Default run: unit tests plus the 2-rank CPU (gloo / DeepSpeed) tests; `slow` ones are opt-in.
 test: $(STAMP) lint

@@ -226,6 +226,9 @@ class BaselineConfig:
     data_dir: str = "${oc.env:CLLM4REC_DATA_DIR,data/synthetic}"
     method: str = "popularity"  # popularity | ease (λ tuned on validation NDCG@100)
     ks: list[int] = field(default_factory=lambda: [20, 40, 100])
+    lambdas: list[float] = field(  # EASE: L2 grid searched on validation
+        default_factory=lambda: [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]
+    )
     output: str | None = None  # JSON file for the metrics
 
 

@@ -14,7 +14,12 @@ from cllm4rec_dist.config import register_baseline
 from cllm4rec_dist.data.manifest import load_manifest
 
 register_baseline()
-METHODS = {"popularity": evaluate_popularity, "ease": evaluate_ease}
+METHODS = {
+    "popularity": lambda cfg, manifest: evaluate_popularity(cfg.data_dir, manifest, list(cfg.ks)),
+    "ease": lambda cfg, manifest: evaluate_ease(
+        cfg.data_dir, manifest, list(cfg.ks), lambdas=tuple(cfg.lambdas)
+    ),
+}
 
 
 @hydra.main(config_path="../configs", config_name="baseline", version_base="1.3")
@@ -22,7 +27,7 @@ def main(cfg) -> None:
     if cfg.method not in METHODS:
         raise SystemExit(f"invalid config `method`: {cfg.method!r} is not one of {sorted(METHODS)}")
     manifest = load_manifest(cfg.data_dir)
-    result = METHODS[cfg.method](cfg.data_dir, manifest, list(cfg.ks))
+    result = METHODS[cfg.method](cfg, manifest)
     text = json.dumps({"method": cfg.method, **result}, indent=2)
     print(text)
     if cfg.output:

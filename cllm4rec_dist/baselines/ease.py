@@ -44,12 +44,14 @@ def train_matrix(data_dir: str, num_users: int, num_items: int) -> sp.csr_matrix
 
 
 def gram(x: sp.csr_matrix) -> np.ndarray:
-    return (x.T @ x).toarray().astype(np.float64)
+    # float32: the I × I matrices dominate memory (12k items: 0.6 GB each instead of 1.2 GB);
+    # ranking by scores does not need float64 precision.
+    return (x.T @ x).toarray().astype(np.float32)
 
 
 def ease_weights(g: np.ndarray, lam: float) -> np.ndarray:
     """B [I, I] from the Gram matrix G = XᵀX and the L2 weight λ (diag(B) = 0)."""
-    p = np.linalg.inv(g + lam * np.eye(g.shape[0]))
+    p = np.linalg.inv(g + np.float32(lam) * np.eye(g.shape[0], dtype=np.float32))
     b = -p / np.diag(p)[None, :]
     np.fill_diagonal(b, 0.0)
     return b.astype(np.float32)

@@ -83,7 +83,7 @@ def masked_topk(
     block: int = 128,
 ) -> tuple[Tensor, Tensor]:
     """Same contract as :func:`masked_topk_reference`, tiled: memory is one
-    [user_chunk, item_chunk] fp32 score block plus the running top-k. ``block`` columns share one
+    [item_chunk, user_chunk] fp32 score block plus the running top-k. ``block`` columns share one
     maximum in the filtering pass (an ``amax`` over 128 contiguous floats runs as fast as a row
     ``amax``; 64 is ~3x slower on AVX2); tiles whose width it does not divide use one block."""
     num_q, n = queries.shape[0], items.shape[0]
@@ -123,16 +123,19 @@ def _chunk_topk(
     tau = q.new_full((b,), NEG_INF)
     starts = torch.arange(0, n + item_chunk, item_chunk, device=q.device).clamp_(max=n)
     ex_bounds = torch.searchsorted(ex_items, starts).tolist()
-    buffer = q.new_empty((b, min(item_chunk, n)))
+    buffer = q.new_empty((min(item_chunk, n), b))
     for t, c0 in enumerate(range(0, n, item_chunk)):
         c1 = min(n, c0 + item_chunk)
         # Reuse one buffer: a fresh multi-MB tile per step costs page faults comparable to the
         # post-processing itself.
-        tile = buffer if c1 - c0 == buffer.shape[1] else q.new_empty((b, c1 - c0))
-        torch.mm(q, items[c0:c1].T, out=tile)
+        tile = buffer if c1 - c0 == buffer.shape[0] else q.new_empty((c1 - c0, b))
+        # The tile is [items, users]: items @ q.T ran 1.4-2.3x faster than q @ items.T
+        # (MKL sgemm, AVX2) for these shapes, and the block maxima below become a vertical max
+        # over contiguous user rows.
+        torch.mm(items[c0:c1], q.T, out=tile)
         ea, eb = ex_bounds[t], ex_bounds[t + 1]
         if eb > ea:
-            tile.index_put_((ex_rows[ea:eb], ex_items[ea:eb] - c0), tile.new_tensor(NEG_INF))
+            tile.index_put_((ex_items[ea:eb] - c0, ex_rows[ea:eb]), tile.new_tensor(NEG_INF))
         cand = _candidates(tile, k, tau, block)
         if cand is not None:
             _merge(k, *cand, c0, best_s, best_i, tau)
@@ -142,13 +145,14 @@ def _chunk_topk(
 def _candidates(
     tile: Tensor, k: int, tau: Tensor, block: int
 ) -> tuple[Tensor, Tensor, Tensor] | None:
-    """Scores of ``tile`` [b, c] that reach their row's ``tau``: (rows, columns, values), sorted
-    by (row, column); None if there are none."""
-    b, c = tile.shape
+    """Scores of ``tile`` [c items, b users] that reach their user's ``tau``: (users, items,
+    values), sorted by (user, item); None if there are none."""
+    c, b = tile.shape
     block = block if c % block == 0 else c
-    blocks = tile.view(b, c // block, block)
-    # One cheap pass: the max of every block of columns; a block below tau has no candidate.
-    block_max = blocks.amax(dim=2)
+    blocks = tile.view(c // block, block, b)
+    # One cheap pass: the max of every block of items per user ([b, nb] view); a block below
+    # tau holds no candidate.
+    block_max = blocks.amax(dim=1).T
     thr = tau.unsqueeze(1)
     hit = block_max >= thr
     hits = int(hit.sum())
@@ -157,11 +161,11 @@ def _candidates(
     if hits * block * _TIGHTEN_FRACTION > b * c and c >= k:
         # Most of the tile could enter (first tile, or items in increasing score order): the
         # tile's own k-th score bounds the final k-th score from below, so raise tau to it.
-        kth = torch.topk(tile, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-        thr = torch.maximum(thr, kth)
+        kth = torch.topk(tile, k, dim=0, sorted=False).values.amin(dim=0)
+        thr = torch.maximum(thr, kth.unsqueeze(1))
         hit = block_max >= thr
     hit_rows, hit_blocks = hit.nonzero().unbind(1)
-    values = blocks[hit_rows, hit_blocks]
+    values = blocks[hit_blocks, :, hit_rows]
     where, offset = (values >= thr.squeeze(1)[hit_rows].unsqueeze(1)).nonzero().unbind(1)
     rows = hit_rows[where]
     return rows, hit_blocks[where] * block + offset, values[where, offset]
