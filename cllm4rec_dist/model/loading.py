@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import torch
 from transformers import (
@@ -189,17 +189,22 @@ def _apply_mode(lm: PreTrainedModel, cfg: ModelConfig) -> None:
         return
     if cfg.mode != "lora":
         raise ValueError(f"model.mode {cfg.mode!r} is not one of frozen, lora, full")
+    inject_lora(lm, cfg.lora)
+
+
+def inject_lora(lm: torch.nn.Module, lora_cfg: Any) -> None:
+    """Add LoRA adapters (``r``, ``alpha``, ``dropout``, ``target_modules``) to ``lm`` in place."""
     from peft import LoraConfig, inject_adapter_in_model  # ~1 s to import; only LoRA needs it
 
     lora = LoraConfig(
-        r=cfg.lora.r,
-        lora_alpha=cfg.lora.alpha,
-        lora_dropout=cfg.lora.dropout,
-        target_modules=list(cfg.lora.target_modules),
+        r=lora_cfg.r,
+        lora_alpha=lora_cfg.alpha,
+        lora_dropout=lora_cfg.dropout,
+        target_modules=list(lora_cfg.target_modules),
     )
     # Adapters are injected in place, so the module tree (and Backbone's calls into it) stays the
     # plain HF one; peft marks only the adapter weights trainable.
     inject_adapter_in_model(lora, lm)
 
 
-__all__ = ["build_backbone", "load_tokenizer", "smollm2_cache", "smollm2_gguf_file"]
+__all__ = ["build_backbone", "inject_lora", "load_tokenizer", "smollm2_cache", "smollm2_gguf_file"]

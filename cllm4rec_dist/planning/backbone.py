@@ -9,6 +9,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
 
+from cllm4rec_dist.model.loading import inject_lora
 from cllm4rec_dist.planning.memory import BackboneShape
 
 
@@ -48,15 +49,7 @@ def hf_config(model_cfg: Any, vocab_size: int | None) -> PretrainedConfig:
 
 
 def _lora_params(lm: torch.nn.Module, model_cfg: Any) -> int:
-    from peft import LoraConfig, inject_adapter_in_model
-
-    lora = LoraConfig(
-        r=model_cfg.lora.r,
-        lora_alpha=model_cfg.lora.alpha,
-        lora_dropout=model_cfg.lora.dropout,
-        target_modules=list(model_cfg.lora.target_modules),
-    )
-    inject_adapter_in_model(lora, lm)
+    inject_lora(lm, model_cfg.lora)
     return sum(p.numel() for name, p in lm.named_parameters() if "lora_" in name)
 
 
