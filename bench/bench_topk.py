@@ -6,8 +6,9 @@ Measures users/s of
       the ranks, items sharded);
   (b) FAISS ``IndexFlatIP.search`` (no masking, same vectors, same thread count);
   (c) naive torch: full [users, items] matmul per block of users, -inf at the seen items, topk;
-and the machine's matmul FLOP/s for these shapes (``torch.mm`` over the same product, best of our
-tile shape and a wide [users, 65536] block), printing the fraction of it that ours achieves.
+and the machine's matmul FLOP/s for these shapes (``torch.mm`` over the same product: best of our
+tile shape and a wide [users, 65536] block with intra-op threads, and our tiles on one Python
+thread per core), printing the fraction of it that ours achieves.
 Timings interleave the methods round by round and keep each one's best.
 
 Full size (default): ``python bench/bench_topk.py``; CI size:
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 
 import faiss
 import numpy as np
@@ -58,6 +60,24 @@ def blocked_mm(q: torch.Tensor, items: torch.Tensor, user_tile: int, item_tile: 
                 torch.mm(qs, it.T, out=out)
             else:
                 torch.mm(qs, it.T)
+
+
+def threaded_mm(q: torch.Tensor, items: torch.Tensor, item_tile: int, threads: int) -> None:
+    """blocked_mm with the users split over ``threads`` Python threads, 1 intra-op thread each
+    (how ``masked_topk`` runs on CPU)."""
+    part = -(-q.shape[0] // threads)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            list(
+                pool.map(
+                    lambda u0: blocked_mm(q[u0 : u0 + part], items, part, item_tile),
+                    range(0, q.shape[0], part),
+                )
+            )
+    finally:
+        torch.set_num_threads(previous)
 
 
 def naive_topk(q, items, k, offsets, seen, user_block: int = 256):
@@ -112,7 +132,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--ranks", type=int, choices=[0, 2], default=0, help="2: also 2 ranks")
-    parser.add_argument("--user-chunk", type=int, default=1024)
+    parser.add_argument("--user-chunk", type=int, default=256)
     parser.add_argument("--item-chunk", type=int, default=4096)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
     args = parser.parse_args()
@@ -152,6 +172,7 @@ def main() -> None:
                 "faiss": lambda q=q: index.search(q.numpy(), args.k),
                 "mm_tile": lambda q=q: blocked_mm(q, items, args.user_chunk, args.item_chunk),
                 "mm_wide": lambda q=q: blocked_mm(q, items, q.shape[0], 65536),
+                "mm_threads": lambda q=q: threaded_mm(q, items, args.item_chunk, args.threads),
             },
             args.repeats,
             clock,
@@ -161,7 +182,7 @@ def main() -> None:
         if args.ranks:
             times["ranks"] = two_rank_topk(items, q, args.k, offsets, seen, args.repeats, clock)
         flops = 2 * users * args.items * args.dim
-        peak = flops / min(times["mm_tile"], times["mm_wide"])
+        peak = flops / min(times["mm_tile"], times["mm_wide"], times["mm_threads"])
         # Scores agree to float rounding; with random vectors exact ties do not occur.
         exact = torch.allclose(ours[0], naive[0], atol=1e-4) and bool(
             (np.sort(ours[1].numpy(), 1) == np.sort(naive[1].numpy(), 1)).all()

@@ -63,7 +63,7 @@ class ItemParallelScorer:
         table: PartitionedTable,
         group: Group = None,
         chunk_items: int = 16384,
-        topk_user_chunk: int = 1024,
+        topk_user_chunk: int = 256,
         topk_item_chunk: int = 4096,
     ):
         self.table = table

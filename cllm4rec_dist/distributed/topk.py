@@ -4,20 +4,22 @@ The kernel never builds the full [B, n] score matrix. For each (user chunk, item
 matmul into a reused buffer, writes -inf at the excluded (user, item) pairs, and then keeps the
 running top-K with a threshold filter instead of a ``torch.topk`` per tile:
 
-- ``tau[b]`` is row b's current K-th best score; one cheap ``amax`` pass gives the maximum of every
-  block of 128 columns, and only blocks reaching ``tau`` are looked at (after the first tiles,
-  about one block in a few rows per tile);
+- ``tau[b]`` is user b's current K-th best score; one cheap ``amax`` pass gives the maximum of
+  every block of 64 items per user, and only blocks reaching ``tau`` are looked at (after the
+  first tiles, about one block for a few users per tile);
 - scores ``>= tau`` in those blocks are candidates, merged with the current top-K by a stable
   descending sort (current entries first, then candidates by item), which breaks ties by lower
   item index because tiles are visited in increasing item order;
 - if the blocks reaching ``tau`` cover much of the tile (the first tile, or adversarial
-  orderings), ``tau`` is first raised to the tile's own K-th score, still a lower bound of the
-  final K-th score.
+  orderings), ``tau`` is first raised to the K-th largest block maximum (or the tile's own K-th
+  score), still a lower bound of the final K-th score.
 
 Everything below ``tau`` can never enter the top-K, so the result is exact, ties included.
 """
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from torch import Tensor
@@ -78,14 +80,22 @@ def masked_topk(
     exclude_items: Tensor,
     index_offset: int = 0,
     *,
-    user_chunk: int = 1024,
+    user_chunk: int = 256,
     item_chunk: int = 4096,
-    block: int = 128,
+    block: int = 64,
+    threads: int | None = None,
 ) -> tuple[Tensor, Tensor]:
     """Same contract as :func:`masked_topk_reference`, tiled: memory is one
-    [item_chunk, user_chunk] fp32 score block plus the running top-k. ``block`` columns share one
-    maximum in the filtering pass (an ``amax`` over 128 contiguous floats runs as fast as a row
-    ``amax``; 64 is ~3x slower on AVX2); tiles whose width it does not divide use one block."""
+    [item_chunk, user_chunk] fp32 score block per thread plus the running top-k.
+
+    ``block`` consecutive items share one maximum in the filtering pass (a tile whose length it
+    does not divide is one block): smaller blocks open fewer scores per hit, larger ones make a
+    smaller hit mask. On CPU, user chunks run on ``threads`` Python threads (default: torch's
+    intra-op thread count) with one intra-op thread each, restored afterwards: one independent
+    stream of work per core instead of two fork/join regions per tile, which stalls whenever
+    the cores are shared (see docs/distributed.md). Do not run torch in other Python threads
+    meanwhile: the intra-op thread count is process-wide.
+    """
     num_q, n = queries.shape[0], items.shape[0]
     _check_csr(exclude_offsets, exclude_items, num_q, n, "exclude")
     scores = queries.new_full((num_q, k), NEG_INF, dtype=torch.float32)
@@ -95,7 +105,13 @@ def masked_topk(
     q, it = queries.float(), items.float()
     offsets = exclude_offsets.tolist()
     rows_all = csr_rows(exclude_offsets)
-    for u0 in range(0, num_q, user_chunk):
+    threads = torch.get_num_threads() if threads is None else threads
+    if queries.device.type != "cpu":
+        threads = 1
+    # At least one chunk per thread.
+    user_chunk = max(1, min(user_chunk, -(-num_q // threads)))
+
+    def run(u0: int) -> None:
         u1 = min(num_q, u0 + user_chunk)
         a, b = offsets[u0], offsets[u1]
         # This chunk's exclusions sorted by item, so every tile masks one contiguous slice.
@@ -103,6 +119,19 @@ def masked_topk(
         ex_rows = rows_all[a:b][order] - u0
         s, i = _chunk_topk(q[u0:u1], it, k, ex_rows, ex_items, item_chunk, block)
         scores[u0:u1], index[u0:u1] = s, i
+
+    starts = range(0, num_q, user_chunk)
+    if threads == 1 or len(starts) == 1:
+        for u0 in starts:
+            run(u0)
+    else:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            with ThreadPoolExecutor(threads) as pool:
+                list(pool.map(run, starts))
+        finally:
+            torch.set_num_threads(previous)
     index = torch.where(scores == NEG_INF, -1, index + index_offset)
     return scores, index
 
@@ -159,9 +188,14 @@ def _candidates(
     if hits == 0:
         return None
     if hits * block * _TIGHTEN_FRACTION > b * c and c >= k:
-        # Most of the tile could enter (first tile, or items in increasing score order): the
-        # tile's own k-th score bounds the final k-th score from below, so raise tau to it.
-        kth = torch.topk(tile, k, dim=0, sorted=False).values.amin(dim=0)
+        # Most of the tile could enter (first tile, or items in increasing score order). Any k
+        # distinct scores of the tile bound the final k-th score from below, so raise tau to
+        # the k-th block maximum (cheap: [b, nb]) or, with fewer than k blocks, to the tile's
+        # own k-th score.
+        if block_max.shape[1] >= k:
+            kth = torch.topk(block_max, k, dim=1, sorted=False).values.amin(dim=1)
+        else:
+            kth = torch.topk(tile, k, dim=0, sorted=False).values.amin(dim=0)
         thr = torch.maximum(thr, kth.unsqueeze(1))
         hit = block_max >= thr
     hit_rows, hit_blocks = hit.nonzero().unbind(1)

@@ -14,6 +14,7 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+import torch
 import torch.distributed as dist
 
 
@@ -31,6 +32,9 @@ def _worker(fn, rank, world_size, port, args, kwargs, queue):
         WORLD_SIZE=str(world_size),
         LOCAL_RANK=str(rank),
     )
+    # A forked child can hang in its first parallel op if the parent already used torch's
+    # thread pool; one thread per rank also keeps 2 ranks from oversubscribing 2 cores.
+    torch.set_num_threads(1)
     try:
         dist.init_process_group("gloo", rank=rank, world_size=world_size)
         result = fn(rank, world_size, *args, **kwargs)

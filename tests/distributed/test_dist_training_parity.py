@@ -4,6 +4,7 @@ averaged as DeepSpeed does)."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.distributed as dist
 from dist_reference import DenseScorer, csr, run_ranks_serialized
@@ -70,6 +71,7 @@ def _train_two_ranks(rank: int, world_size: int) -> dict:
     )
 
 
+@pytest.mark.distributed
 def test_partitioned_training_matches_dense_single_process():
     ranks = run_ranks_serialized(_train_two_ranks, 2)
     users, items, backbone, table_opt, backbone_opt = build(DenseTable)

@@ -7,6 +7,7 @@ computed from the same seeded data. One ``run_ranks`` call executes every exampl
 
 from __future__ import annotations
 
+import pytest
 import torch
 from dist_reference import csr, dense_cross_entropy, dense_multinomial_nll, run_ranks_serialized
 from hypothesis import HealthCheck, Phase, example, given, settings
@@ -155,6 +156,7 @@ def check_against_dense(ranks: list[list]) -> None:
     assert all("item ids out of range [0, 5)" in r[-1] for r in ranks)
 
 
+@pytest.mark.distributed
 def test_two_rank_scorer_matches_dense():
     check_against_dense(run_ranks_serialized(_all_cases, 2))
 

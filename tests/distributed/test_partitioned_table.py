@@ -58,6 +58,7 @@ def _lookup_cases(rank: int, world_size: int) -> list:
     return out
 
 
+@pytest.mark.distributed
 def test_two_rank_lookup_matches_dense_values_and_averaged_grads():
     ranks = run_ranks_serialized(_lookup_cases, 2)
     for c, (num_rows, dim, *ids) in enumerate(CASES):

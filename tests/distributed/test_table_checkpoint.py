@@ -46,6 +46,7 @@ def _save_two_ranks(directory):
     return run_ranks_serialized(fn, 2)
 
 
+@pytest.mark.distributed
 def test_save_two_ranks_load_one_and_export(tmp_path):
     ranks = _save_two_ranks(tmp_path / "ckpt")
     tables = {n: PartitionedTable(r, d, seed=42) for n, (r, d) in SHAPES.items()}
@@ -68,6 +69,7 @@ def test_save_two_ranks_load_one_and_export(tmp_path):
     assert index["tables"]["user"]["files"][1]["row_range"] == [4, 7]
 
 
+@pytest.mark.distributed
 def test_save_one_load_two_ranks(tmp_path):
     tables, opt = _trained(DenseTable)
     expected = _snapshot(tables, opt)
