@@ -154,8 +154,9 @@ def smollm2_cache(cache_dir: str | Path) -> Path:
     return target
 
 
-def _debug_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrainedModel:
-    config = LlamaConfig(
+def debug_config(cfg: Any, vocab_size: int) -> LlamaConfig:
+    """The HF config of the random-init ``debug`` backbone (also used by the planner)."""
+    return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
         intermediate_size=cfg.intermediate_size,
@@ -165,6 +166,10 @@ def _debug_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrain
         max_position_embeddings=cfg.max_position_embeddings,
         tie_word_embeddings=True,
     )
+
+
+def _debug_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrainedModel:
+    config = debug_config(cfg, vocab_size)
     # Seeded in a forked RNG: every rank builds the same weights without touching global state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)

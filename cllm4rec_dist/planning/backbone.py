@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig, PretrainedConfig
+from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from cllm4rec_dist.model.loading import inject_lora
+from cllm4rec_dist.model.loading import debug_config, inject_lora
 from cllm4rec_dist.planning.memory import BackboneShape
 
 
@@ -26,16 +26,7 @@ def hf_config(model_cfg: Any, vocab_size: int | None) -> PretrainedConfig:
                 "a debug backbone's vocabulary is the dataset tokenizer's: give "
                 "data.dir (a prepared dataset) or plan.vocab_size"
             )
-        return LlamaConfig(
-            vocab_size=vocab_size,
-            hidden_size=model_cfg.hidden_size,
-            intermediate_size=model_cfg.intermediate_size,
-            num_hidden_layers=model_cfg.num_layers,
-            num_attention_heads=model_cfg.num_heads,
-            num_key_value_heads=getattr(model_cfg, "num_kv_heads", None) or model_cfg.num_heads,
-            max_position_embeddings=model_cfg.max_position_embeddings,
-            tie_word_embeddings=True,
-        )
+        return debug_config(model_cfg, vocab_size)
     if model_cfg.source == "local":
         path = Path(str(model_cfg.path))
         if not (path / "config.json").is_file():
