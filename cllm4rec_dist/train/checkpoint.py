@@ -5,28 +5,47 @@ Layout under ``<run.dir>/checkpoints/``::
     step00000120/
         backbone/ds/...           DeepSpeed engine checkpoint (absent when the backbone is frozen)
         tables/...                per-rank table rows + row-wise optimizer state (any world size)
-        trainer_rank{r}.pt        TrainerState + rank r's RNG states
+        trainer_rank{r}.json      TrainerState + rank r's RNG states (JSON, see state.py)
         COMPLETE                  written last, after every rank finished writing
     latest                        name of the newest COMPLETE checkpoint (atomic rename)
 
 A checkpoint without COMPLETE (a rank was killed while writing) is never resumed from.
+
+Nothing here unpickles: the trainer state is JSON and the tables are safetensors. DeepSpeed's
+engine files (``backbone/ds/*.pt``) are ``torch.save`` pickles, which DeepSpeed's own loader
+opens with ``weights_only=False``; ``load_checkpoint`` replaces that loader on the engine with one
+that passes ``weights_only=True`` (tensors, containers and an allow-list of plain types only),
+so a crafted engine file is refused too (docs/data_prep.md, "What bad input gets").
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from cllm4rec_dist.distributed.table_checkpoint import load_tables, save_tables
 from cllm4rec_dist.train import dist_env
-from cllm4rec_dist.train.state import TrainerState, load_state, save_state
+from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
 
+log = logging.getLogger(__name__)
 KEEP_LAST = 2
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint file is unreadable, truncated, or not in a format that is safe to load."""
 
 
 def checkpoint_root(run_dir: str | Path) -> Path:
     return Path(run_dir) / "checkpoints"
+
+
+def state_file(path: Path, rank: int) -> Path:
+    """The trainer state file of ``rank`` in checkpoint ``path``."""
+    return path / f"trainer_rank{rank}.json"
 
 
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
@@ -52,7 +71,7 @@ def save_checkpoint(
     if engine is not None:
         engine.save_checkpoint(str(path / "backbone"), tag="ds", save_latest=False)
     save_tables(path / "tables", tables, table_optimizer, rank, world)
-    save_state(path / f"trainer_rank{rank}.pt", state)
+    save_state(state_file(path, rank), state)
     dist_env.barrier()
     if rank == 0:
         (path / "COMPLETE").write_text("ok\n")
@@ -71,16 +90,78 @@ def _prune(root: Path, keep: set) -> None:
             shutil.rmtree(old, ignore_errors=True)
 
 
+# Plain-data classes DeepSpeed pickles into its ZeRO optimizer files (measured with
+# torch.serialization.get_unsafe_globals_in_checkpoint for ZeRO 0-3, fp32 and bf16). The
+# weights-only unpickler rebuilds them from their fields; it calls none of their code.
+_DEEPSPEED_SAFE_GLOBALS = (
+    "deepspeed.runtime.fp16.loss_scaler:LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler:DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment:fragment_address",
+    "deepspeed.runtime.zero.config:ZeroStageEnum",
+)
+
+
+def _deepspeed_safe_globals() -> list[Any]:
+    import importlib
+
+    found = []
+    for target in _DEEPSPEED_SAFE_GLOBALS:
+        module, name = target.split(":")
+        try:
+            found.append(getattr(importlib.import_module(module), name))
+        except (ImportError, AttributeError):  # another DeepSpeed version: not needed there
+            continue
+    return found
+
+
+def _safe_torch_load(path: str, map_location: Any = None) -> Any:
+    """DeepSpeed's checkpoint_engine.load, with ``weights_only=True``: no arbitrary unpickling."""
+    try:
+        with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+            return torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as err:  # torch raises UnpicklingError, RuntimeError, EOFError, ...
+        raise CheckpointError(
+            f"{path}: refused or unreadable DeepSpeed checkpoint file "
+            f"({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+        ) from None
+
+
+def _load_engine(path: Path, engine: Any) -> None:
+    ckpt_engine = getattr(engine, "checkpoint_engine", None)
+    original = getattr(ckpt_engine, "load", None)
+    if original is not None:
+        ckpt_engine.load = _safe_torch_load
+    try:
+        load_path, _ = engine.load_checkpoint(str(path / "backbone"), tag="ds")
+    finally:
+        if original is not None:
+            ckpt_engine.load = original
+    if load_path is None:
+        raise FileNotFoundError(f"no DeepSpeed checkpoint under {path / 'backbone'}")
+
+
 def load_checkpoint(path: Path, engine: Any, tables: dict, table_optimizer: Any) -> TrainerState:
     """Restore everything saved by ``save_checkpoint``; the world size may differ for the tables.
 
     The trainer state file of this rank is used when it exists, else rank 0's (then RNG streams
     restart from rank 0's state: positions are still exact, dropout noise may differ).
+    Raises CheckpointError naming the file when one is truncated, corrupt or a refused pickle.
     """
+    path = Path(path)
+    own = state_file(path, dist_env.rank())
+    state_path = own if own.exists() else state_file(path, 0)
+    if not state_path.exists():
+        legacy = sorted(path.glob("trainer_rank*.pt"))
+        raise CheckpointError(
+            f"{legacy[0]}: trainer state in the old pickle format is not loaded (unpickling can "
+            "run code); resume from a newer checkpoint or start a fresh run.dir"
+            if legacy
+            else f"{state_path}: missing (checkpoint {path} is incomplete)"
+        )
     if engine is not None:
-        load_path, _ = engine.load_checkpoint(str(path / "backbone"), tag="ds")
-        if load_path is None:
-            raise FileNotFoundError(f"no DeepSpeed checkpoint under {path / 'backbone'}")
+        _load_engine(path, engine)
     load_tables(path / "tables", tables, table_optimizer)
-    own = path / f"trainer_rank{dist_env.rank()}.pt"
-    return load_state(own if own.exists() else path / "trainer_rank0.pt")
+    try:
+        return load_state(state_path)
+    except TrainerStateError as err:
+        raise CheckpointError(str(err)) from None

@@ -1,0 +1,92 @@
+"""Hostile and damaged checkpoints: nothing is unpickled, damage names the file, resume falls back."""
+
+from __future__ import annotations
+
+import pickle
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from cllm4rec_dist.model.tables import DenseTable
+from cllm4rec_dist.train.checkpoint import (
+    CheckpointError,
+    _safe_torch_load,
+    load_checkpoint,
+    save_checkpoint,
+)
+from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
+
+
+class _Payload:
+    """Unpickling this writes ``marker``: proof that code ran."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "pwned"))
+
+
+def _tables() -> dict:
+    return {"user_collab": DenseTable(5, 3, seed=1), "item_collab": DenseTable(4, 3, seed=2)}
+
+
+def _save(run_dir: Path, step: int) -> Path:
+    return save_checkpoint(run_dir, TrainerState(global_step=step), None, _tables(), None)
+
+
+def test_state_round_trip_restores_rng(tmp_path):
+    torch.manual_seed(3), np.random.seed(4), random.seed(5)
+    state = TrainerState(epoch=2, global_step=7, best_checkpoint="step00000007")
+    save_state(tmp_path / "s.json", state)
+    expected = (torch.rand(3), np.random.rand(3), random.random())
+    torch.manual_seed(0), np.random.seed(0), random.seed(0)
+    assert load_state(tmp_path / "s.json") == state
+    got = (torch.rand(3), np.random.rand(3), random.random())
+    assert torch.equal(got[0], expected[0]) and np.array_equal(got[1], expected[1])
+    assert got[2] == expected[2]
+
+
+@pytest.mark.parametrize("name", ["trainer_rank0.json", "trainer_rank0.pt"])
+def test_pickle_payload_is_refused_and_does_not_run(tmp_path, name):
+    path = _save(tmp_path, 3)
+    marker = tmp_path / "marker"
+    (path / "trainer_rank0.json").unlink()
+    torch.save({"trainer": _Payload(marker)}, path / name)
+    with pytest.raises(CheckpointError, match=r"trainer_rank0\.(json|pt).*(pickle|code)"):
+        load_checkpoint(path, None, _tables(), None)
+    assert not marker.exists()
+    (path / name).write_bytes(pickle.dumps(_Payload(marker), protocol=0))  # text-like pickle
+    with pytest.raises((CheckpointError, TrainerStateError)):
+        load_checkpoint(path, None, _tables(), None)
+    assert not marker.exists()
+
+
+def test_deepspeed_engine_files_load_weights_only(tmp_path):
+    marker = tmp_path / "marker"
+    torch.save({"module": _Payload(marker)}, tmp_path / "mp_rank_00_model_states.pt")
+    with pytest.raises(CheckpointError, match="mp_rank_00_model_states.pt"):
+        _safe_torch_load(str(tmp_path / "mp_rank_00_model_states.pt"))
+    assert not marker.exists()
+    torch.save({"module": {"w": torch.ones(2)}, "step": 3}, tmp_path / "ok.pt")
+    assert _safe_torch_load(str(tmp_path / "ok.pt"))["step"] == 3
+
+
+def test_deepspeed_optimizer_classes_are_allowed(tmp_path):
+    from deepspeed.runtime.fp16.loss_scaler import LossScaler
+    from deepspeed.runtime.zero.config import ZeroStageEnum
+    from deepspeed.utils.tensor_fragment import fragment_address
+
+    blob = {
+        "loss_scaler": LossScaler(1.0),
+        "zero_stage": ZeroStageEnum.gradients,
+        "param_slice_mappings": [{"w": fragment_address(numel=4, start=0)}],
+        "state": {"exp_avg": torch.zeros(4)},
+    }
+    torch.save(blob, tmp_path / "optim_states.pt")
+    loaded = _safe_torch_load(str(tmp_path / "optim_states.pt"))
+    assert loaded["zero_stage"] == ZeroStageEnum.gradients
+    assert loaded["param_slice_mappings"][0]["w"].numel == 4
