@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
@@ -100,11 +101,41 @@ def save_tables(
         os.replace(tmp, directory / INDEX)
 
 
+class TableCheckpointError(ValueError):
+    """A table checkpoint file is missing, truncated or corrupt; the message names the file."""
+
+
+def safetensors_problem(path: str | os.PathLike) -> str | None:
+    """Why ``path`` is not a whole safetensors file (None if it is), from its header alone:
+    the 8-byte header length, the JSON header, and the data size the header implies."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
+            if size < 8 or length > size - 8:
+                return f"{path}: truncated safetensors file ({size} bytes, header says more)"
+            header = json.loads(f.read(length))
+        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, IndexError) as err:
+        return f"{path}: corrupt safetensors header ({type(err).__name__}: {err})"
+    if 8 + length + max(ends, default=0) != size:
+        return f"{path}: truncated safetensors file ({size} bytes, header implies more)"
+    return None
+
+
 def read_index(directory: str | os.PathLike) -> dict:
-    """The parsed ``index.json`` of a table checkpoint."""
-    index = json.loads((Path(directory) / INDEX).read_text())
-    if index.get("format") != FORMAT:
-        raise ValueError(f"unknown table checkpoint format {index.get('format')!r}")
+    """The parsed ``index.json`` of a table checkpoint (TableCheckpointError naming the file)."""
+    path = Path(directory) / INDEX
+    try:
+        index = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise TableCheckpointError(f"{path}: missing") from None
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise TableCheckpointError(f"{path}: truncated or corrupt ({err})") from None
+    if not isinstance(index, dict) or index.get("format") != FORMAT:
+        found = index.get("format") if isinstance(index, dict) else type(index).__name__
+        raise TableCheckpointError(f"{path}: unknown table checkpoint format {found!r}")
     return index
 
 
@@ -118,8 +149,15 @@ def _read_rows(
         s, e = max(a, lo), min(b, hi)
         if s >= e:
             continue
-        with safe_open(str(directory / f["file"]), framework="pt", device="cpu") as fh:
-            pieces.append((s, fh.get_slice(key)[s - a : e - a]))
+        path = directory / f["file"]
+        problem = safetensors_problem(path)
+        if problem:
+            raise TableCheckpointError(problem)
+        try:
+            with safe_open(str(path), framework="pt", device="cpu") as fh:
+                pieces.append((s, fh.get_slice(key)[s - a : e - a]))
+        except SafetensorError as err:
+            raise TableCheckpointError(f"{path}: {key}: {err}") from None
     if sum(p.shape[0] for _, p in pieces) != hi - lo:
         raise ValueError(f"checkpoint files do not cover rows [{lo}, {hi}) of {key}")
     return pieces
@@ -171,4 +209,11 @@ def export_tables(directory: str | os.PathLike, out_dir: str | os.PathLike) -> d
     return written
 
 
-__all__ = ["export_tables", "load_tables", "read_index", "save_tables"]
+__all__ = [
+    "TableCheckpointError",
+    "export_tables",
+    "load_tables",
+    "read_index",
+    "safetensors_problem",
+    "save_tables",
+]

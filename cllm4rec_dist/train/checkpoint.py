@@ -20,6 +20,7 @@ so a crafted engine file is refused too (docs/data_prep.md, "What bad input gets
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 from pathlib import Path
@@ -27,7 +28,12 @@ from typing import Any
 
 import torch
 
-from cllm4rec_dist.distributed.table_checkpoint import load_tables, save_tables
+from cllm4rec_dist.distributed.table_checkpoint import (
+    TableCheckpointError,
+    load_tables,
+    safetensors_problem,
+    save_tables,
+)
 from cllm4rec_dist.train import dist_env
 from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
 
@@ -48,13 +54,67 @@ def state_file(path: Path, rank: int) -> Path:
     return path / f"trainer_rank{rank}.json"
 
 
+def _step(path: Path) -> int:
+    digits = path.name.removeprefix("step")
+    return int(digits) if digits.isdigit() else -1
+
+
+def checkpoint_problems(path: Path) -> list[str]:
+    """Why checkpoint ``path`` cannot be resumed from (empty list = it can), without loading it.
+
+    Checks COMPLETE, every file's size against the list COMPLETE records (truncation of any file,
+    DeepSpeed's included), and that the JSON and safetensors files parse (header and length).
+    """
+    marker = path / "COMPLETE"
+    if not marker.is_file():
+        return [f"{path}: no COMPLETE marker (a rank stopped while writing it)"]
+    problems = []
+    try:
+        listed = json.loads(marker.read_text()).get("files", {})
+    except (json.JSONDecodeError, AttributeError):
+        listed = {}  # checkpoints written before sizes were recorded: structural checks only
+    for relative, size in sorted(listed.items()):
+        file = path / relative
+        actual = file.stat().st_size if file.is_file() else None
+        if actual != size:
+            problems.append(f"{file}: {actual} bytes, {size} when the checkpoint was written")
+    if not sorted(path.glob("trainer_rank*.json")):
+        problems.append(f"{path}: no trainer_rank*.json")
+    for file in sorted(path.glob("trainer_rank*.json")) + sorted(path.glob("tables/*.json")):
+        try:
+            json.loads(file.read_text())
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            problems.append(f"{file}: truncated or corrupt JSON ({err})")
+    for file in sorted(path.glob("tables/*.safetensors")):
+        problem = safetensors_problem(file)
+        if problem:
+            problems.append(problem)
+    return problems
+
+
 def latest_checkpoint(run_dir: str | Path) -> Path | None:
+    """The newest checkpoint that passes ``checkpoint_problems``, whatever ``latest`` says.
+
+    ``latest`` is only a hint: when it is missing, dangling, or not the newest complete
+    checkpoint, that is logged; every newer checkpoint that is skipped is logged with why.
+    """
     root = checkpoint_root(run_dir)
     pointer = root / "latest"
-    if not pointer.exists():
-        return None
-    path = root / pointer.read_text().strip()
-    return path if (path / "COMPLETE").exists() else None
+    named = pointer.read_text().strip() if pointer.is_file() else None
+    candidates = sorted((p for p in root.glob("step*") if p.is_dir()), key=_step, reverse=True)
+    chosen = None
+    for path in candidates:
+        problems = checkpoint_problems(path)
+        if not problems:
+            chosen = path
+            break
+        log.warning("skipping checkpoint %s: %s", path, "; ".join(problems))
+    if named is None and chosen is not None:
+        log.warning("%s is missing; resuming from the newest complete %s", pointer, chosen)
+    elif named is not None and (chosen is None or chosen.name != named):
+        where = "does not exist" if not (root / named).is_dir() else "is not the newest good one"
+        log.warning("%s names %s, which %s; using %s", pointer, named, where, chosen)
+    return chosen
 
 
 def save_checkpoint(
@@ -64,7 +124,11 @@ def save_checkpoint(
     root = checkpoint_root(run_dir)
     path = root / f"step{state.global_step:08d}"
     rank, world = dist_env.rank(), dist_env.world_size()
-    if rank == 0 and path.exists():  # a half-written attempt at the same step
+    if rank == 0 and path.exists():  # a half-written attempt, or the run went back to a step
+        if (path / "COMPLETE").exists():
+            log.warning(
+                "replacing the existing checkpoint %s (training reached its step again)", path
+            )
         shutil.rmtree(path)
     dist_env.barrier()
     path.mkdir(parents=True, exist_ok=True)
@@ -74,7 +138,12 @@ def save_checkpoint(
     save_state(state_file(path, rank), state)
     dist_env.barrier()
     if rank == 0:
-        (path / "COMPLETE").write_text("ok\n")
+        sizes = {
+            str(f.relative_to(path)): f.stat().st_size
+            for f in sorted(path.rglob("*"))
+            if f.is_file()
+        }
+        (path / "COMPLETE").write_text(json.dumps({"files": sizes}, indent=1) + "\n")
         tmp = root / "latest.tmp"
         tmp.write_text(path.name + "\n")
         tmp.replace(root / "latest")
@@ -160,7 +229,10 @@ def load_checkpoint(path: Path, engine: Any, tables: dict, table_optimizer: Any)
         )
     if engine is not None:
         _load_engine(path, engine)
-    load_tables(path / "tables", tables, table_optimizer)
+    try:
+        load_tables(path / "tables", tables, table_optimizer)
+    except TableCheckpointError as err:
+        raise CheckpointError(str(err)) from None
     try:
         return load_state(state_path)
     except TrainerStateError as err:

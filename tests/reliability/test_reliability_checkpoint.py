@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import random
 from pathlib import Path
@@ -14,6 +15,7 @@ from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.checkpoint import (
     CheckpointError,
     _safe_torch_load,
+    latest_checkpoint,
     load_checkpoint,
     save_checkpoint,
 )
@@ -90,3 +92,64 @@ def test_deepspeed_optimizer_classes_are_allowed(tmp_path):
     loaded = _safe_torch_load(str(tmp_path / "optim_states.pt"))
     assert loaded["zero_stage"] == ZeroStageEnum.gradients
     assert loaded["param_slice_mappings"][0]["w"].numel == 4
+
+
+# --- resume picks the newest checkpoint that is whole --------------------------------------
+def _three(run_dir: Path) -> list[Path]:
+    return [_save(run_dir, step) for step in (1, 2, 3)]
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+def _point(run_dir: Path, name: str | None) -> None:
+    pointer = run_dir / "checkpoints" / "latest"
+    if name is None:
+        pointer.unlink()
+    else:
+        pointer.write_text(name + "\n")
+
+
+@pytest.mark.parametrize(
+    ("damage", "expected", "logged"),
+    [
+        (lambda run, p: _point(run, None), "step00000003", "latest is missing"),
+        (lambda run, p: _point(run, "step00000099"), "step00000003", "does not exist"),
+        (lambda run, p: _point(run, "step00000001"), "step00000003", "names step00000001"),
+        (
+            lambda run, p: _truncate(p[2] / "tables" / "tables-rank00000-of-00001.safetensors"),
+            "step00000002",
+            "tables-rank00000-of-00001.safetensors",
+        ),
+        (lambda run, p: _truncate(p[2] / "trainer_rank0.json"), "step00000002", "trainer_rank0"),
+        (lambda run, p: (p[2] / "COMPLETE").unlink(), "step00000002", "no COMPLETE"),
+        (lambda run, p: (p[2] / "tables" / "index.json").write_text("{"), "step00000002", "index"),
+    ],
+    ids=["no-pointer", "dangling", "stale", "trunc-table", "trunc-state", "incomplete", "index"],
+)
+def test_latest_is_the_newest_whole_checkpoint(tmp_path, caplog, damage, expected, logged):
+    paths = _three(tmp_path)
+    damage(tmp_path, paths)
+    with caplog.at_level(logging.WARNING, logger="cllm4rec_dist.train.checkpoint"):
+        chosen = latest_checkpoint(tmp_path)
+    assert chosen is not None and chosen.name == expected
+    assert logged in caplog.text
+    state = load_checkpoint(chosen, None, _tables(), None)
+    assert state.global_step == int(expected[-1])
+
+
+@pytest.mark.parametrize(
+    "victim", ["tables/tables-rank00000-of-00001.safetensors", "trainer_rank0.json"]
+)
+def test_truncated_file_raises_naming_it(tmp_path, victim):
+    path = _save(tmp_path, 1)
+    _truncate(path / victim)
+    with pytest.raises(CheckpointError, match=Path(victim).name.replace(".", r"\.")):
+        load_checkpoint(path, None, _tables(), None)
+
+
+def test_no_checkpoint_at_all(tmp_path):
+    assert latest_checkpoint(tmp_path) is None
+    (tmp_path / "checkpoints" / "step00000005").mkdir(parents=True)  # never completed
+    assert latest_checkpoint(tmp_path) is None
