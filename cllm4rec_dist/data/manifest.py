@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,18 @@ class Manifest:
     rejected: dict[str, int]
     tokenizer: str | None
     created_by: str
+    # sha256 of the manifest without ``created_by`` (see ``dataset_fingerprint``)
+    sha256: str = field(default="", compare=False)
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        """What identifies this dataset to exports and checkpoints made from it."""
+        return {
+            "manifest_sha256": self.sha256,
+            "num_users": self.num_users,
+            "num_items": self.num_items,
+            "schema_version": self.schema_version,
+        }
 
     @property
     def num_users(self) -> int:
@@ -144,7 +157,17 @@ def load_manifest(data_dir: str | Path) -> Manifest:
         rejected=get.int_map(raw, "rejected"),
         tokenizer=tokenizer,
         created_by=get(raw, "created_by", str),
+        sha256=dataset_fingerprint(raw),
     )
+
+
+def dataset_fingerprint(raw: dict[str, Any]) -> str:
+    """sha256 of a parsed manifest in canonical JSON, ``created_by`` left out: the same data
+    prepared by another package version has the same fingerprint, any change to the data (shard
+    checksums, counts, config, source) another one."""
+    content = {k: v for k, v in raw.items() if k != "created_by"}
+    canonical = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 def _corpus(get: _Getter, name: str, node: Any) -> Corpus:

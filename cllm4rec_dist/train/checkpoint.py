@@ -6,6 +6,7 @@ Layout under ``<run.dir>/checkpoints/``::
         backbone/ds/...           DeepSpeed engine checkpoint (absent when the backbone is frozen)
         tables/...                per-rank table rows + row-wise optimizer state (any world size)
         trainer_rank{r}.json      TrainerState + rank r's RNG states (JSON, see state.py)
+        dataset.json              fingerprint of the dataset (Manifest.fingerprint), when given
         COMPLETE                  written last, after every rank finished writing
     latest                        name of the newest COMPLETE checkpoint (atomic rename)
 
@@ -118,9 +119,17 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
 
 
 def save_checkpoint(
-    run_dir: str | Path, state: TrainerState, engine: Any, tables: dict, table_optimizer: Any
+    run_dir: str | Path,
+    state: TrainerState,
+    engine: Any,
+    tables: dict,
+    table_optimizer: Any,
+    dataset: dict[str, Any] | None = None,
 ) -> Path:
-    """Collective: every rank writes its part; rank 0 publishes it as ``latest``."""
+    """Collective: every rank writes its part; rank 0 publishes it as ``latest``.
+
+    dataset: the fingerprint of the training data (``Manifest.fingerprint``), checked on load.
+    """
     root = checkpoint_root(run_dir)
     path = root / f"step{state.global_step:08d}"
     rank, world = dist_env.rank(), dist_env.world_size()
@@ -136,6 +145,8 @@ def save_checkpoint(
         engine.save_checkpoint(str(path / "backbone"), tag="ds", save_latest=False)
     save_tables(path / "tables", tables, table_optimizer, rank, world)
     save_state(state_file(path, rank), state)
+    if rank == 0 and dataset is not None:
+        (path / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n")
     dist_env.barrier()
     if rank == 0:
         sizes = {
@@ -209,14 +220,37 @@ def _load_engine(path: Path, engine: Any) -> None:
         raise FileNotFoundError(f"no DeepSpeed checkpoint under {path / 'backbone'}")
 
 
-def load_checkpoint(path: Path, engine: Any, tables: dict, table_optimizer: Any) -> TrainerState:
+def check_dataset(path: Path, dataset: dict[str, Any] | None) -> None:
+    """CheckpointError when checkpoint ``path`` records another dataset fingerprint."""
+    file = Path(path) / "dataset.json"
+    if dataset is None or not file.is_file():
+        return
+    saved = json.loads(file.read_text())
+    if saved.get("manifest_sha256") != dataset.get("manifest_sha256"):
+        raise CheckpointError(
+            f"{file}: checkpoint of another dataset ({saved.get('num_users')} users x "
+            f"{saved.get('num_items')} items, fingerprint {str(saved.get('manifest_sha256'))[:12]})"
+            f" than this run's ({dataset.get('num_users')} x {dataset.get('num_items')}, "
+            f"{str(dataset.get('manifest_sha256'))[:12]}); use another run.dir"
+        )
+
+
+def load_checkpoint(
+    path: Path,
+    engine: Any,
+    tables: dict,
+    table_optimizer: Any,
+    dataset: dict[str, Any] | None = None,
+) -> TrainerState:
     """Restore everything saved by ``save_checkpoint``; the world size may differ for the tables.
 
     The trainer state file of this rank is used when it exists, else rank 0's (then RNG streams
     restart from rank 0's state: positions are still exact, dropout noise may differ).
-    Raises CheckpointError naming the file when one is truncated, corrupt or a refused pickle.
+    Raises CheckpointError naming the file when one is truncated, corrupt or a refused pickle,
+    or when ``dataset`` (a fingerprint) is given and differs from the one saved.
     """
     path = Path(path)
+    check_dataset(path, dataset)
     own = state_file(path, dist_env.rank())
     state_path = own if own.exists() else state_file(path, 0)
     if not state_path.exists():

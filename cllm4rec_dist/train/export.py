@@ -6,7 +6,12 @@
     backbone/hf/            a Hugging Face directory (full model, or the PEFT adapter for LoRA),
                             written when the backbone is not partitioned by ZeRO-3
     backbone/state.pt       the Backbone module's state dict (all modes; ZeRO-3 consolidated)
-    meta.json               sizes, backbone config, source dataset
+    meta.json               sizes, backbone config, source dataset and its fingerprint
+
+``meta.json["dataset"]`` is the fingerprint of the dataset the model was trained on (manifest
+sha256, num_users, num_items, schema version; ``Manifest.fingerprint``). ``load_export`` refuses
+an export whose counts do not match the tables it fills, or whose fingerprint is not the current
+dataset's, unless ``allow_other_dataset`` is set (then only the counts must match).
 """
 
 from __future__ import annotations
@@ -59,6 +64,7 @@ def export_model(built: Any, cfg: Any, out_dir: Path, checkpoint: Path) -> None:
             "vocab_size": backbone.vocab_size,
             "model": OmegaConf.to_container(cfg.model, resolve=True),
             "data_dir": str(Path(cfg.data.dir).resolve()),
+            "dataset": built.manifest.fingerprint,
             "backbone_state": state is not None,
             "checkpoint": str(checkpoint.resolve()),
         }
@@ -79,13 +85,81 @@ def read_exported_rows(tables_dir: Path, name: str, lo: int, hi: int) -> torch.T
         return f.get_slice("weight")[lo:hi]
 
 
-def load_export(export_dir: Path, backbone: nn.Module, tables: dict[str, nn.Module]) -> None:
+class ExportMismatchError(ValueError):
+    """The export belongs to another dataset than the tables it would initialise."""
+
+
+def _table_rows(tables: dict[str, nn.Module], kind: str) -> int | None:
+    rows = {t.num_rows for name, t in tables.items() if name.startswith(kind + "_")}
+    return rows.pop() if len(rows) == 1 else None
+
+
+def check_export_dataset(
+    export_dir: Path,
+    meta: dict[str, Any],
+    tables: dict[str, nn.Module],
+    manifest: Any = None,
+    allow_other_dataset: bool = False,
+) -> None:
+    """Raise ExportMismatchError (one line) when the export's users/items (from meta.json and
+    from the exported table files themselves) differ from ``tables``, or its dataset fingerprint
+    differs from ``manifest.fingerprint`` (skipped with ``allow_other_dataset``)."""
+    here = {"num_users": _table_rows(tables, "user"), "num_items": _table_rows(tables, "item")}
+    for name, table in tables.items():
+        path = export_dir / "tables" / f"{name}.safetensors"
+        if path.exists():
+            with safe_open(str(path), framework="pt") as f:
+                rows = f.get_slice("weight").get_shape()[0]
+            if rows != table.num_rows:
+                raise ExportMismatchError(
+                    f"{path}: {rows} rows, but this dataset has {table.num_rows} for table "
+                    f"{name} (the export was made from another dataset; sizes must match)"
+                )
+    for key, value in here.items():
+        if value is not None and key in meta and meta[key] != value:
+            raise ExportMismatchError(
+                f"{export_dir / 'meta.json'}: {key}={meta[key]} (dataset {meta.get('data_dir')}) "
+                f"but this dataset has {key}={value}; an export only loads into a dataset of the "
+                "same size"
+            )
+    theirs = (meta.get("dataset") or {}).get("manifest_sha256")
+    ours = None if manifest is None else manifest.fingerprint["manifest_sha256"]
+    if theirs and ours and theirs != ours:
+        message = (
+            f"{export_dir / 'meta.json'}: made from dataset {meta.get('data_dir')} (fingerprint "
+            f"{theirs[:12]}), not from {manifest.data_dir} ({ours[:12]})"
+        )
+        if not allow_other_dataset:
+            raise ExportMismatchError(
+                message + "; allow it explicitly (allow_other_dataset) to load it anyway"
+            )
+        log.warning("%s; loading it anyway (allow_other_dataset)", message)
+
+
+def load_export(
+    export_dir: Path,
+    backbone: nn.Module,
+    tables: dict[str, nn.Module],
+    *,
+    allow_other_dataset: bool = False,
+    manifest: Any = None,
+) -> None:
     """Initialise ``tables`` (each rank reads only its row range) and, when the export has one,
-    the backbone's state from ``export_dir``. Call before the backbone is handed to DeepSpeed."""
+    the backbone's state from ``export_dir``. Call before the backbone is handed to DeepSpeed.
+
+    The export must match the tables' sizes (num_users / num_items); given the current dataset's
+    ``manifest`` it must also carry its fingerprint, unless ``allow_other_dataset``
+    (ExportMismatchError otherwise, naming the file).
+    """
+    export_dir = Path(export_dir)
     meta_path = export_dir / "meta.json"
     if not meta_path.exists():
         raise FileNotFoundError(f"{meta_path} not found: stage.init_from must be an export dir")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ExportMismatchError(f"{meta_path}: not valid JSON ({err})") from None
+    check_export_dataset(export_dir, meta, tables, manifest, allow_other_dataset)
     for name, table in tables.items():
         lo, hi = table.row_range
         rows = read_exported_rows(export_dir / "tables", name, lo, hi)

@@ -93,3 +93,13 @@ def test_verify_shards_counts_rows(dataset: Path, tmp_path: Path) -> None:
     assert verify_shards(d) == []  # bytes and digests are fine ...
     (problem,) = verify_shards(d, count_rows=True)  # ... the counts are not
     assert "shard-000001.tar: has 10 rows in 4 samples, manifest says 11 rows" in problem
+
+
+def test_fingerprint_follows_the_data_not_the_package(dataset: Path, tmp_path: Path) -> None:
+    base = load_manifest(dataset).fingerprint
+    assert len(base["manifest_sha256"]) == 64
+    assert (base["num_users"], base["num_items"]) == (NUM_USERS, NUM_ITEMS)
+    relabelled = edited(dataset, tmp_path / "a", lambda m: m.update(created_by="other 9.9"))
+    assert load_manifest(relabelled).fingerprint == base
+    grown = edited(dataset, tmp_path / "b", lambda m: m["counts"].update(items=NUM_ITEMS + 1))
+    assert load_manifest(grown).fingerprint["manifest_sha256"] != base["manifest_sha256"]

@@ -153,3 +153,12 @@ def test_no_checkpoint_at_all(tmp_path):
     assert latest_checkpoint(tmp_path) is None
     (tmp_path / "checkpoints" / "step00000005").mkdir(parents=True)  # never completed
     assert latest_checkpoint(tmp_path) is None
+
+
+def test_checkpoint_of_another_dataset_is_refused(tmp_path):
+    mine = {"manifest_sha256": "a" * 64, "num_users": 5, "num_items": 4}
+    path = save_checkpoint(tmp_path, TrainerState(global_step=1), None, _tables(), None, mine)
+    assert load_checkpoint(path, None, _tables(), None, dataset=mine).global_step == 1
+    other = {**mine, "manifest_sha256": "b" * 64}
+    with pytest.raises(CheckpointError, match=r"dataset\.json: checkpoint of another dataset"):
+        load_checkpoint(path, None, _tables(), None, dataset=other)
