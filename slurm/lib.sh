@@ -29,6 +29,17 @@ job_hosts() { scontrol show hostnames "${SLURM_JOB_NODELIST:?not inside a Slurm 
 # checkpoints and resumes; a new submission with the same --job-name continues that run too.
 run_dir() { printf '%s/%s\n' "${CLLM4REC_RUNS:-$REPO/runs}" "${SLURM_JOB_NAME:?}"; }
 
+# effective_run_dir OVERRIDES...: the run.dir the job will use: the last of run.dir=,
+# +run.dir= or ++run.dir= (Hydra accepts all three), else run_dir.
+effective_run_dir() {
+  local dir arg
+  dir=$(run_dir)
+  for arg in "$@"; do
+    [[ $arg =~ ^\+{0,2}run\.dir=(.*)$ ]] && dir=${BASH_REMATCH[1]}
+  done
+  printf '%s\n' "$dir"
+}
+
 # has_override KEY ARGS...: true if a Hydra override of KEY is among ARGS.
 has_override() {
   local key=$1 arg
@@ -78,9 +89,8 @@ launch_job() {
   local launcher=$1
   shift
   local -a overrides=()
-  local dir arg
-  dir=$(run_dir)
-  for arg in "$@"; do [[ $arg == run.dir=* ]] && dir=${arg#run.dir=}; done
+  local dir
+  dir=$(effective_run_dir "$@")
   has_override run.dir "$@" || overrides+=("run.dir=$dir")
   overrides+=("$@")
   # Written by the trainer (rank 0) after its preemption checkpoint; see below.

@@ -222,3 +222,24 @@ def test_failing_prep_still_tears_the_cluster_down(tmp_path):
         ["pgrep", "-f", f"gcs_server.*--gcs_server_port={port}"], capture_output=True, text=True
     )
     assert left.stdout.strip() == "", left.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        ([], "/runs/job"),
+        (["run.dir=/a"], "/a"),
+        (["+run.dir=/b"], "/b"),
+        (["++run.dir=/c", "stage=x"], "/c"),
+        (["run.dir=/a", "+run.dir=/d"], "/d"),
+        (["xrun.dir=/no"], "/runs/job"),
+    ],
+)
+def test_run_dir_override_spellings(args, expected):
+    """The preemption marker is looked for in the run.dir Hydra will use, however spelled."""
+    script = f'source "{REPO}/slurm/lib.sh"; effective_run_dir "$@"'
+    env = {"CLLM4REC_REPO": str(REPO), "CLLM4REC_RUNS": "/runs", "SLURM_JOB_NAME": "job"}
+    out = subprocess.run(
+        ["bash", "-c", script, "bash", *args], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == expected
