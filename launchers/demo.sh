@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-demo_out}
 PY=.venv/bin/python
 export DS_ACCELERATOR=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
-export RAY_AUTH_MODE=disabled PYTHONUNBUFFERED=1
+export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} PYTHONUNBUFFERED=1 # local Ray binds 127.0.0.1 only
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 DS=(.venv/bin/deepspeed --num_gpus 2 --no_local_rank)
 MODEL=(model.mode=full deepspeed=zero2 optim.lr=1e-3)

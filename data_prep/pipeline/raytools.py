@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import contextlib
+import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -13,11 +16,84 @@ from tqdm import tqdm
 
 from data_prep.config import RayConfig
 
+log = logging.getLogger(__name__)
+
+
+TEMP_PREFIX = "ray-prep-"
+PID_FILE = "prep.pid"
+_CLUSTER_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextlib.contextmanager
+def loopback_only() -> Iterator[None]:
+    """Make a local Ray started inside bind every server to 127.0.0.1.
+
+    On Linux Ray turns a node address of 127.0.0.1 into the machine's external address (its
+    ``ENABLE_RAY_CLUSTER`` switch, read from ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``), and its GCS,
+    raylet and worker gRPC servers then listen on every interface. Turning the switch off keeps
+    the loopback address, and the servers bind only to it (checked with ``ss -ltnp``).
+    """
+    from ray._private import ray_constants
+
+    saved_flag, saved_env = ray_constants.ENABLE_RAY_CLUSTER, os.environ.get(_CLUSTER_ENV)
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    os.environ[_CLUSTER_ENV] = "0"  # the same for Ray's worker processes
+    try:
+        yield
+    finally:
+        ray_constants.ENABLE_RAY_CLUSTER = saved_flag
+        if saved_env is None:
+            os.environ.pop(_CLUSTER_ENV, None)
+        else:
+            os.environ[_CLUSTER_ENV] = saved_env
+
+
+def start_local_ray(num_cpus: int, temp_dir: str, object_store_memory: int | None = None) -> None:
+    """``ray.init`` of a one-machine Ray that listens on 127.0.0.1 only, without dashboard."""
+    with loopback_only():
+        ray.init(
+            num_cpus=num_cpus,
+            include_dashboard=False,
+            object_store_memory=object_store_memory,
+            _temp_dir=temp_dir,
+            _node_ip_address="127.0.0.1",
+        )
+
+
+def remove_stale_temp_dirs(parent: str | None = None) -> list[Path]:
+    """Delete ``ray-prep-*`` session directories left by a prep whose process is gone (killed
+    with -9: nothing ran its cleanup). A directory counts as stale only when its ``prep.pid``
+    names a process that no longer exists; returns the removed directories."""
+    removed = []
+    for folder in Path(parent or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
+        try:
+            pid = int((folder / PID_FILE).read_text().strip())
+        except (OSError, ValueError):
+            continue  # not ours, or still being created
+        if pid == os.getpid() or _alive(pid):
+            continue
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    if removed:
+        log.info("removed %d stale Ray temp dir(s) of killed prep runs: %s", len(removed), removed)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
 
 @contextlib.contextmanager
 def ray_session(cfg: RayConfig) -> Iterator[None]:
     """Use the running Ray if this process already has one, join ``cfg.address``, or start a local
-    one with ``cfg.num_cpus`` CPUs; shut down (and remove the temp dir) only what was started here.
+    one with ``cfg.num_cpus`` CPUs on 127.0.0.1; shut down (and remove the temp dir) only what was
+    started here.
     """
     if ray.is_initialized():
         yield
@@ -28,18 +104,16 @@ def ray_session(cfg: RayConfig) -> Iterator[None]:
     else:
         # Ray's AF_UNIX socket paths must stay under ~107 bytes, so never nest the session
         # directory under a (possibly long) output path.
-        temp_dir = cfg.temp_dir or tempfile.mkdtemp(prefix="ray-prep-")
-        ray.init(
-            num_cpus=cfg.num_cpus,
-            include_dashboard=False,
-            object_store_memory=cfg.object_store_memory,
-            _temp_dir=temp_dir,
-        )
+        if cfg.temp_dir is None:
+            remove_stale_temp_dirs()
+            temp_dir = tempfile.mkdtemp(prefix=TEMP_PREFIX)
+            (Path(temp_dir) / PID_FILE).write_text(f"{os.getpid()}\n")
+        start_local_ray(cfg.num_cpus, cfg.temp_dir or temp_dir, cfg.object_store_memory)
     try:
         yield
     finally:
         ray.shutdown()
-        if temp_dir is not None and cfg.temp_dir is None:
+        if temp_dir is not None:
             shutil.rmtree(temp_dir, ignore_errors=True)
 
 

@@ -13,6 +13,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from data_prep.config import register_configs
+from data_prep.pipeline.raytools import start_local_ray
 from data_prep.pipeline.runner import run_prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -53,8 +54,8 @@ def ray_session() -> Iterator[None]:
     if ray.is_initialized():
         yield
         return
-    temp_dir = tempfile.mkdtemp(prefix="ray-prep-test-")
-    ray.init(num_cpus=2, include_dashboard=False, _temp_dir=temp_dir)
+    temp_dir = tempfile.mkdtemp(prefix="ray-test-")
+    start_local_ray(num_cpus=2, temp_dir=temp_dir)
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
