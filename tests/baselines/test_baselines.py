@@ -1,16 +1,19 @@
 """Popularity and EASE against direct numpy computations on the tiny prepared dataset."""
 
 import numpy as np
+import pytest
 import torch
 
-from cllm4rec_dist.baselines.ease import ease_weights, evaluate_ease, gram, train_matrix
+from cllm4rec_dist.baselines.ease import EaseSolver, evaluate_ease, gram
 from cllm4rec_dist.baselines.popularity import evaluate_popularity, train_item_counts
+from cllm4rec_dist.baselines.ranking import masked_topk_rows, train_matrix
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.distributed.topk import masked_topk_reference
 from cllm4rec_dist.eval.metrics import MetricSums
 
 
-def _naive_metrics(data_dir, split, score_fn, ks):
+def naive_metrics(data_dir, split, score_fn, ks):
     """Loop over users: mask seen items, rank by score (ties: lower index), score the list."""
     sums = MetricSums(ks)
     for row in iter_rows(data_dir, "recommendation", rank=0, world_size=1, shuffle=False):
@@ -25,6 +28,14 @@ def _naive_metrics(data_dir, split, score_fn, ks):
     return MetricSums.means_from(ks, sums.as_tensor())
 
 
+def direct_ease(g: np.ndarray, lam: float) -> np.ndarray:
+    """The previous implementation: one explicit inverse of G + λI per λ."""
+    p = np.linalg.inv(g + lam * np.eye(g.shape[0], dtype=g.dtype))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    return b
+
+
 def test_popularity_matches_naive(tiny_dataset):
     data = str(tiny_dataset)
     manifest = load_manifest(data)
@@ -32,25 +43,68 @@ def test_popularity_matches_naive(tiny_dataset):
     assert counts.sum() == manifest.counts.interactions["train"]
     got = evaluate_popularity(data, manifest, [5, 10])
     for split in ("val", "test"):
-        want = _naive_metrics(data, split, lambda row: counts, [5, 10])
+        want = naive_metrics(data, split, lambda row: counts, [5, 10])
         for key, value in want.items():
             assert got[split][key] == np.float64(value) or abs(got[split][key] - value) < 1e-9
 
 
-def test_ease_weights_and_ranking(tiny_dataset):
+@pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
+def test_ease_eigen_path_matches_direct_inverse(tiny_dataset, dtype, tol):
     data = str(tiny_dataset)
     manifest = load_manifest(data)
     x = train_matrix(data, manifest.num_users, manifest.num_items)
-    g = gram(x)
-    b = ease_weights(g, 10.0).astype(np.float64)
-    assert np.allclose(np.diag(b), 0)
-    # Closed form solves min ||X - XB||² + λ||B||² s.t. diag(B)=0: off-diagonal gradient is 0.
-    grad = (g + 10.0 * np.eye(len(g))) @ b - g
-    off = ~np.eye(len(g), dtype=bool)
-    assert np.abs(grad[off]).max() < 1e-3 * np.abs(g).max()
-    result = evaluate_ease(data, manifest, [5, 10], lambdas=(10.0,))
-    xd = x.toarray()
-    want = _naive_metrics(data, "test", lambda row: xd[row["user"]] @ b, [5, 10])
-    for key, value in want.items():
-        assert abs(result["test"][key] - value) < 1e-6
-    assert result["lambda"] == 10.0
+    g64 = gram(x, np.float64)
+    solver = EaseSolver(gram(x, dtype))
+    assert solver.dtype == dtype
+    b = None
+    for lam in (10.0, 250.0, 1.0):  # reusing the previous B's buffer each time
+        b = solver.weights(lam, out=b)
+        want = direct_ease(g64, lam)
+        assert b.dtype == dtype and b.flags.c_contiguous
+        assert np.abs(b - want).max() <= tol * np.abs(want).max()
+        assert np.all(np.diag(b) == 0)
+        # min ||X - XB||² + λ||B||² s.t. diag(B)=0: the off-diagonal gradient vanishes.
+        grad = (g64 + lam * np.eye(len(g64))) @ b.astype(np.float64) - g64
+        off = ~np.eye(len(g64), dtype=bool)
+        assert np.abs(grad[off]).max() < 10 * tol * np.abs(g64).max()
+
+
+def test_ease_ranking_matches_direct_inverse(tiny_dataset):
+    data = str(tiny_dataset)
+    manifest = load_manifest(data)
+    x = train_matrix(data, manifest.num_users, manifest.num_items)
+    xd, g = x.toarray().astype(np.float64), gram(x, np.float64)
+    lambdas = (10.0, 100.0, 1000.0)
+    result = evaluate_ease(data, manifest, [5, 10], lambdas=lambdas)
+    val_by_lambda = {}
+    for lam in lambdas:
+        b = direct_ease(g, lam)
+        val = naive_metrics(data, "val", lambda row, b=b: xd[row["user"]] @ b, [5, 10])
+        assert abs(result["val_by_lambda"][str(lam)] - val["ndcg@10"]) < 1e-9
+        val_by_lambda[lam] = val
+    best = max(lambdas, key=lambda lam: val_by_lambda[lam]["ndcg@10"])
+    assert result["lambda"] == best
+    b = direct_ease(g, best)
+    want = naive_metrics(data, "test", lambda row: xd[row["user"]] @ b, [5, 10])
+    assert result["test"]["recall@10"] > 0
+    for split, expect in (("val", val_by_lambda[best]), ("test", want)):
+        for key, value in expect.items():
+            assert abs(result[split][key] - value) < 1e-9
+
+
+def test_masked_topk_rows_matches_reference():
+    """Against the plain full-sort top-K: heavy ties, exclusions, rows with fewer than k items."""
+    rng = np.random.default_rng(0)
+    for trial in range(200):
+        b, n = int(rng.integers(1, 9)), int(rng.integers(1, 40))
+        k = int(rng.integers(0, n + 1))
+        draw = rng.integers(0, 4, (b, n)) if trial % 2 else rng.standard_normal((b, n))
+        scores = torch.from_numpy(draw.astype(np.float32))
+        counts = rng.integers(0, n + 1, b)
+        offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
+        excluded = [rng.permutation(n)[:c] for c in counts]
+        items = torch.from_numpy(np.concatenate(excluded).astype(np.int64))
+        got = masked_topk_rows(scores.clone(), k, offsets, items)
+        want = masked_topk_reference(scores, torch.eye(n), k, offsets, items)
+        assert torch.equal(got[1], want[1])
+        assert torch.equal(got[0], want[0])
