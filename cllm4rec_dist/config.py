@@ -218,19 +218,3 @@ def validate(cfg: Any) -> None:
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=TrainConfig)
 
-
-@dataclass
-class BaselineConfig:
-    """``launchers/baseline.py``: a non-LLM ranker on the same split, masking and metrics."""
-
-    data_dir: str = "${oc.env:CLLM4REC_DATA_DIR,data/synthetic}"
-    method: str = "popularity"  # popularity | ease (λ tuned on validation NDCG@100)
-    ks: list[int] = field(default_factory=lambda: [20, 40, 100])
-    lambdas: list[float] = field(  # EASE: L2 grid searched on validation
-        default_factory=lambda: [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]
-    )
-    output: str | None = None  # JSON file for the metrics
-
-
-def register_baseline() -> None:
-    ConfigStore.instance().store(name="baseline_schema", node=BaselineConfig)

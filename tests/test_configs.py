@@ -7,7 +7,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from cllm4rec_dist.config import ConfigError, register, register_baseline, validate
+from cllm4rec_dist.baselines.config import register_baseline
+from cllm4rec_dist.config import ConfigError, register, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_ROOTS = ("pretrain", "finetune", "evaluate", "predict")

@@ -1,0 +1,46 @@
+"""Typed schema of ``launchers/baseline.py`` (registered in the ConfigStore as ``baseline_schema``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+
+
+@dataclass
+class MultVAEConfig:
+    """Mult-VAE (Liang et al., WWW 2018) with the paper's settings; epoch picked on validation."""
+
+    dims: list[int] = field(default_factory=lambda: [600, 200])  # encoder I -> 600 -> 200
+    dropout: float = 0.5  # on the L2-normalised input
+    beta_max: float = 0.2  # KL weight reached, linearly from 0, at the last planned update
+    lr: float = 1e-3
+    weight_decay: float = 0.0
+    batch_size: int = 500
+    epochs: int = 200
+    patience: int = 20  # epochs without a better validation score before stopping
+    eval_every: int = 1  # validate every this many epochs
+    seed: int = 0
+    threads: int = 0  # torch intra-op threads; 0 = torch's default
+
+
+@dataclass
+class BaselineConfig:
+    """``launchers/baseline.py``: a non-LLM ranker on the same split, masking and metrics."""
+
+    data_dir: str = "${oc.env:CLLM4REC_DATA_DIR,data/synthetic}"
+    # popularity | ease (λ tuned on validation) | multvae (epoch picked on validation)
+    method: str = "popularity"
+    ks: list[int] = field(default_factory=lambda: [20, 40, 100])
+    select_metric: str = (
+        "ndcg@100"  # validation metric that picks λ (EASE) and the epoch (Mult-VAE)
+    )
+    lambdas: list[float] = field(  # EASE: L2 grid searched on validation
+        default_factory=lambda: [10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0]
+    )
+    multvae: MultVAEConfig = field(default_factory=MultVAEConfig)
+    output: str | None = None  # JSON file for the metrics
+
+
+def register_baseline() -> None:
+    ConfigStore.instance().store(name="baseline_schema", node=BaselineConfig)
