@@ -15,7 +15,10 @@ Config keys (besides ``name: amazon_reviews``, ``path``, ``batch_rows``):
 Both files are read line by line (gzip on the fly). Reviews: summary + reviewText as sentences;
 a review is emitted only for a record that also makes an interaction, and malformed records of the
 review file are counted once, by ``interactions()``.
-Rejection reasons: ``bad_json``, ``missing_field:<name>``, ``bad_rating``, ``bad_timestamp``,
+Rejection reasons: ``bad_json`` (also nested deeper than the parser allows),
+``missing_field:<name>``, ``bad_id_type:<name>`` (an id that is not a string),
+``blank_id:<name>`` / ``undecodable_id:<name>`` (``textutil.canonical_id``), ``bad_rating``,
+``bad_timestamp`` (also outside int64),
 ``empty_review`` (reviews stream only; the interaction is kept), ``missing_text``,
 ``unknown_item_in_text``, ``duplicate_text``.
 """
@@ -29,7 +32,15 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.readers.base import RawReader, SchemaError, optional_path
-from data_prep.readers.textutil import BAD, join_sentences, numbered_lines, open_text, to_float
+from data_prep.readers.textutil import (
+    BAD,
+    canonical_id,
+    join_sentences,
+    numbered_lines,
+    open_text,
+    to_float,
+    to_timestamp,
+)
 
 DEFAULT_TEXT_FIELDS = ("title", "brand", "categories", "category", "description")
 REVIEW_FIELDS = ("reviewerID", "asin")
@@ -72,24 +83,27 @@ class AmazonReviewsReader(RawReader):
                 if count:
                     self.reject("bad_json", where, line)
                 continue
-            missing = [k for k in keys if not isinstance(record.get(k), str) or not record[k]]
-            if missing:
+            problem = next((p for p in (_id_problem(record, k) for k in keys) if p), None)
+            if problem:
                 if count:
-                    self.reject(f"missing_field:{missing[0]}", where, line)
+                    self.reject(problem, where, line)
                 continue
+            for key in keys:
+                record[key] = canonical_id(record[key])[0]
             yield where, record
 
     def _valid_reviews(self, count: bool) -> Iterator[tuple[str, dict, float | None, int | None]]:
         """Review records that make an interaction; ``count`` says whether to count rejects."""
         for where, r in self._records(self.path, REVIEW_FIELDS, count):
             rating = to_float(r.get("overall"))
-            timestamp = to_float(r.get("unixReviewTime"))
+            timestamp = to_timestamp(r.get("unixReviewTime"))
             if rating is BAD or timestamp is BAD:
                 if count:
+                    field = "overall" if rating is BAD else "unixReviewTime"
                     reason = "bad_rating" if rating is BAD else "bad_timestamp"
-                    self.reject(reason, where, repr(r.get("overall")))
+                    self.reject(reason, where, f"{field}={r.get(field)!r}")
                 continue
-            yield where, r, rating, None if timestamp is None else int(timestamp)
+            yield where, r, rating, timestamp
 
     def _interaction_rows(self) -> Iterator[tuple[str, str, float | None, int | None]]:
         for _, r, rating, timestamp in self._valid_reviews(count=True):
@@ -123,11 +137,23 @@ class AmazonReviewsReader(RawReader):
                 yield item, text
 
 
+def _id_problem(record: dict, key: str) -> str | None:
+    """The rejection reason of ``record[key]`` as an id, or None if it is acceptable."""
+    value = record.get(key)
+    if value is None or value == "":
+        return f"missing_field:{key}"
+    if not isinstance(value, str):
+        return f"bad_id_type:{key}"
+    reason = canonical_id(value)[1]
+    return None if reason is None else f"{reason}:{key}"
+
+
 def _parse(line: str) -> Any:
-    """JSON, falling back to a Python literal (2014 metadata); None when neither parses."""
+    """JSON, falling back to a Python literal (2014 metadata); None when neither parses (also
+    for nesting deeper than the parsers' recursion limit)."""
     try:
         return json.loads(line)
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, RecursionError):
         pass
     try:
         return ast.literal_eval(line.strip())

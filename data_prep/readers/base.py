@@ -68,6 +68,11 @@ class SchemaError(ValueError):
     """The input does not have the files, columns or keys the reader needs."""
 
 
+class InputError(SchemaError):
+    """An input file cannot be read on (corrupt compression or pages, a row longer than the
+    parser's block); the message names the file and, where known, the line."""
+
+
 class RawReader(abc.ABC):
     """Base class of raw-format readers; subclasses set ``name`` and implement the streams."""
 

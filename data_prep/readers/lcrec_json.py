@@ -10,8 +10,10 @@ Config keys (besides ``name: lcrec_json``, ``path``, ``batch_rows``):
 
 Both files are single JSON objects, so each is parsed whole (the format allows no streaming; the
 files are a few MB). A file that is not valid JSON raises SchemaError naming the file and the
-position. Per-record rejection reasons: ``bad_history`` (not a list), ``empty_history``,
-``bad_item_id`` (an entry that is not a string or integer), ``bad_item_record`` (not an object),
+position (or nesting deeper than the parser allows). Per-record rejection reasons:
+``bad_history`` (not a list), ``empty_history``, ``bad_item_id`` (an entry that is not a string
+or integer, or a blank or undecodable one), ``blank_id:user`` / ``undecodable_id:user`` /
+``blank_id:item`` / ``undecodable_id:item`` (``textutil.canonical_id``), ``bad_item_record`` (not an object),
 ``missing_text``, ``unknown_item_in_text``. Timestamp = position in the user's list.
 """
 
@@ -23,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.readers.base import RawReader, SchemaError, optional_path
-from data_prep.readers.textutil import join_sentences, open_text
+from data_prep.readers.textutil import canonical_id, join_sentences, open_text
 
 DEFAULT_TEXT_FIELDS = ("title", "brand", "categories", "description")
 
@@ -80,32 +82,41 @@ class LCRecJsonReader(RawReader):
                 raise SchemaError(
                     f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}"
                 ) from err
+            except RecursionError:
+                raise SchemaError(f"{path}: JSON nested too deeply to parse") from None
         if not isinstance(data, dict):
             raise SchemaError(f"{path}: top level is {type(data).__name__}, expected an object")
         return data
 
     def _interaction_rows(self) -> Iterator[tuple[str, str, None, int]]:
         path = self.inter_path
-        for user, history in self._load(path).items():
-            where = f"{path}:user {user}"
-            if not isinstance(history, list):
+        for raw_user, history in self._load(path).items():
+            where = f"{path}:user {raw_user}"
+            user, reason = canonical_id(raw_user)
+            items = [_item_id(item) for item in history] if isinstance(history, list) else []
+            if reason is not None:
+                self.reject(f"{reason}:user", where, repr(raw_user))
+            elif not isinstance(history, list):
                 self.reject("bad_history", where, repr(history))
             elif not history:
                 self.reject("empty_history", where)
-            elif not all(_is_id(item) for item in history):
-                self.reject("bad_item_id", where, repr(history))
+            elif any(item is None for item in items):
+                self.reject("bad_item_id", where, repr(history)[:200])
             else:
-                for position, item in enumerate(history):
-                    yield str(user), str(item), None, position
+                for position, item in enumerate(items):
+                    yield user, item, None, position
 
     def _item_text_rows(self) -> Iterator[tuple[str, str]]:
         path = self.item_path
         if path is None:
             return
         known = self.known_items()
-        for item, record in self._load(path).items():
-            where = f"{path}:item {item}"
-            if not isinstance(record, dict):
+        for raw_item, record in self._load(path).items():
+            where = f"{path}:item {raw_item}"
+            item, reason = canonical_id(raw_item)
+            if reason is not None:
+                self.reject(f"{reason}:item", where, repr(raw_item))
+            elif not isinstance(record, dict):
                 self.reject("bad_item_record", where, repr(record))
                 continue
             text = join_sentences(_field(record, field) for field in self.text_fields)
@@ -117,10 +128,11 @@ class LCRecJsonReader(RawReader):
                 yield item, text
 
 
-def _is_id(value: Any) -> bool:
-    return (isinstance(value, int) and not isinstance(value, bool)) or (
-        isinstance(value, str) and value != ""
-    )
+def _item_id(value: Any) -> str | None:
+    """The canonical id of a history entry (a string or an integer), None if it is not one."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return canonical_id(value)[0] if isinstance(value, str) else None
 
 
 def _field(record: dict[str, Any], field: str) -> Any:

@@ -13,7 +13,9 @@ Item text: ``"Toy Story (1995). Genres: Animation, Children's, Comedy"``; for at
 other datasets (no ``movie_title``) the non-id text fields joined as sentences. User text from
 demographics: ``"A 24 year old male. Occupation: technician"`` (ml-1m: ``"A male aged 25-34.
 ..."``, since ml-1m only has age brackets). Rejection reasons: ``short_line``,
-``missing_field:<field>``, ``bad_rating``, ``bad_timestamp``, ``missing_text``,
+``missing_field:<field>``, ``blank_id:<field>`` / ``undecodable_id:<field>`` (see
+``textutil.canonical_id``), ``bad_rating``, ``bad_timestamp`` (also outside int64),
+``missing_text``,
 ``unknown_item_in_text``, ``unknown_user_in_text``.
 """
 
@@ -26,7 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from data_prep.readers.base import RawReader, SchemaError
-from data_prep.readers.textutil import BAD, join_sentences, numbered_lines, to_float
+from data_prep.readers.textutil import (
+    BAD,
+    canonical_id,
+    join_sentences,
+    numbered_lines,
+    to_float,
+    to_timestamp,
+)
 
 ML100K_GENRES = (
     "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime",
@@ -143,15 +152,26 @@ class MovieLensReader(RawReader):
             if not user or not item:
                 self.reject("missing_field:" + ("user_id" if not user else "item_id"), where)
                 continue
+            user = self._id(user, "user_id", where)
+            item = None if user is None else self._id(item, "item_id", where)
+            if item is None:
+                continue
             rating = to_float(fields.get("rating"))
             if rating is BAD:
                 self.reject("bad_rating", where, fields["rating"])
                 continue
-            timestamp = to_float(fields.get("timestamp"))
+            timestamp = to_timestamp(fields.get("timestamp"))
             if timestamp is BAD:
                 self.reject("bad_timestamp", where, fields["timestamp"])
                 continue
-            yield user, item, rating, None if timestamp is None else int(timestamp)
+            yield user, item, rating, timestamp
+
+    def _id(self, raw: str, field: str, where: str) -> str | None:
+        """The canonical id, or None after counting why it was refused."""
+        value, reason = canonical_id(raw)
+        if reason is not None:
+            self.reject(f"{reason}:{field}", where, repr(raw))
+        return value
 
     def _records(
         self, path: Path, sep: str, names: list[str]
@@ -180,7 +200,10 @@ class MovieLensReader(RawReader):
         if layout.item is None:
             return
         known = self.known_items()
-        for where, item, text in self._item_records(layout):
+        for where, raw, text in self._item_records(layout):
+            item = self._id(raw, "item_id", where)
+            if item is None:
+                continue
             if not text:
                 self.reject("missing_text", where)
             elif item not in known:
@@ -226,7 +249,10 @@ class MovieLensReader(RawReader):
         if layout.user is None:
             return
         known = self.known_users()
-        for where, user, text in self._user_records(layout):
+        for where, raw, text in self._user_records(layout):
+            user = self._id(raw, "user_id", where)
+            if user is None:
+                continue
             if not text:
                 self.reject("missing_text", where)
             elif user not in known:

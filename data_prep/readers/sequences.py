@@ -4,7 +4,9 @@ Config keys (besides ``name: sequences``, ``path``, ``batch_rows``):
 
 - ``path``: the sequence file (e.g. ``Beauty.txt``, ``user_sequence.txt``).
 - ``integer_ids`` (default true): ids must be integers (S3Rec/SASRec); they are canonicalised
-  (``"007" -> "7"``). Set false for raw-id files such as P5's ``user_sequence.txt``.
+  (``"007" -> "7"``; ASCII digits only: ``１２`` is not ``12``). Set false for raw-id files such as
+  P5's ``user_sequence.txt`` (ids canonical as in ``textutil.canonical_id``; a token with bytes
+  that are not valid in ``encoding`` makes the line ``undecodable_id``).
 - ``item_text_path`` (default null): optional ``item text...`` file, one item per line (e.g.
   IDGenRec's ``item_generative_indexing_phase_0.txt``).
 - ``user_text_path`` (default null): optional ``user text...`` file, same layout.
@@ -12,18 +14,23 @@ Config keys (besides ``name: sequences``, ``path``, ``batch_rows``):
 
 Emits rating = null and timestamp = position of the item in the user's line (0-based), so the
 chronological order of the sequence is kept. Rejection reasons: ``blank_line``,
-``empty_history``, ``non_integer_id``, ``missing_text``, ``unknown_item_in_text``,
+``empty_history``, ``non_integer_id``, ``undecodable_id``, ``missing_text``, ``unknown_item_in_text``,
 ``unknown_user_in_text``, ``duplicate_text``.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from data_prep.readers.base import RawReader, optional_path
-from data_prep.readers.textutil import clean, numbered_lines
+from data_prep.readers.textutil import canonical_id, clean, numbered_lines
+
+# An integer id: ASCII digits only (int() would also read fullwidth or Arabic-Indic digits and
+# merge them into an ASCII id).
+_INTEGER = re.compile(r"[+-]?[0-9]+")
 
 
 class SequencesReader(RawReader):
@@ -48,11 +55,11 @@ class SequencesReader(RawReader):
 
     def _canonical(self, token: str) -> str | None:
         if not self.integer_ids:
-            return token
-        try:
-            return str(int(token))
-        except ValueError:
-            return None
+            return canonical_id(token)[0]
+        return str(int(token)) if _INTEGER.fullmatch(token) else None
+
+    def _bad_id_reason(self) -> str:
+        return "non_integer_id" if self.integer_ids else "undecodable_id"
 
     def _interaction_rows(self) -> Iterator[tuple[str, str, None, int]]:
         for where, line in numbered_lines(self.path, self.encoding):
@@ -66,7 +73,7 @@ class SequencesReader(RawReader):
             ids = [self._canonical(t) for t in tokens]
             if any(i is None for i in ids):
                 # One bad token makes the whole line suspect (a shifted or merged line).
-                self.reject("non_integer_id", where, line)
+                self.reject(self._bad_id_reason(), where, line)
                 continue
             user = ids[0]
             for position, item in enumerate(ids[1:]):
@@ -84,7 +91,7 @@ class SequencesReader(RawReader):
             key_id = self._canonical(key)
             text = clean(rest)
             if key_id is None:
-                self.reject("non_integer_id", where, line)
+                self.reject(self._bad_id_reason(), where, line)
             elif not text:
                 self.reject("missing_text", where, line)
             elif key_id not in known:

@@ -484,9 +484,9 @@ def test_table_logs_the_first_rejections_with_file_and_row(tmp_path: Path, caplo
         out, rejected = read_all(cfg)
     assert out["inter"] == [] and rejected == {"bad_rating": 6, "bad_csv_row": 1}
     logged = [r.getMessage() for r in caplog.records]
-    # Parsed rows are numbered from 1 after the header; a bad CSV row by its line number.
-    assert logged == [f"table: {path}:2: rejected (bad_csv_row) short,row"] + [
-        f"table: {path}:row {k}: rejected (bad_rating) 'bad{k - 1}'" for k in (1, 2, 3)
+    # CSV rows are named by their line (header = 1), also after the row the parser skipped.
+    assert logged == [f"table: {path}:line 2: rejected (bad_csv_row) short,row"] + [
+        f"table: {path}:line {k + 3}: rejected (bad_rating) 'bad{k}'" for k in (0, 1, 2)
     ]
 
 
