@@ -140,6 +140,9 @@ class PrepConfig:
     debug: DebugConfig = field(default_factory=DebugConfig)
     progress: bool = True
     keep_staging: bool = False  # keep <output_dir>/.prep_work after success (debugging)
+    # An input with no interaction left (empty, unreadable records only, all rejected or all
+    # filtered) is an error; true writes the empty dataset anyway.
+    allow_empty: bool = False
 
 
 # Sections of PrepConfig that define the output; the manifest records these (of ``staging``
@@ -175,4 +178,4 @@ def check_config(cfg: Any) -> None:
     if cfg.source.get("name") is None:
         problems.append("source.name is missing (pick one with source=<name>)")
     if problems:
-        raise ValueError("invalid data_prep config:\n  " + "\n  ".join(problems))
+        raise ValueError("invalid data_prep config: " + "; ".join(problems))

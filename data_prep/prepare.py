@@ -5,10 +5,16 @@
 
 The first form is a Hydra app (configs/data_prep/config.yaml); the second re-checks a prepared
 directory against its manifest and exits 1 listing every problem.
+
+A user error (a bad config value, a missing or unreadable input file, an input with no
+interaction left) prints one line naming the file, line or key and exits 2; set
+``CLLM4REC_DEBUG=1`` to see the traceback instead.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 from pathlib import Path
 
@@ -21,6 +27,7 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import hydra  # noqa: E402
 from omegaconf import DictConfig  # noqa: E402
+from omegaconf.errors import OmegaConfBaseException  # noqa: E402
 
 from data_prep.config import register_configs  # noqa: E402
 from data_prep.pipeline.runner import run_prepare  # noqa: E402
@@ -29,9 +36,26 @@ from data_prep.pipeline.validate import validate_dir  # noqa: E402
 register_configs()
 
 
+USER_ERROR_EXIT = 2
+
+
 @hydra.main(version_base=None, config_path="../configs/data_prep", config_name="config")
 def _prepare(cfg: DictConfig) -> None:
-    run_prepare(cfg)
+    try:
+        run_prepare(cfg)
+    except (ValueError, OSError, OmegaConfBaseException) as err:
+        if os.environ.get("CLLM4REC_DEBUG"):
+            raise
+        _remove_if_empty(cfg)
+        message = " ".join(str(err).split("\n"))
+        print(f"prepare.py: error: {message}", file=sys.stderr)
+        sys.exit(USER_ERROR_EXIT)
+
+
+def _remove_if_empty(cfg: DictConfig) -> None:
+    """Hydra creates output_dir before the checks run; a run that failed them leaves none."""
+    with contextlib.suppress(OSError, OmegaConfBaseException):
+        Path(cfg.output_dir).expanduser().rmdir()  # only if empty
 
 
 def validate_command(directory: str) -> int:

@@ -46,6 +46,13 @@ from data_prep.pipeline.tokenizer import train_tokenizer
 
 log = logging.getLogger(__name__)
 WORK_DIR = ".prep_work"
+HYDRA_DIR = ".hydra"
+
+
+class EmptyDatasetError(ValueError):
+    """No interaction is left after reading and filtering (and ``allow_empty`` is false)."""
+
+
 TOKENIZER = "tokenizer/tokenizer.json"
 
 
@@ -61,6 +68,36 @@ class Timer:
         log.info("phase %s ...", name)
         yield
         self.seconds[name] = time.perf_counter() - start
+
+
+def _check_not_empty(
+    cfg: DictConfig, source: dict[str, Any], reduced: reduce.ReduceResult, rejected: Any
+) -> None:
+    users = sum(len(u) for u in reduced.bucket_users)
+    if (users and len(reduced.items)) or cfg.allow_empty:
+        return
+    reasons = ", ".join(f"{k}={v}" for k, v in sorted(rejected.items(), key=lambda kv: -kv[1])[:5])
+    where = source.get("path") or source.get("name")
+    raise EmptyDatasetError(
+        f"{where}: no interactions left ({users} users, {len(reduced.items)} items after reading "
+        f"and filtering; rejected: {reasons or 'none'}); set allow_empty=true to write an empty "
+        "dataset anyway"
+    )
+
+
+def _record_hydra_config(cfg: DictConfig, output: Path) -> None:
+    """``<output>/.hydra/{config,hydra,overrides}.yaml`` as Hydra writes them (when run under
+    Hydra); written only after the checks passed (config.yaml sets hydra.output_subdir: null)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    hydra_cfg = HydraConfig.get()
+    folder = output / HYDRA_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(cfg, folder / "config.yaml")
+    OmegaConf.save(OmegaConf.create({"hydra": hydra_cfg}), folder / "hydra.yaml")
+    OmegaConf.save(OmegaConf.create(list(hydra_cfg.overrides.task)), folder / "overrides.yaml")
 
 
 def _reset_work(work: Path) -> None:
@@ -260,6 +297,7 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any]:
     output = Path(cfg.output_dir).expanduser().resolve()
     work = output / WORK_DIR
     output.mkdir(parents=True, exist_ok=True)
+    _record_hydra_config(cfg, output)
     _reset_work(work)
     area = StagingArea(work / "staging", cfg.staging.buckets)
     rejected: collections.Counter[str] = collections.Counter()
@@ -273,6 +311,11 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any]:
             reduced = reduce.run_reduce(
                 area, work, cfg.filter.k_core_user, cfg.filter.k_core_item, cfg.progress
             )
+        try:
+            _check_not_empty(cfg, source, reduced, rejected)
+        except EmptyDatasetError:
+            shutil.rmtree(work, ignore_errors=True)
+            raise
         with timer.phase("id maps"):
             bucket_index = _id_maps(output, reduced)
         with timer.phase("finalize"):

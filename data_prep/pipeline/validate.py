@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_prep.pipeline.arrowio import sha256_file
@@ -33,7 +34,29 @@ def _tar_counts(path: Path, corpus: str) -> tuple[int, int]:
     return len(keys), rows
 
 
+def _escapes(relative: Any) -> str | None:
+    """Why a path listed in the manifest is refused (None if it is a plain relative path): it
+    must stay inside the dataset directory, so nothing outside it is read or trusted."""
+    if not isinstance(relative, str) or not relative:
+        return f"{relative!r}: not a path"
+    parts = Path(relative).parts
+    if Path(relative).is_absolute() or ".." in parts:
+        return f"{relative}: path leaves the dataset directory (absolute or '..')"
+    return None
+
+
+def _parquet_rows(path: Path) -> int:
+    """Row count from a Parquet footer; ValueError naming the file if it is unreadable."""
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except (OSError, pa.ArrowException) as err:
+        raise ValueError(f"unreadable Parquet ({type(err).__name__}: {err})") from None
+
+
 def _check_shard(root: Path, corpus: str, entry: dict[str, Any]) -> list[str]:
+    escapes = _escapes(entry["path"])
+    if escapes:
+        return [escapes]
     path = root / entry["path"]
     if not path.is_file():
         return [f"{entry['path']}: missing"]
@@ -60,7 +83,10 @@ def _check_id_map(root: Path, name: str, expected: int) -> list[str]:
     path = root / "id_maps" / f"{name}.parquet"
     if not path.is_file():
         return [f"id_maps/{name}.parquet: missing"]
-    table = pq.read_table(path)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as err:
+        return [f"id_maps/{name}.parquet: unreadable Parquet ({type(err).__name__}: {err})"]
     if table.column_names != ["raw_id", "index"]:
         return [f"id_maps/{name}.parquet: columns {table.column_names}, expected [raw_id, index]"]
     problems = []
@@ -119,15 +145,24 @@ def _check_contents(root: Path, manifest: dict[str, Any]) -> list[str]:
         if not parts:
             problems.append(f"splits/{split}: no parts")
             continue
-        rows = sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
+        try:
+            rows = sum(_parquet_rows(p) for p in parts)
+        except ValueError as err:
+            problems.append(f"splits/{split}: {err}")
+            continue
         if rows != expected:
             problems.append(f"splits/{split}: {rows} rows, counts say {expected}")
     for relative, info in sorted(files.items()):
         path = root / relative
-        if not path.is_file():
+        if _escapes(relative):
+            problems.append(f"files: {_escapes(relative)}")
+        elif not path.is_file():
             problems.append(f"{relative}: missing")
         elif sha256_file(path) != info["sha256"]:
             problems.append(f"{relative}: sha256 differs from the manifest")
-    if manifest["tokenizer"] is not None and not (root / manifest["tokenizer"]).is_file():
-        problems.append(f"{manifest['tokenizer']}: missing")
+    tokenizer = manifest["tokenizer"]
+    if tokenizer is not None and _escapes(tokenizer):
+        problems.append(f"tokenizer: {_escapes(tokenizer)}")
+    elif tokenizer is not None and not (root / tokenizer).is_file():
+        problems.append(f"{tokenizer}: missing")
     return problems

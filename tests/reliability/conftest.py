@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import shutil
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import ray
+from reliability_kit import SMALL, compose_prep
 
-REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "data_prep"))  # compose_config of the data-prep tests
-
-from data_prep.pipeline.raytools import start_local_ray  # noqa: E402
+from data_prep.pipeline.raytools import start_local_ray
+from data_prep.pipeline.runner import run_prepare
 
 
 @pytest.fixture(scope="session")
@@ -28,3 +26,16 @@ def loopback_ray() -> Iterator[None]:
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def prepare_table(loopback_ray):
+    """``prepare_table(csv_path, output_dir, *overrides) -> manifest``, in-process."""
+
+    def run(path: Path, output: Path, *overrides: str) -> dict:
+        cfg = compose_prep(
+            ["source=table", f"source.path={path}", f"output_dir={output}", *SMALL, *overrides]
+        )
+        return run_prepare(cfg)
+
+    return run
