@@ -16,7 +16,10 @@ Nothing here unpickles: the trainer state is JSON and the tables are safetensors
 engine files (``backbone/ds/*.pt``) are ``torch.save`` pickles, which DeepSpeed's own loader
 opens with ``weights_only=False``; ``load_checkpoint`` replaces that loader on the engine with one
 that passes ``weights_only=True`` (tensors, containers and an allow-list of plain types only),
-so a crafted engine file is refused too (docs/data_prep.md, "What bad input gets").
+so a crafted engine file is refused too (docs/data_prep.md, "What bad input gets"). Beyond the
+project's control: DeepSpeed's universal-checkpoint loader (``checkpoint.load_universal``, ZeRO-3
+``load_hp_checkpoint_state``) and ``zero_to_fp32`` call ``torch.load(weights_only=False)``
+directly; this project uses neither on resume, so run them only on checkpoints you wrote.
 """
 
 from __future__ import annotations
