@@ -14,6 +14,7 @@ code. The I × I matrices bound this baseline to catalogs of some tens of thousa
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -111,7 +112,14 @@ def evaluate_ease(
     {"val", "test", "lambda", "val_by_lambda"} for the chosen λ."""
     select = select or f"ndcg@{max(ks)}"
     x = train_matrix(data_dir, manifest.num_users, manifest.num_items)
+    start = time.perf_counter()
     solver = EaseSolver(gram(x))
+    log.info(
+        "EASE: eigendecomposition of G (%d items, %s) in %.1f s",
+        solver.num_items,
+        solver.dtype,
+        time.perf_counter() - start,
+    )
     best, spare, by_lambda = None, None, {}
     for lam in lambdas:
         b = solver.weights(lam, out=spare)
