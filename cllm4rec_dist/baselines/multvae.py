@@ -103,8 +103,9 @@ def evaluate_multvae(
     batch_size: int = 256,
 ) -> dict[str, Any]:
     """Train on the training rows, pick the epoch on validation ``select`` (default NDCG at the
-    largest k); returns {"val", "test", "epoch", "epochs_run", "history"} (history: validation
-    ``select`` per evaluated epoch)."""
+    largest k); returns {"val", "test", "epoch", "beta", "epochs_run", "history"} (beta: the KL
+    weight reached at the end of the picked epoch; history: validation ``select`` per evaluated
+    epoch)."""
     select = select or f"ndcg@{max(ks)}"
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_every < 1:
         raise ValueError("multvae epochs, batch_size and eval_every must be >= 1")
@@ -153,4 +154,12 @@ def evaluate_multvae(
         model.load_state_dict(state)
         model.eval()
         test = evaluate_rows(data_dir, manifest, "test", ks, batch_size, _scorer(model, x))
-    return {"val": val, "test": test, "epoch": best_epoch, "epochs_run": epoch, "history": history}
+    beta = cfg.beta_max * min(1.0, best_epoch * steps_per_epoch / total_steps)
+    return {
+        "val": val,
+        "test": test,
+        "epoch": best_epoch,
+        "beta": beta,
+        "epochs_run": epoch,
+        "history": history,
+    }

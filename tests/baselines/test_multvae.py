@@ -60,6 +60,7 @@ def test_multvae_trains_deterministically_and_beats_popularity(tiny_dataset):
         assert a[split]["users"] > 0
         assert all(0.0 <= a[split][m] <= 1.0 for m in metrics)
     assert 1 <= a["epoch"] <= a["epochs_run"] <= TINY.epochs
+    assert 0 < a["beta"] <= TINY.beta_max
     assert a["val"]["ndcg@10"] == max(v for _, v in a["history"])
     popularity = evaluate_popularity(data, manifest, KS)
     assert a["val"]["ndcg@10"] > popularity["val"]["ndcg@10"]
