@@ -38,6 +38,9 @@ from cllm4rec_dist.eval.targets import split_rows
 from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
 
+# Finetuning targets of collate_rec_train.
+REC_TARGETS = ("heldout", "all")
+
 # Mixed into the per-user seed of the deterministic evaluation subsample.
 _EVAL_SUBSAMPLE_SEED = 0x5EED
 
@@ -117,13 +120,22 @@ class Collator:
 
     # ----- recommendation ---------------------------------------------------------------------
     def collate_rec_train(
-        self, rows: Sequence[dict], rng: np.random.Generator, mask_fraction: float = 0.2
+        self,
+        rows: Sequence[dict],
+        rng: np.random.Generator,
+        mask_fraction: float = 0.2,
+        target: str = "heldout",
     ) -> RecBatch:
-        """Hold out a random ``mask_fraction`` of each user's train items as targets (at least
+        """Drop a random ``mask_fraction`` of each user's train items from the prompt (at least
         one, and at least one left as input when the user has two or more); the rest, shuffled
-        and cut to max_items, is the prompt. Users without train items are left out."""
+        and cut to max_items, is the prompt. Targets: ``"heldout"`` = the dropped items only;
+        ``"all"`` = every train item (the reference code's multinomial head: a denoising
+        autoencoder over the user's whole set, as Mult-DAE). Users without train items are left
+        out."""
         if not 0.0 < mask_fraction < 1.0:
             raise ValueError(f"mask_fraction must be in (0, 1), got {mask_fraction}")
+        if target not in REC_TARGETS:
+            raise ValueError(f"target must be one of {REC_TARGETS}, got {target!r}")
         kept, inputs, targets = [], [], []
         for row in rows:
             train = np.asarray(row["train"], dtype=np.int64)
@@ -133,7 +145,7 @@ class Collator:
             perm = rng.permutation(train)
             n_target = min(max(1, round(mask_fraction * n)), max(n - 1, 1))
             kept.append(row)
-            targets.append(perm[:n_target])
+            targets.append(perm[:n_target] if target == "heldout" else train)
             inputs.append(perm[n_target:][: self.max_items])
         empty = [np.zeros(0, dtype=np.int64)] * len(kept)
         return self._rec_batch(kept, inputs, targets, empty)

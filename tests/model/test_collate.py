@@ -182,6 +182,25 @@ def test_rec_train_masks_a_fraction(collator):
         collator.collate_rec_train(rows, np.random.default_rng(0), mask_fraction=1.0)
 
 
+def test_rec_train_all_targets_every_train_item(collator):
+    rows = [
+        {"user": 0, "train": np.arange(9), "val": np.array([]), "test": np.array([])},
+        {"user": 1, "train": np.array([4]), "val": np.array([]), "test": np.array([])},
+    ]
+    rng = np.random.default_rng(0)
+    batch = collator.collate_rec_train(rows, rng, mask_fraction=0.2, target="all")
+    assert batch.target_offsets.tolist() == [0, 9, 10]  # the whole train set of each user
+    assert sorted(batch.target_items[:9].tolist()) == list(range(9))
+    v_u = collator.builder.vocab_size + N_USERS
+    inputs = batch.input_ids[0][batch.input_ids[0] >= v_u] - v_u
+    # The same prompt as the held-out target rule: 2 of 9 dropped, cut to max_items (4).
+    heldout = collator.collate_rec_train(rows, np.random.default_rng(0), mask_fraction=0.2)
+    assert torch.equal(heldout.input_ids, batch.input_ids)
+    assert len(inputs) == 4 and set(inputs.tolist()) <= set(range(9))
+    with pytest.raises(ValueError, match="target"):
+        collator.collate_rec_train(rows, rng, target="some")
+
+
 def test_empty_batches_are_well_shaped(collator):
     rng = np.random.default_rng(0)
     for batch in (

@@ -1,0 +1,44 @@
+"""One learning-rate schedule for every optimizer of a stage: the backbone's (DeepSpeed) and the
+ID tables' (row-wise Adagrad).
+
+The factor is a pure function of the global step and the stage's total steps (known from the
+manifest before the first step), so a resumed run continues on the same curve. Linear warm-up
+over ``warmup_fraction`` of the steps, then ``cosine`` / ``linear`` decay to zero, or
+``constant``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+
+SCHEDULES = ("cosine", "linear", "constant")
+
+
+def lr_factor(step: int, total: int, *, schedule: str, warmup_fraction: float) -> float:
+    """Multiplier in (0, 1] of the base learning rate for 0-based ``step`` of ``total``."""
+    if schedule not in SCHEDULES:
+        raise ValueError(f"schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
+    total = max(int(total), 1)
+    warm = int(round(warmup_fraction * total))
+    if step < warm:
+        return (step + 1) / warm
+    if schedule == "constant":
+        return 1.0
+    # Decay over the steps after warm-up; the last step keeps a small positive rate.
+    progress = min((step - warm + 1) / max(total - warm + 1, 1), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    return 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def set_lr(optimizers: Iterable[tuple[torch.optim.Optimizer, float]], factor: float) -> None:
+    """Set every param group of each (optimizer, base lr) pair to base lr × factor."""
+    for optimizer, base in optimizers:
+        for group in optimizer.param_groups:
+            group["lr"] = base * factor
+
+
+__all__ = ["SCHEDULES", "lr_factor", "set_lr"]
