@@ -98,17 +98,22 @@ def worker_shards(
 
 
 # --- blocks --------------------------------------------------------------------------------------
-def read_blocks(path: Path) -> Iterator[dict[str, Any]]:
+def read_blocks(path: Path, sha256: str | None = None) -> Iterator[dict[str, Any]]:
     """Decoded samples of one tar in stored order: ``{"__key__": key, member: value}``.
 
     Members are grouped by WebDataset key; ``name.npy`` is decoded to an array under ``name``,
     ``name.json`` to a Python object, anything else is kept as bytes under its extension.
+    ``sha256``: the manifest's digest; the shard is read once, hashed, and refused with a
+    ShardError when it differs (so training never runs on a corrupted shard).
     """
-    if path.stat().st_size == 0:  # an empty padding shard may be a zero-byte file
+    data = path.read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise ShardError(f"{path}: sha256 differs from the manifest's (corrupted or replaced)")
+    if not data:  # an empty padding shard may be a zero-byte file
         return
     sample: dict[str, Any] = {}
     try:
-        with tarfile.open(path, "r|*") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
             for member in tar:
                 match = _KEY_EXT.match(member.name)
                 if not member.isfile() or match is None:
@@ -231,7 +236,7 @@ def _rows_from(
             continue
         to_skip, rows, samples = start - position, 0, 0
         path = manifest.shard_path(shard)
-        for block in read_blocks(path):
+        for block in read_blocks(path, shard.sha256):
             block_rows = build(block, f"{path}: sample {block['__key__']}")
             samples += 1
             rows += len(block_rows)
