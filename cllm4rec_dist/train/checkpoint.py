@@ -24,6 +24,7 @@ directly; this project uses neither on resume, so run them only on checkpoints y
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import shutil
@@ -128,10 +129,12 @@ def save_checkpoint(
     tables: dict,
     table_optimizer: Any,
     dataset: dict[str, Any] | None = None,
+    keep_last: int = KEEP_LAST,
 ) -> Path:
     """Collective: every rank writes its part; rank 0 publishes it as ``latest``.
 
     dataset: the fingerprint of the training data (``Manifest.fingerprint``), checked on load.
+    keep_last: complete checkpoints kept besides this one and the best (older ones are pruned).
     """
     root = checkpoint_root(run_dir)
     path = root / f"step{state.global_step:08d}"
@@ -161,14 +164,14 @@ def save_checkpoint(
         tmp = root / "latest.tmp"
         tmp.write_text(path.name + "\n")
         tmp.replace(root / "latest")
-        _prune(root, keep={path.name, state.best_checkpoint})
+        _prune(root, keep={path.name, state.best_checkpoint}, keep_last=keep_last)
     dist_env.barrier()
     return path
 
 
-def _prune(root: Path, keep: set) -> None:
+def _prune(root: Path, keep: set, keep_last: int) -> None:
     done = sorted(p for p in root.glob("step*") if (p / "COMPLETE").exists())
-    for old in done[:-KEEP_LAST]:
+    for old in done[: -max(keep_last, 1)]:
         if old.name not in keep:
             shutil.rmtree(old, ignore_errors=True)
 
@@ -274,3 +277,43 @@ def load_checkpoint(
         return load_state(state_path)
     except TrainerStateError as err:
         raise CheckpointError(str(err)) from None
+
+
+class Checkpointer:
+    """The trainer's one handle on checkpoints (as torchtitan's CheckpointManager): what is
+    saved (engine, tables, their optimizer, the dataset fingerprint), when (``maybe_save``:
+    every ``every_steps``), what is kept (``keep_last`` + the best) and where resume starts."""
+
+    def __init__(self, run_dir: str | Path, built: Any, cfg: Any):
+        self.run_dir = Path(run_dir)
+        self._parts = (built.engine, built.tables, built.table_optimizer)
+        self.dataset = built.manifest.fingerprint
+        self.every_steps, self.keep_last = cfg.every_steps, cfg.keep_last
+        self.keep_best, self.resume = cfg.keep_best, cfg.resume
+
+    def save(self, state: TrainerState) -> Path:
+        """Collective. With keep_best off, the best checkpoint is pruned like any other."""
+        if not self.keep_best:
+            state = dataclasses.replace(state, best_checkpoint=None)
+        return save_checkpoint(
+            self.run_dir, state, *self._parts, dataset=self.dataset, keep_last=self.keep_last
+        )
+
+    def maybe_save(self, state: TrainerState) -> None:
+        if self.every_steps and state.global_step % self.every_steps == 0:
+            self.save(state)
+
+    def latest(self) -> Path | None:
+        return latest_checkpoint(self.run_dir)
+
+    def load(self, path: Path) -> TrainerState:
+        return load_checkpoint(path, *self._parts, dataset=self.dataset)
+
+    def load_latest(self) -> TrainerState | None:
+        """The state of the newest good checkpoint (None: none, or resume is off)."""
+        path = self.latest() if self.resume else None
+        if path is None:
+            return None
+        state = self.load(path)
+        log.info("resumed from %s at epoch %d phase %d step %d", path, *state.position())
+        return state
