@@ -13,6 +13,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from cllm4rec_dist.data.collate import REC_TARGETS
+from cllm4rec_dist.train.schedule import SCHEDULES
+
 
 @dataclass
 class LoraConfig:
@@ -56,18 +59,24 @@ class DataConfig:
     dir: str = MISSING  # a directory written by data_prep/prepare.py
     max_items: int = 64  # longest item history fed in one document
     max_text_tokens: int = 64  # longest main text of a content document
-    collab_batch_size: int = 16
-    content_batch_size: int = 16
-    rec_batch_size: int = 16
-    eval_batch_size: int = 64
+    collab_batch_size: int = 32  # per rank
+    content_batch_size: int = 64
+    rec_batch_size: int = 128
+    eval_batch_size: int = 256
     shuffle_buffer: int = 1000
+    # DataLoader processes per rank that read and collate the next batches while the current
+    # step runs (0 = on the training thread).
+    num_workers: int = 1
 
 
 @dataclass
 class OptimConfig:
     lr: float = 1e-4  # backbone (LoRA / full); the tables use tables.lr
     weight_decay: float = 0.0
-    warmup_steps: int = 0
+    # One schedule for backbone and tables (train/schedule.py): linear warm-up over this share
+    # of the stage's steps, then cosine | linear decay, or constant.
+    schedule: str = "cosine"
+    warmup_fraction: float = 0.05
     grad_clip: float = 1.0
 
 
@@ -81,15 +90,23 @@ class DeepSpeedConfig:
 @dataclass
 class StageConfig:
     name: str = "pretrain"  # pretrain | finetune | evaluate
-    epochs: int = 4
-    content_warmup_epochs: int = 1  # pretrain: content LM only for the first epochs
+    epochs: int = 10
+    content_warmup_epochs: int = 0  # pretrain: content LM only for the first epochs
     # Phases run each (non-warm-up) epoch, in order; each is one pass over its corpus.
-    phases: list[str] = field(default_factory=lambda: ["collaborative", "content"])
+    phases: list[str] = field(default_factory=lambda: ["collaborative"])
     lambda_v: float = 1.0
-    mask_fraction: float = 0.2  # finetune: share of a user's train items held out as targets
+    # finetune: share of a user's train items dropped from the prompt (input dropout)
+    mask_fraction: float = 0.2
+    # finetune targets: all = every train item (Mult-DAE style, the reference code), heldout =
+    # only the dropped items
+    rec_target: str = "all"
+    patience: int = 0  # stop after this many epochs without validation gain (0 = off)
     eval_every_epochs: int = 1  # 0 = never during training
     test_at_end: bool = True
     init_from: str | None = None  # a previous stage's export directory (tables + backbone)
+    # Load an export of another dataset with the same table sizes (by default its fingerprint
+    # must match this dataset's manifest).
+    allow_other_dataset: bool = False
     max_steps_per_phase: int | None = None  # for smoke runs and tests
 
 
@@ -103,7 +120,8 @@ class EvalConfig:
 class CheckpointConfig:
     every_steps: int = 0  # 0 = only at the end of each epoch
     resume: bool = True  # continue from <run.dir>/checkpoints/latest if present
-    keep_best: bool = True
+    keep_best: bool = True  # the best validation checkpoint survives pruning
+    keep_last: int = 2  # complete checkpoints kept (besides the best)
 
 
 @dataclass
@@ -187,6 +205,11 @@ def validate(cfg: Any) -> None:
     )
     _require(s.lambda_v >= 0, "stage.lambda_v", "must be >= 0")
     _require(0 < s.mask_fraction < 1, "stage.mask_fraction", "must be in (0, 1)")
+    _require(s.rec_target in REC_TARGETS, "stage.rec_target", f"must be one of {REC_TARGETS}")
+    _require(s.patience >= 0, "stage.patience", "must be >= 0")
+    o = cfg.optim
+    _require(o.schedule in SCHEDULES, "optim.schedule", f"must be one of {SCHEDULES}")
+    _require(0 <= o.warmup_fraction < 1, "optim.warmup_fraction", "must be in [0, 1)")
     _require(ds.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
     for key in (
         "collab_batch_size",
@@ -198,6 +221,24 @@ def validate(cfg: Any) -> None:
     ):
         _require(getattr(d, key) > 0, f"data.{key}", "must be > 0")
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
+    _require(cfg.tables.init_std > 0, "tables.init_std", "must be > 0")
+    _require(cfg.tables.eps > 0, "tables.eps", "must be > 0")
+    _require(o.lr >= 0, "optim.lr", "must be >= 0")
+    _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    _require(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = no clipping)")
+    _require(
+        s.max_steps_per_phase is None or s.max_steps_per_phase > 0,
+        "stage.max_steps_per_phase",
+        "must be > 0 (or null for whole passes)",
+    )
+    _require(s.eval_every_epochs >= 0, "stage.eval_every_epochs", "must be >= 0")
+    _require(d.shuffle_buffer > 0, "data.shuffle_buffer", "must be > 0")
+    _require(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    c, r = cfg.checkpoint, cfg.run
+    _require(c.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0 = each epoch)")
+    _require(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+    _require(r.log_every_steps > 0, "run.log_every_steps", "must be > 0")
+    _require(cfg.predict.batch_size > 0, "predict.batch_size", "must be > 0")
     _require(
         cfg.tables.optimizer == "rowwise_adagrad",
         "tables.optimizer",
@@ -217,4 +258,3 @@ def validate(cfg: Any) -> None:
 
 def register() -> None:
     ConfigStore.instance().store(name="schema", node=TrainConfig)
-

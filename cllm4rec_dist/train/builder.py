@@ -46,16 +46,19 @@ class Built:
     engine: Any  # DeepSpeedEngine wrapping the backbone, or None when it is frozen
     table_optimizer: RowWiseAdagrad
     mask_fraction: float
+    rec_target: str
     device: torch.device
 
-    def collate(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
+    def collate_host(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
+        """A training batch of ``phase`` on the CPU (what DataLoader workers build)."""
         if phase == "collaborative":
-            batch = self.collator.collate_collab(rows, rng)
-        elif phase == "content":
-            batch = self.collator.collate_content(rows)
-        else:
-            batch = self.collator.collate_rec_train(rows, rng, self.mask_fraction)
-        return batch.to(self.device)
+            return self.collator.collate_collab(rows, rng)
+        if phase == "content":
+            return self.collator.collate_content(rows)
+        return self.collator.collate_rec_train(rows, rng, self.mask_fraction, self.rec_target)
+
+    def collate(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
+        return self.collate_host(phase, rows, rng).to(self.device)
 
     def collate_eval(self, rows: list[dict], split: str) -> Any:
         return self.collator.collate_rec_eval(rows, split).to(self.device)
@@ -123,7 +126,13 @@ def build(cfg: Any) -> Built:
         else DenseItemScorer(item_table)
     )
     if cfg.stage.init_from:
-        load_export(Path(cfg.stage.init_from), backbone, tables)
+        load_export(
+            Path(cfg.stage.init_from),
+            backbone,
+            tables,
+            manifest=manifest,
+            allow_other_dataset=cfg.stage.allow_other_dataset,
+        )
     device = dist_env.device()
     for table in tables.values():
         table.to(device)
@@ -161,5 +170,6 @@ def build(cfg: Any) -> Built:
         engine,
         table_optimizer,
         cfg.stage.mask_fraction,
+        cfg.stage.rec_target,
         device,
     )

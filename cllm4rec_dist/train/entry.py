@@ -60,7 +60,7 @@ def run_stage(cfg: Any) -> dict[str, Any]:
     _start(cfg)
     # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.
     from cllm4rec_dist.train.builder import build
-    from cllm4rec_dist.train.trainer import Trainer, TrainingDiverged
+    from cllm4rec_dist.train.trainer import NothingToTrain, Trainer, TrainingDiverged
 
     run_dir = Path(cfg.run.dir)
     if dist_env.rank() == 0:
@@ -73,6 +73,9 @@ def run_stage(cfg: Any) -> dict[str, Any]:
     except TrainingDiverged as err:
         log.error("%s", err)
         sys.exit(3)
+    except NothingToTrain as err:
+        log.error("%s", err)
+        sys.exit(2)
     if dist_env.rank() == 0:
         shown = {k: v for k, v in result.items() if k != "losses"}
         print(json.dumps(shown, indent=2, default=float))

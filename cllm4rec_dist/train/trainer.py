@@ -16,19 +16,21 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 
-from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
+from cllm4rec_dist.data.loader import PhasePosition, phase_loader
+from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.eval.evaluate import evaluate
 from cllm4rec_dist.train import dist_env
 from cllm4rec_dist.train.builder import Built
-from cllm4rec_dist.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from cllm4rec_dist.train.checkpoint import Checkpointer
 from cllm4rec_dist.train.export import export_model
 from cllm4rec_dist.train.monitor import Monitor
+from cllm4rec_dist.train.schedule import lr_factor, set_lr
 from cllm4rec_dist.train.state import TrainerState
 
 log = logging.getLogger(__name__)
@@ -98,6 +100,10 @@ class TrainingDiverged(RuntimeError):
     """A loss became NaN/inf; the last good checkpoint is kept and named in the message."""
 
 
+class NothingToTrain(RuntimeError):
+    """The stage would run zero optimizer steps, or evaluate zero users (an empty dataset)."""
+
+
 class Preempted(Exception):
     """SIGUSR1/SIGTERM arrived (Slurm preemption or time limit): checkpoint, then exit 75."""
 
@@ -123,6 +129,8 @@ class Trainer:
         self.steps_this_run = 0
         self.losses: list[tuple[int, str, float]] = []  # (step number, phase, mean loss over ranks)
         self.preemption = PreemptionSignal()
+        self.checkpoints = Checkpointer(self.run_dir, built, cfg.checkpoint)
+        self._total_steps = self.total_steps()
 
     # ----- schedule -------------------------------------------------------------------------
     def phases_for(self, epoch: int) -> list[PhaseSpec]:
@@ -136,25 +144,46 @@ class Trainer:
         specs = []
         for name in names:
             rows = min(rows_per_rank(self.b.manifest, CORPUS[name], self.world))
-            steps = rows // sizes[name]
+            # A catalog smaller than one batch per rank trains on all its rows in one batch
+            # rather than skipping the phase: the batch size adapts to the manifest.
+            batch = max(min(sizes[name], rows), 1)
+            steps = rows // batch
             if s.max_steps_per_phase is not None:
                 steps = min(steps, s.max_steps_per_phase)
-            specs.append(PhaseSpec(name, sizes[name], steps))
+            specs.append(PhaseSpec(name, batch, steps))
         return specs
+
+    def total_steps(self) -> int:
+        """Optimizer steps of the whole stage (all epochs), the horizon of the LR schedule."""
+        return sum(spec.steps for e in range(self.cfg.stage.epochs) for spec in self.phases_for(e))
+
+    def early_stopped(self) -> bool:
+        """Validation has not improved for ``stage.patience`` epochs (0 = never stop early)."""
+        st, patience = self.state, self.cfg.stage.patience
+        return patience > 0 and st.best_epoch >= 0 and st.epoch - 1 - st.best_epoch >= patience
 
     # ----- main entry -----------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Train (resuming if a checkpoint exists), then test; returns the final metrics."""
         if self.rank == 0:
             (self.run_dir / PREEMPTED_MARKER).unlink(missing_ok=True)
+        if self.cfg.stage.epochs > 0 and self._total_steps == 0:
+            raise NothingToTrain(
+                f"{self.cfg.data.dir}: stage {self.cfg.stage.name} would run 0 steps "
+                f"(phases {list(self.cfg.stage.phases)} have no rows on some rank)"
+            )
         self._maybe_resume()
         try:
-            while self.state.epoch < self.cfg.stage.epochs:
+            while self.state.epoch < self.cfg.stage.epochs and not self.early_stopped():
                 self._run_epoch()
+            if self.early_stopped():
+                log.info(
+                    "early stop after epoch %d: no validation gain since epoch %d",
+                    self.state.epoch - 1,
+                    self.state.best_epoch,
+                )
         except Preempted:
-            path = save_checkpoint(
-                self.run_dir, self.state, self.b.engine, self.b.tables, self.b.table_optimizer
-            )
+            path = self.checkpoints.save(self.state)
             if self.rank == 0:
                 # The batch script requeues on this marker too: with --kill-on-bad-exit, srun may
                 # report a rank that was still shutting down as killed rather than exit 75.
@@ -176,9 +205,7 @@ class Trainer:
         result: dict[str, Any] = {"global_step": self.state.global_step, "losses": self.losses}
         if self.cfg.stage.epochs > 0 and not self.state.finished:
             self.state.finished = True
-            path = save_checkpoint(
-                self.run_dir, self.state, self.b.engine, self.b.tables, self.b.table_optimizer
-            )
+            path = self.checkpoints.save(self.state)
             export_model(self.b, self.cfg, self.run_dir / "export", path)
         if self.cfg.stage.name == "evaluate":
             result["val"] = self.evaluate("val")
@@ -196,13 +223,7 @@ class Trainer:
         return result
 
     def _maybe_resume(self) -> None:
-        if not self.cfg.checkpoint.resume:
-            return
-        path = latest_checkpoint(self.run_dir)
-        if path is None:
-            return
-        self.state = load_checkpoint(path, self.b.engine, self.b.tables, self.b.table_optimizer)
-        log.info("resumed from %s at epoch %d phase %d step %d", path, *self.state.position())
+        self.state = self.checkpoints.load_latest() or self.state
 
     def _load_best_for_test(self) -> None:
         best = self.state.best_checkpoint
@@ -212,7 +233,7 @@ class Trainer:
         if not (path / "COMPLETE").exists():
             raise FileNotFoundError(f"best checkpoint {path} is missing or incomplete")
         keep = self.state
-        load_checkpoint(path, self.b.engine, self.b.tables, self.b.table_optimizer)
+        self.checkpoints.load(path)
         self.state = keep
         log.info("testing the best validation checkpoint %s (epoch %d)", best, keep.best_epoch)
 
@@ -237,9 +258,7 @@ class Trainer:
         if improved:
             st.best_metric, st.best_epoch = value, st.epoch - 1
             st.best_checkpoint = f"step{st.global_step:08d}"
-        path = save_checkpoint(
-            self.run_dir, st, self.b.engine, self.b.tables, self.b.table_optimizer
-        )
+        path = self.checkpoints.save(st)
         if improved:
             export_model(self.b, self.cfg, self.run_dir / "best", path)
 
@@ -248,16 +267,21 @@ class Trainer:
         if spec.steps == 0:
             log.warning("phase %s has no full batch on some rank; skipped", spec.name)
             return
-        rows = iter_rows(
-            cfg.data.dir,
-            CORPUS[spec.name],
+        position = PhasePosition(
+            data_dir=cfg.data.dir,
+            corpus=CORPUS[spec.name],
             rank=self.rank,
             world_size=self.world,
             epoch=st.epoch,
+            phase_index=st.phase_index,
             seed=cfg.run.seed,
-            shuffle=True,
             shuffle_buffer=cfg.data.shuffle_buffer,
-            skip=st.step_in_phase * spec.batch_size,
+            batch_size=spec.batch_size,
+            start_step=st.step_in_phase,
+            steps=spec.steps,
+        )
+        batches = iter(
+            phase_loader(position, partial(self.b.collate_host, spec.name), cfg.data.num_workers)
         )
         self.b.model.train()
         bar = self.monitor.progress(
@@ -265,16 +289,12 @@ class Trainer:
         )
         window = _Throughput()
         while st.step_in_phase < spec.steps:
-            batch_rows = [next(rows) for _ in range(spec.batch_size)]
-            rng = np.random.default_rng(
-                [cfg.run.seed, st.epoch, st.phase_index, self.rank, st.step_in_phase]
-            )
-            batch = self.b.collate(spec.name, batch_rows, rng)
+            batch = next(batches).to(self.b.device)
             self._set_lr()
             step = train_step(self.b, spec.name, batch, self.preemption)
             out, mean_loss = step.out, step.mean_loss
             if not math.isfinite(mean_loss):
-                last = latest_checkpoint(self.run_dir)
+                last = self.checkpoints.latest()
                 raise TrainingDiverged(
                     f"non-finite {spec.name} loss at epoch {st.epoch}, step {st.global_step}; "
                     f"no update was applied. Last good checkpoint: {last or 'none yet'}"
@@ -283,14 +303,11 @@ class Trainer:
             st.global_step += 1
             self.losses.append((st.global_step, spec.name, mean_loss))
             self.steps_this_run += 1
-            window.add(out.tokens, len(batch_rows))
+            window.add(out.tokens, batch.num_documents)
             bar.update(1)
             if st.global_step % cfg.run.log_every_steps == 0 or st.step_in_phase == spec.steps:
                 self._log_step(spec.name, out, window)
-            if cfg.checkpoint.every_steps and st.global_step % cfg.checkpoint.every_steps == 0:
-                save_checkpoint(
-                    self.run_dir, st, self.b.engine, self.b.tables, self.b.table_optimizer
-                )
+            self.checkpoints.maybe_save(st)
             if step.preempted:
                 bar.close()
                 raise Preempted
@@ -305,11 +322,18 @@ class Trainer:
         bar.close()
 
     def _set_lr(self) -> None:
-        warm = self.cfg.optim.warmup_steps
-        scale = min(1.0, (self.state.global_step + 1) / warm) if warm > 0 else 1.0
+        """Backbone and tables follow the same warm-up and decay (train/schedule.py)."""
+        o = self.cfg.optim
+        factor = lr_factor(
+            self.state.global_step,
+            self._total_steps,
+            schedule=o.schedule,
+            warmup_fraction=o.warmup_fraction,
+        )
+        optimizers = [(self.b.table_optimizer, self.cfg.tables.lr)]
         if self.b.engine is not None:
-            for group in self.b.engine.optimizer.param_groups:
-                group["lr"] = self.cfg.optim.lr * scale
+            optimizers.append((self.b.engine.optimizer, o.lr))
+        set_lr(optimizers, factor)
 
     def _log_step(self, phase: str, out: Any, window: _Throughput) -> None:
         stats = torch.tensor(
@@ -326,7 +350,7 @@ class Trainer:
         elapsed = max(window.elapsed(), 1e-9)
         values["throughput/tokens_per_s"] = stats[-2].item() / elapsed
         values["throughput/samples_per_s"] = stats[-1].item() / elapsed
-        values["lr/tables"] = self.cfg.tables.lr
+        values["lr/tables"] = self.b.table_optimizer.param_groups[0]["lr"]
         if self.b.engine is not None:
             values["lr/backbone"] = self.b.engine.optimizer.param_groups[0]["lr"]
         self.monitor.scalars("train", values, self.state.global_step)
@@ -335,6 +359,8 @@ class Trainer:
     # ----- evaluation -----------------------------------------------------------------------
     def evaluate(self, split: str) -> dict[str, float]:
         metrics = evaluate(self.b, self.cfg, split)
+        if metrics["users"] == 0:
+            raise NothingToTrain(f"{self.cfg.data.dir}: no user has {split} items to evaluate")
         if self.rank == 0:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users")
             log.info("%s (%d users): %s", split, int(metrics["users"]), shown)

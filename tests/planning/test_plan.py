@@ -94,13 +94,14 @@ def test_counts_from_plan_keys_need_no_dataset(tmp_path):
 
 
 def test_stage_phases_follow_the_stage_config():
-    cfg = _compose(["data.dir=/tmp/x", "stage=finetune"])
+    cfg = _compose(["data.dir=/tmp/x", "stage=finetune", "stage.phases=[recommendation,content]"])
     got, seq = phases(cfg, prompt_tokens=10)
     assert [p.name for p in got] == ["recommendation", "content"]
     rec = got[0]
     assert rec.scored_rows == cfg.data.rec_batch_size
     assert seq["recommendation"] == 20 + cfg.data.max_items
-    pre, _ = phases(_compose(["data.dir=/tmp/x"]), prompt_tokens=10)
+    pretrain = ["stage.content_warmup_epochs=1", "stage.phases=[collaborative,content]"]
+    pre, _ = phases(_compose(["data.dir=/tmp/x", *pretrain]), prompt_tokens=10)
     assert [p.name for p in pre] == ["content", "collaborative"]  # warm-up first
 
 

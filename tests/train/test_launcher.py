@@ -57,6 +57,7 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
         f"data.dir={tiny_dataset}",
         "stage.epochs=2",
         "stage.content_warmup_epochs=1",
+        "stage.phases=[collaborative,content]",
         "stage.max_steps_per_phase=4",
         "checkpoint.every_steps=2",
         "model.mode=full",

@@ -20,7 +20,12 @@ RTOL = 1e-4
 STAGES = {
     "pretrain_frozen": (
         "pretrain",
-        ["stage.epochs=2", "stage.content_warmup_epochs=1", "stage.max_steps_per_phase=3"],
+        [
+            "stage.epochs=2",
+            "stage.content_warmup_epochs=1",
+            "stage.phases=[collaborative,content]",
+            "stage.max_steps_per_phase=3",
+        ],
     ),
     "pretrain_lora": (
         "pretrain",
@@ -32,7 +37,10 @@ STAGES = {
             "model.lora.target_modules=[q_proj,v_proj]",
         ],
     ),
-    "finetune_frozen": ("finetune", ["stage.epochs=2", "stage.max_steps_per_phase=3"]),
+    "finetune_frozen": (
+        "finetune",
+        ["stage.epochs=2", "stage.phases=[recommendation,content]", "stage.max_steps_per_phase=3"],
+    ),
 }
 
 
@@ -79,6 +87,7 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
         f"data.dir={tiny_dataset}",
         "stage.epochs=2",
         "stage.content_warmup_epochs=1",
+        "stage.phases=[collaborative,content]",
         "stage.max_steps_per_phase=4",
         "checkpoint.every_steps=3",
         "model.mode=full",
@@ -149,6 +158,7 @@ def test_nan_loss_stops_and_keeps_last_checkpoint(tiny_dataset, tmp_path):
             f"run.dir={run_dir}",
             "stage.epochs=2",
             "stage.content_warmup_epochs=1",
+            "stage.phases=[collaborative,content]",
             "stage.max_steps_per_phase=3",
             "checkpoint.every_steps=2",
         ],
@@ -180,6 +190,7 @@ def test_preemption_signal_checkpoints_and_resumes(tiny_dataset, tmp_path):
         f"run.dir={tmp_path / 'run'}",
         "stage.epochs=2",
         "stage.content_warmup_epochs=1",
+        "stage.phases=[collaborative,content]",
         "stage.max_steps_per_phase=3",
     ]
     code, step = run_ranks(_run_with_signal, 1, overrides, 2)[0]

@@ -24,6 +24,9 @@ TINY = [
     "model.intermediate_size=64",
     "run.progress_bar=false",
     "run.log_every_steps=1",
+    # Batches collated on the training thread: a worker process per phase only adds start-up
+    # time at these sizes (tests/data/test_loader.py checks that workers give the same batches).
+    "data.num_workers=0",
 ]
 
 register()
