@@ -63,6 +63,9 @@ class DataConfig:
     content_batch_size: int = 64
     rec_batch_size: int = 128
     eval_batch_size: int = 256
+    # Per-rank batches shrink (from the sizes above) so that one pass over a corpus takes at
+    # least this many steps on every rank: small catalogs get enough updates per epoch.
+    min_steps_per_epoch: int = 16
     shuffle_buffer: int = 1000
     # DataLoader processes per rank that read and collate the next batches while the current
     # step runs (0 = on the training thread).
@@ -234,6 +237,7 @@ def validate(cfg: Any) -> None:
     _require(s.eval_every_epochs >= 0, "stage.eval_every_epochs", "must be >= 0")
     _require(d.shuffle_buffer > 0, "data.shuffle_buffer", "must be > 0")
     _require(d.num_workers >= 0, "data.num_workers", "must be >= 0")
+    _require(d.min_steps_per_epoch >= 1, "data.min_steps_per_epoch", "must be >= 1")
     c, r = cfg.checkpoint, cfg.run
     _require(c.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0 = each epoch)")
     _require(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")

@@ -144,9 +144,10 @@ class Trainer:
         specs = []
         for name in names:
             rows = min(rows_per_rank(self.b.manifest, CORPUS[name], self.world))
-            # A catalog smaller than one batch per rank trains on all its rows in one batch
-            # rather than skipping the phase: the batch size adapts to the manifest.
-            batch = max(min(sizes[name], rows), 1)
+            # The batch adapts to the catalog (manifest row counts): a rank takes at least
+            # data.min_steps_per_epoch steps per pass, so a small catalog is not trained with
+            # a handful of updates per epoch, and never skips a phase for want of one batch.
+            batch = max(min(sizes[name], rows // max(d.min_steps_per_epoch, 1)), 1)
             steps = rows // batch
             if s.max_steps_per_phase is not None:
                 steps = min(steps, s.max_steps_per_phase)

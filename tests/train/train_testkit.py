@@ -27,6 +27,7 @@ TINY = [
     # Batches collated on the training thread: a worker process per phase only adds start-up
     # time at these sizes (tests/data/test_loader.py checks that workers give the same batches).
     "data.num_workers=0",
+    "data.min_steps_per_epoch=1",  # the tiny catalog keeps its batch of 4
 ]
 
 register()
