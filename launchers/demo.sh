@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# `make demo`: the whole pipeline on the built-in synthetic catalog, on CPU, with 2 DeepSpeed ranks:
-# data prep (Ray) -> pretrain -> finetune (validation picks the best epoch) -> test metrics beside
-# a popularity baseline on the same split.
+# `make demo`: the whole pipeline on the built-in synthetic catalog, on CPU, with 2 DeepSpeed ranks,
+# with the default recipe: data prep (Ray) -> pretrain -> finetune (validation picks the best
+# epoch) -> test metrics beside popularity and EASE on the same split. The screen shows the
+# stage headers, one progress bar per phase and the final table; DeepSpeed's, Ray's and the
+# trainer's log lines go to each stage's log file under $OUT/logs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 OUT=${DEMO_OUT:-demo_out}
@@ -10,27 +12,43 @@ export DS_ACCELERATOR=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARAL
 export RAY_AUTH_MODE=${RAY_AUTH_MODE:-disabled} PYTHONUNBUFFERED=1 # local Ray binds 127.0.0.1 only
 port() { "$PY" -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 DS=(.venv/bin/deepspeed --num_gpus 2 --no_local_rank)
-MODEL=(model.mode=full deepspeed=zero2 optim.lr=1e-3)
+LOGS="$OUT/logs"
 start=$(date +%s)
 
+# Runs "$@" with its output in $LOGS/$name.log; progress bars (tqdm writes them with \r) are
+# echoed to the terminal, everything else stays in the log. On failure the log's tail is shown.
+stage() {
+  local name=$1
+  shift
+  if ! "$@" > >(tee "$LOGS/$name.log" | tr '\r' '\n' | grep --line-buffered -E '^epoch [0-9]+ .*\|' \
+    | awk '{ printf "\r  %s", $0; fflush() } END { print "" }') 2>&1; then
+    echo "failed: $name; last lines of $LOGS/$name.log:" >&2
+    tail -n 30 "$LOGS/$name.log" >&2
+    exit 1
+  fi
+}
+
 rm -rf "$OUT"
+mkdir -p "$LOGS"
 echo "== 1/4 data prep (synthetic catalog) -> $OUT/data"
-"$PY" data_prep/prepare.py source=synthetic output_dir="$OUT/data"
+"$PY" data_prep/prepare.py source=synthetic output_dir="$OUT/data" progress=false \
+  > "$LOGS/prepare.log" 2>&1 || { tail -n 30 "$LOGS/prepare.log" >&2; exit 1; }
 
 echo "== 2/4 pretraining on 2 ranks -> $OUT/pretrain"
-"${DS[@]}" --master_port "$(port)" launchers/pretrain.py data.dir="$OUT/data" \
-  run.dir="$OUT/pretrain" "${MODEL[@]}" run.progress_bar=false
+stage pretrain "${DS[@]}" --master_port "$(port)" launchers/pretrain.py data.dir="$OUT/data" \
+  run.dir="$OUT/pretrain"
 
 echo "== 3/4 finetuning on 2 ranks -> $OUT/finetune"
-"${DS[@]}" --master_port "$(port)" launchers/finetune.py data.dir="$OUT/data" \
-  run.dir="$OUT/finetune" stage.init_from="$OUT/pretrain/export" "${MODEL[@]}" \
-  run.progress_bar=false
+stage finetune "${DS[@]}" --master_port "$(port)" launchers/finetune.py data.dir="$OUT/data" \
+  run.dir="$OUT/finetune" stage.init_from="$OUT/pretrain/export"
 
-echo "== 4/4 popularity baseline on the same split"
-"$PY" launchers/baseline.py data_dir="$OUT/data" method=popularity output="$OUT/popularity.json" \
-  > /dev/null
+echo "== 4/4 popularity and EASE baselines on the same split"
+for method in popularity ease; do
+  "$PY" launchers/baseline.py data_dir="$OUT/data" method=$method output="$OUT/$method.json" \
+    > "$LOGS/$method.log" 2>&1 || { tail -n 30 "$LOGS/$method.log" >&2; exit 1; }
+done
 
 "$PY" -m cllm4rec_dist.eval.report --model "$OUT/finetune/metrics.json" \
-  --baseline "$OUT/popularity.json"
-echo "demo finished in $(( $(date +%s) - start )) s"
+  --baseline "$OUT/popularity.json" --baseline "$OUT/ease.json"
+echo "demo finished in $(( $(date +%s) - start )) s; logs in $LOGS"
 echo "TensorBoard: .venv/bin/tensorboard --logdir $OUT --host 127.0.0.1 --port 6006"
