@@ -1,8 +1,8 @@
-"""Per-dataset recipes of the quality runs (issue #6): how each dataset is prepared, which
-experiment config it trains with, and the stage settings picked on validation.
+"""Per-dataset recipes of the quality runs: how each dataset is prepared. Training uses the
+DEFAULT configs (no per-dataset epochs, learning rates or presets: the defaults are the product,
+tuned on validation across the four datasets, docs/results.md); only ``tiny`` shortens a run.
 
-A recipe's ``pretrain``/``finetune`` lists are Hydra overrides for that stage only (the experiment
-config under ``configs/experiment/`` holds what both stages share). ``variants`` are the rows of a
+A recipe's ``pretrain``/``finetune`` lists are Hydra overrides for that stage only. ``variants`` are the rows of a
 dataset's table besides the baselines; each adds overrides to both stages (``both``), to one stage,
 or replaces finetuning by the ``evaluate`` stage on the pretrain export (``finetune: False``).
 """
@@ -12,10 +12,15 @@ from __future__ import annotations
 RAW = "${RAW_DATA_ROOT}"  # substituted by run.py (default ../shared/data)
 
 VARIANTS = {
-    # CLLM4Rec as configured by the experiment file (debug backbone, mode tuned on validation).
+    # CLLM4Rec with the default configs.
     "cllm4rec": {},
-    # Ablations (ml-100k): no mutual regularization; no recommendation finetuning; backbone mode.
+    # Ablations: no mutual regularization; the content LM in both stages; no recommendation
+    # finetuning; backbone mode.
     "lambda_v0": {"both": ["stage.lambda_v=0"]},
+    "content": {
+        "pretrain": ["stage.content_warmup_epochs=1", "stage.phases=[collaborative,content]"],
+        "finetune_overrides": ["stage.phases=[recommendation,content]"],
+    },
     "no_finetune": {"finetune": False},
     "frozen": {"both": ["model.mode=frozen"]},
     "lora": {"both": ["model.mode=lora", "optim.lr=1e-3"]},
@@ -27,9 +32,9 @@ VARIANTS = {
 RECIPES = {
     "ml100k": {
         "prep": ["source=movielens", f"source.path={RAW}/ml-100k", "filter.min_rating=3"],
-        "experiment": "ml100k",
-        "pretrain": ["stage.epochs=2", "stage.content_warmup_epochs=1"],
-        "finetune": ["stage.epochs=10"],
+        "experiment": None,
+        "pretrain": [],
+        "finetune": [],
     },
     "beauty": {
         "prep": [
@@ -39,34 +44,22 @@ RECIPES = {
             f"source.item_text_path={RAW}/amazon_beauty/idgenrec_p5/"
             "item_generative_indexing_phase_0.txt",
         ],
-        "experiment": "beauty",
-        # 2-core CPU budget: one pass of each phase capped at 100 steps per rank (3,200 of the
-        # 22,363 users), then 2 finetuning epochs capped at 150 steps per phase and rank.
-        "pretrain": [
-            "stage.epochs=1",
-            "stage.content_warmup_epochs=0",
-            "stage.max_steps_per_phase=100",
-        ],
-        "finetune": ["stage.epochs=2", "stage.max_steps_per_phase=150"],
+        "experiment": None,
+        "pretrain": [],
+        "finetune": [],
     },
     "scientific": {
         "prep": ["source=lcrec_json", f"source.path={RAW}/amazon_scientific/Scientific.inter.json"],
-        "experiment": "scientific",
-        # 2-core CPU budget: one collaborative + content pass, then 2 finetuning epochs.
-        "pretrain": ["stage.epochs=1", "stage.content_warmup_epochs=0"],
-        "finetune": ["stage.epochs=2"],
+        "experiment": None,
+        "pretrain": [],
+        "finetune": [],
     },
     "lastfm": {
-        # No text at all: the content corpus is empty, so pretraining is the collaborative LM
-        # only and finetuning is recommendation only (lambda_v has nothing to pull towards).
+        # No text at all: the content corpus is empty.
         "prep": ["source=sequences", f"source.path={RAW}/lastfm/s3rec/LastFM.txt"],
-        "experiment": "lastfm",
-        "pretrain": [
-            "stage.epochs=2",
-            "stage.content_warmup_epochs=0",
-            "stage.phases=[collaborative]",
-        ],
-        "finetune": ["stage.epochs=10", "stage.phases=[recommendation]"],
+        "experiment": None,
+        "pretrain": [],
+        "finetune": [],
     },
     # A few seconds of everything, for tests/experiments (the built-in synthetic generator).
     "tiny": {

@@ -31,7 +31,7 @@ from recipes import RECIPES, VARIANTS  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 COLUMNS = ("recall@20", "recall@40", "ndcg@100")
-BASELINES = ("popularity", "ease")
+BASELINES = ("popularity", "ease", "multvae")
 
 
 def _env() -> dict[str, str]:
