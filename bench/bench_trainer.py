@@ -1,0 +1,207 @@
+"""Trainer step throughput: today's default loop against the new defaults, in one run.
+
+A Beauty-sized synthetic catalog (22,363 users x 12,101 items by default; prepared once with
+``data_prep/prepare.py source=synthetic``) is trained at world size 1 through the real parts of
+the trainer: the phase loader (``data/loader.py``: rows read and collated, in a worker process
+when ``data.num_workers`` > 0), the model's losses (ID-table lookup + backbone + item head),
+backward and the row-wise Adagrad step. Each part is timed on its own (the loader part is the
+time the training thread waits for the next batch), so the shares add up to the step.
+
+Variants (Hydra overrides of the finetune/pretrain configs):
+
+- ``old d=64``: the defaults before this change: batch 16 per phase, no loader worker.
+- ``new d=64``: the current defaults (hundreds of users per step, one loader worker).
+- ``new d=256``: the current defaults with a medium debug backbone (hidden 256, 4 layers).
+
+For each variant and phase (recommendation = finetuning, collaborative = pretraining) it prints
+users/s, tokens/s (non-padding), the share of step time per part and the model-FLOPs
+utilisation (MFU): counted FLOPs (backbone matmuls and attention over the padded grid, x2 for
+a frozen backbone's backward of activations only, plus the item head's three [N, H] x [H, I]
+products) over the step time, against the fp32 matmul rate measured in the same run with the same
+thread count. The last line is ``ratio X.XX mfu YY.Y%``: finetuning users/s of ``new d=64``
+over ``old d=64``, and the MFU of ``new d=256``'s finetuning step.
+
+    .venv/bin/python bench/bench_trainer.py [--work /tmp/bench_trainer] [--steps 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import subprocess
+import sys
+import time
+from functools import partial
+from pathlib import Path
+
+import torch
+from hydra import compose, initialize_config_dir
+
+from cllm4rec_dist.config import register
+from cllm4rec_dist.data.loader import PhasePosition, phase_loader
+from cllm4rec_dist.data.shards import rows_per_rank
+from cllm4rec_dist.train import dist_env
+from cllm4rec_dist.train.builder import build
+
+REPO = Path(__file__).resolve().parents[1]
+PARTS = ("loader", "forward", "backward", "optimizer")
+VARIANTS = {
+    "old d=64": [
+        "data.rec_batch_size=16",
+        "data.collab_batch_size=16",
+        "data.content_batch_size=16",
+        "data.num_workers=0",
+    ],
+    "new d=64": [],
+    "new d=256": [
+        "model.hidden_size=256",
+        "model.intermediate_size=1024",
+        "model.num_layers=4",
+        "model.num_heads=4",
+    ],
+}
+PHASES = {"recommendation": "finetune", "collaborative": "pretrain"}
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--work", default="/tmp/bench_trainer", help="where the catalog is prepared")
+    p.add_argument("--users", type=int, default=22363)
+    p.add_argument("--items", type=int, default=12101)
+    p.add_argument("--mean-interactions", type=float, default=9.0)
+    p.add_argument("--steps", type=int, default=20, help="timed steps per variant and phase")
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (as OMP_NUM_THREADS)")
+    return p.parse_args()
+
+
+def prepare(args: argparse.Namespace) -> Path:
+    data = Path(args.work) / f"synthetic-{args.users}x{args.items}"
+    if (data / "manifest.json").exists():
+        return data
+    cmd = [
+        sys.executable,
+        str(REPO / "data_prep/prepare.py"),
+        "source=synthetic",
+        f"source.num_users={args.users}",
+        f"source.num_items={args.items}",
+        f"source.mean_interactions={args.mean_interactions}",
+        "source.min_interactions=3",
+        "progress=false",
+        f"output_dir={data}",
+    ]
+    subprocess.run(cmd, check=True, cwd=REPO, stdout=subprocess.DEVNULL)
+    return data
+
+
+def matmul_flops(threads: int) -> float:
+    """Measured fp32 matmul FLOP/s (median of 5 products of 1024 x 1024 x 1024)."""
+    a, b = torch.randn(1024, 1024), torch.randn(1024, 1024)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(5):
+        t = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - t)
+    return 2 * 1024**3 / sorted(times)[2]
+
+
+def step_flops(cfg, batch, scored_rows: int, num_items: int) -> float:
+    """Counted FLOPs of one training step (see the module docstring)."""
+    m = cfg.model
+    h, ff, layers = m.hidden_size, m.intermediate_size, m.num_layers
+    rows, width = batch.input_ids.shape
+    grid = rows * width
+    linear = 2 * (4 * h * h + 3 * h * ff) * grid * layers
+    attention = 4 * rows * width * width * h * layers
+    backbone = (linear + attention) * (3 if m.mode == "full" else 2)
+    head = 3 * 2 * scored_rows * h * num_items
+    return backbone + head
+
+
+def bench_phase(cfg, built, phase: str, steps: int, warmup: int, peak: float) -> dict:
+    manifest = built.manifest
+    batch_size = {
+        "recommendation": cfg.data.rec_batch_size,
+        "collaborative": cfg.data.collab_batch_size,
+    }[phase]
+    rows = rows_per_rank(manifest, phase, 1)[0]
+    steps = min(steps, rows // batch_size - warmup)
+    position = PhasePosition(
+        cfg.data.dir, phase, 0, 1, 0, 0, cfg.run.seed, cfg.data.shuffle_buffer, batch_size, 0,
+        steps + warmup,
+    )  # fmt: skip
+    loader = iter(phase_loader(position, partial(built.collate_host, phase), cfg.data.num_workers))
+    totals = dict.fromkeys(PARTS, 0.0)
+    users = tokens = flops = 0.0
+    for i in range(steps + warmup):
+        t0 = time.perf_counter()
+        batch = next(loader).to(built.device)
+        t1 = time.perf_counter()
+        out = built.loss(phase, batch)
+        t2 = time.perf_counter()
+        out.loss.backward()
+        t3 = time.perf_counter()
+        built.table_optimizer.step()
+        built.table_optimizer.zero_grad()
+        t4 = time.perf_counter()
+        if i < warmup:
+            continue
+        for part, dt in zip(PARTS, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+            totals[part] += dt
+        users += batch.num_documents
+        tokens += out.tokens
+        scored = batch.num_documents if phase == "recommendation" else batch.target_items.numel()
+        flops += step_flops(cfg, batch, scored, manifest.num_items)
+    total = sum(totals.values())
+    return {
+        "steps": steps,
+        "users_s": users / total,
+        "tokens_s": tokens / total,
+        "shares": {p: totals[p] / total for p in PARTS},
+        "mfu": flops / total / peak,
+        "ms_step": 1000 * total / steps,
+    }
+
+
+def main() -> None:
+    args = parse_args()
+    torch.set_num_threads(args.threads)
+    os.environ.setdefault("DS_ACCELERATOR", "cpu")
+    dist_env.init_distributed()
+    register()
+    data = prepare(args)
+    peak = matmul_flops(args.threads)
+    load = os.getloadavg()
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
+    print(f"torch threads {args.threads}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(f"catalog {data} ({args.users} users x {args.items} items)")
+    print(f"measured fp32 matmul: {peak / 1e9:.1f} GFLOP/s")
+    results = {}
+    for name, overrides in VARIANTS.items():
+        for phase, stage in PHASES.items():
+            with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+                cfg = compose(
+                    stage, [f"data.dir={data}", "run.dir=/tmp/bench_trainer/run", *overrides]
+                )
+            built = build(cfg)
+            r = bench_phase(cfg, built, phase, args.steps, args.warmup, peak)
+            results[(name, phase)] = r
+            shares = " ".join(f"{p} {100 * s:4.1f}%" for p, s in r["shares"].items())
+            print(
+                f"{name:10s} {phase:15s} {r['users_s']:8.0f} users/s {r['tokens_s']:9.0f} "
+                f"tokens/s {r['ms_step']:7.1f} ms/step  mfu {100 * r['mfu']:5.1f}%  [{shares}]",
+                flush=True,
+            )
+    ratio = (
+        results[("new d=64", "recommendation")]["users_s"]
+        / results[("old d=64", "recommendation")]["users_s"]
+    )
+    mfu = results[("new d=256", "recommendation")]["mfu"]
+    print(f"ratio {ratio:.2f} mfu {100 * mfu:.1f}%")
+
+
+if __name__ == "__main__":
+    main()
