@@ -79,6 +79,20 @@ def test_data_prep_configs_compose():
         ("stage.mask_fraction=1.5", "stage.mask_fraction"),
         ("eval.select_metric=ndcg@7", "eval.select_metric"),
         ("data.collab_batch_size=0", "data.collab_batch_size"),
+        # Issue 13: values that used to fail mid-run or be accepted silently.
+        ("run.log_every_steps=0", "run.log_every_steps"),
+        ("optim.lr=-1e-4", "optim.lr"),
+        ("checkpoint.every_steps=-5", "checkpoint.every_steps"),
+        ("optim.grad_clip=-1", "optim.grad_clip"),
+        ("optim.warmup_fraction=-0.1", "optim.warmup_fraction"),
+        ("tables.init_std=-0.02", "tables.init_std"),
+        ("stage.max_steps_per_phase=0", "stage.max_steps_per_phase"),
+        ("checkpoint.keep_last=0", "checkpoint.keep_last"),
+        ("optim.schedule=step", "optim.schedule"),
+        ("stage.rec_target=some", "stage.rec_target"),
+        ("stage.patience=-1", "stage.patience"),
+        ("data.min_steps_per_epoch=0", "data.min_steps_per_epoch"),
+        ("data.num_workers=-1", "data.num_workers"),
     ],
 )
 def test_invalid_values_name_the_key(override, key):

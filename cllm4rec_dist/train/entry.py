@@ -41,7 +41,46 @@ def _start(cfg: Any) -> None:
     dist_env.init_distributed()
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Errors caused by the user's input (a file, a dataset, an export, a checkpoint): printed as
+    one line naming the culprit, exit 2; ``CLLM4REC_DEBUG=1`` re-raises for the traceback."""
+    from cllm4rec_dist.data.manifest import ManifestError
+    from cllm4rec_dist.data.shards import ShardError
+    from cllm4rec_dist.distributed.table_checkpoint import TableCheckpointError
+    from cllm4rec_dist.train.checkpoint import CheckpointError
+    from cllm4rec_dist.train.export import ExportMismatchError
+    from cllm4rec_dist.train.state import TrainerStateError
+
+    return (
+        FileNotFoundError,
+        ManifestError,
+        ShardError,
+        TableCheckpointError,
+        CheckpointError,
+        ExportMismatchError,
+        TrainerStateError,
+    )
+
+
+def _fail_on_user_error(fn: Any, cfg: Any) -> Any:
+    try:
+        return fn(cfg)
+    except user_errors() as err:
+        if os.environ.get("CLLM4REC_DEBUG"):
+            raise
+        log.error("%s: %s (CLLM4REC_DEBUG=1 shows the traceback)", type(err).__name__, err)
+        sys.exit(2)
+
+
 def run_predict(cfg: Any) -> None:
+    _fail_on_user_error(_run_predict, cfg)
+
+
+def run_stage(cfg: Any) -> dict[str, Any]:
+    return _fail_on_user_error(_run_stage, cfg)
+
+
+def _run_predict(cfg: Any) -> None:
     """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
     _start(cfg)
     if not cfg.stage.init_from:
@@ -55,7 +94,7 @@ def run_predict(cfg: Any) -> None:
         print(f"predictions: {out / 'manifest.json'}")
 
 
-def run_stage(cfg: Any) -> dict[str, Any]:
+def _run_stage(cfg: Any) -> dict[str, Any]:
     """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
     _start(cfg)
     # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.
