@@ -21,7 +21,7 @@ stage() {
   local name=$1
   shift
   if ! "$@" > >(tee "$LOGS/$name.log" | tr '\r' '\n' | grep --line-buffered -E '^epoch [0-9]+ .*\|' \
-    | awk '{ printf "\r  %s", $0; fflush() } END { print "" }') 2>&1; then
+    | sed -u -E 's/\].*/]/' | awk '{ printf "\r  %s", $0; fflush() } END { print "" }') 2>&1; then
     echo "failed: $name; last lines of $LOGS/$name.log:" >&2
     tail -n 30 "$LOGS/$name.log" >&2
     exit 1
