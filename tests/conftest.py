@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -55,3 +58,21 @@ def prepare(output_dir: Path, overrides: list[str]) -> Path:
 def tiny_dataset(tmp_path_factory) -> Path:
     """A prepared tiny synthetic dataset directory (shared by the whole session, read-only)."""
     return prepare(tmp_path_factory.mktemp("tiny") / "data", TINY_PREP)
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray (127.0.0.1 only) for every test that runs the pipeline in-process (the
+    pipeline reuses a running session)."""
+    import ray
+
+    from data_prep.pipeline.raytools import start_local_ray
+
+    if ray.is_initialized():
+        yield
+        return
+    temp_dir = tempfile.mkdtemp(prefix="ray-test-")
+    start_local_ray(num_cpus=2, temp_dir=temp_dir)
+    yield
+    ray.shutdown()
+    shutil.rmtree(temp_dir, ignore_errors=True)

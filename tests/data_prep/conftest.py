@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import ray
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
 from data_prep.config import register_configs
-from data_prep.pipeline.raytools import start_local_ray
 from data_prep.pipeline.runner import run_prepare
 
 REPO = Path(__file__).resolve().parents[2]
@@ -46,19 +41,6 @@ def compose_config(overrides: list[str]) -> DictConfig:
 def compose_cfg():
     """``compose(overrides) -> DictConfig`` of configs/data_prep/config.yaml (no Ray needed)."""
     return compose_config
-
-
-@pytest.fixture(scope="session")
-def ray_session() -> Iterator[None]:
-    """One local Ray for all pipeline tests (the pipeline reuses a running session)."""
-    if ray.is_initialized():
-        yield
-        return
-    temp_dir = tempfile.mkdtemp(prefix="ray-test-")
-    start_local_ray(num_cpus=2, temp_dir=temp_dir)
-    yield
-    ray.shutdown()
-    shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import psutil
 from data_prep.pipeline.raytools import PID_FILE, remove_stale_temp_dirs
 
 
-def test_local_ray_listens_on_loopback_only(loopback_ray):
+def test_local_ray_listens_on_loopback_only(ray_session):
     import ray
 
     @ray.remote
