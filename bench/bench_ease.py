@@ -215,12 +215,15 @@ def main() -> None:
     )
     if kept is not None and args.old_lambda in old_res:
         (m_old, l_old), (m_new, l_new) = old_res[args.old_lambda], kept
-        same = (l_old == l_new).all(dim=1).float().mean().item()
+        differ = l_old != l_new
+        first = differ.int().argmax(dim=1)[differ.any(dim=1)] + 1
         print(
             f"agreement at lambda {args.old_lambda:g}: identical top-{K} lists for "
-            f"{100 * same:.2f}% of users; val ndcg@100 old {m_old['ndcg@100']:.6f} "
-            f"new {m_new['ndcg@100']:.6f}, recall@20 old {m_old['recall@20']:.6f} "
-            f"new {m_new['recall@20']:.6f}"
+            f"{100 * (1 - differ.any(dim=1).float().mean().item()):.2f}% of users, identical "
+            f"top-20 for {100 * (1 - differ[:, :20].any(dim=1).float().mean().item()):.2f}% "
+            f"(median first differing rank {first.median().item() if len(first) else '-'}); "
+            f"val ndcg@100 old {m_old['ndcg@100']:.6f} new {m_new['ndcg@100']:.6f}, "
+            f"recall@20 old {m_old['recall@20']:.6f} new {m_new['recall@20']:.6f}"
         )
     print(f"load after old: {uptime()}")
     print(f"ratio {old_total / new_t['total']:.2f}")

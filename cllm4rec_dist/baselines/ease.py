@@ -26,10 +26,12 @@ from cllm4rec_dist.baselines.ranking import evaluate_rows, sparse_row_scorer, tr
 log = logging.getLogger(__name__)
 
 DEFAULT_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
-# Up to this many items the I × I work is float64 (four such buffers ≤ 0.5 GB, seconds of
+# Up to this many items the I × I work is float64 (four such buffers, about 0.5 GB; seconds of
 # compute). Beyond it float32: at 12k items one buffer is 0.6 GB instead of 1.2 GB, and the
 # tridiagonal reduction inside the eigendecomposition, which dominates, is memory-bound, so
-# half the bytes is about half the time; rankings need no more than float32's precision.
+# half the bytes is about half the time. Float32 eigenvectors carry more error than a float32
+# LU inverse (B off by ~3e-5 of max|B| instead of ~1e-7 at 3k items): near-tied items deep in
+# the top-100 can swap (bench/bench_ease.py counts them), metrics agree to 1e-6.
 FLOAT64_MAX_ITEMS = 4096
 _SYMMETRIZE_BLOCK = 1024
 
