@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import psutil
 import ray
 from tqdm import tqdm
 
@@ -62,8 +63,9 @@ def start_local_ray(num_cpus: int, temp_dir: str, object_store_memory: int | Non
 
 def remove_stale_temp_dirs(parent: str | None = None) -> list[Path]:
     """Delete ``ray-prep-*`` session directories left by a prep whose process is gone (killed
-    with -9: nothing ran its cleanup). A directory counts as stale only when its ``prep.pid``
-    names a process that no longer exists; returns the removed directories."""
+    with -9: nothing ran its cleanup), and end the Ray processes still using them. A directory
+    counts as stale only when its ``prep.pid`` names a process that no longer exists; returns
+    the removed directories."""
     removed = []
     for folder in Path(parent or tempfile.gettempdir()).glob(TEMP_PREFIX + "*"):
         try:
@@ -72,11 +74,39 @@ def remove_stale_temp_dirs(parent: str | None = None) -> list[Path]:
             continue  # not ours, or still being created
         if pid == os.getpid() or _alive(pid):
             continue
+        ended = end_processes_using(folder)
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
-    if removed:
-        log.info("removed %d stale Ray temp dir(s) of killed prep runs: %s", len(removed), removed)
+        log.info("removed stale Ray temp dir %s of a killed prep (ended pids %s)", folder, ended)
     return removed
+
+
+def end_processes_using(folder: Path, grace_s: float = 3.0) -> list[int]:
+    """SIGTERM (then SIGKILL after ``grace_s``) this user's processes with a file open under
+    ``folder``. Ray's raylet and GCS die with the driver that started them, but its dashboard
+    and runtime-env agents outlive a driver killed with -9 (reparented to init, with their log
+    files under the session directory still open); their command line is rewritten
+    (``ray::DashboardAgent``), so open files are what identifies them."""
+    root = str(folder.resolve()) + os.sep
+    found = []
+    for proc in psutil.process_iter(["pid", "uids"]):
+        if proc.pid == os.getpid() or proc.info["uids"] is None:
+            continue
+        if proc.info["uids"].real != os.getuid():
+            continue
+        try:
+            if any(f.path.startswith(root) for f in proc.open_files()):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    for proc in found:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.terminate()
+    _, alive = psutil.wait_procs(found, timeout=grace_s)
+    for proc in alive:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            proc.kill()
+    return [proc.pid for proc in found]
 
 
 def _alive(pid: int) -> bool:

@@ -16,7 +16,8 @@ Config keys (besides ``name: table``, ``path``, ``batch_rows``):
   ``item_text_item_col`` (default ``item``) and ``item_text_col`` (default ``text``).
 
 The named columns are checked in every file before any work (SchemaError naming file and
-column). Rejection reasons: ``bad_csv_row`` (wrong number of fields), ``missing_field:<col>``
+column). Rejection reasons: ``bad_csv_row`` (wrong number of fields), ``blank_line`` (an empty
+CSV line, or one whose configured fields are all empty), ``missing_field:<col>``
 (null, empty or whitespace only), ``undecodable_id:<col>`` (bytes that are not UTF-8: CSV, or
 Parquet ``binary``), ``bad_id_type:<col>`` (list, struct or map ids), ``non_integer_id`` (a
 fractional or non-finite float id), ``bad_rating``, ``bad_timestamp``
@@ -144,6 +145,8 @@ class TableReader(RawReader):
                     gaps = np.asarray(skipped, dtype=np.int64)
                     gaps = np.sort(gaps) - np.arange(len(gaps)) - 2  # kept rows before each skip
                     numbers = index + 2 + np.searchsorted(gaps, index, side="right")
+                if unit == "line":
+                    chunk, numbers = _drop_blank_lines(path, chunk, numbers, reject)
                 # CSV blocks are sized in bytes, not rows.
                 for start in range(0, chunk.num_rows, self.batch_rows):
                     stop = start + self.batch_rows
@@ -166,8 +169,12 @@ class TableReader(RawReader):
                 # Without threads the parser knows line numbers for invalid_row_handler; the
                 # streaming reader parses serially either way (no measurable difference).
                 read_options=pacsv.ReadOptions(use_threads=False, block_size=self.block_bytes),
+                # Empty lines are parsed as rows (of empty fields) rather than skipped, so
+                # that every line keeps its number; _drop_blank_lines counts them.
                 parse_options=pacsv.ParseOptions(
-                    delimiter=self._delimiter(path), invalid_row_handler=invalid
+                    delimiter=self._delimiter(path),
+                    invalid_row_handler=invalid,
+                    ignore_empty_lines=False,
                 ),
                 # Everything as bytes: a typed column would fail the whole read on one bad value
                 # (and a string column on one invalid UTF-8 byte); decoding and parsing, and
@@ -450,6 +457,22 @@ def _clean_texts(array: pa.Array) -> pa.Array:
 
 
 # --- small helpers -------------------------------------------------------------------------
+def _drop_blank_lines(
+    path: Path, chunk: pa.RecordBatch, numbers: np.ndarray, reject: RejectMany
+) -> tuple[pa.RecordBatch, np.ndarray]:
+    """Reject (``blank_line``) the CSV rows whose every field is empty: the empty lines."""
+    blank = np.ones(chunk.num_rows, dtype=bool)
+    for column in chunk.columns:
+        blank &= pc.fill_null(pc.equal(pc.binary_length(column), 0), True).to_numpy(
+            zero_copy_only=False
+        )
+    if not blank.any():
+        return chunk, numbers
+    where = (f"{path}:line {int(n)}" for n in numbers[blank])
+    reject("blank_line", int(blank.sum()), ((w, "") for w in where))
+    return chunk.filter(pa.array(~blank)), numbers[~blank]
+
+
 def _ignore(*_: Any) -> None:
     """A reject that counts nothing (for a second pass over rows already counted)."""
 

@@ -1,11 +1,16 @@
-"""Local Ray listens on loopback only; temp dirs of a prep killed with -9 are removed later."""
+"""Local Ray listens on loopback only; what a prep killed with -9 leaves (Ray temp dirs, Ray
+agent processes) is removed at the next start."""
 
 from __future__ import annotations
 
 import ipaddress
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import psutil
 
@@ -49,3 +54,64 @@ def test_stale_temp_dirs_of_dead_preps_are_removed(tmp_path):
     assert remove_stale_temp_dirs(str(tmp_path)) == [folders["dead"]]
     assert not folders["dead"].exists()
     assert folders["alive"].exists() and folders["foreign"].exists()
+
+
+_PREP_THAT_HANGS = """
+import time
+import ray
+from data_prep.config import RayConfig
+from data_prep.pipeline.raytools import ray_session
+with ray_session(RayConfig(num_cpus=1)):
+    ray.get(ray.remote(lambda: 1).remote())
+    print("ready", flush=True)
+    time.sleep(300)
+"""
+
+
+def _using(folder) -> list[psutil.Process]:
+    root = str(folder) + os.sep
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if proc.status() != psutil.STATUS_ZOMBIE and any(
+                f.path.startswith(root) for f in proc.open_files()
+            ):
+                found.append(proc)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+            continue
+    return found
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def test_ray_processes_of_a_prep_killed_with_9_are_ended_at_the_next_start():
+    # A short parent: Ray's socket paths under it must stay below ~107 bytes.
+    parent = Path(tempfile.mkdtemp(prefix="rk", dir="/tmp"))
+    env = {**os.environ, "TMPDIR": str(parent)}
+    prep = subprocess.Popen(
+        [sys.executable, "-c", _PREP_THAT_HANGS], env=env, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert prep.stdout.readline().strip() == "ready"
+        (folder,) = parent.glob("ray-prep-*")
+        prep.kill()
+        prep.wait()
+        time.sleep(2)
+        # What kill -9 leaves: Ray's agents still running with files open in the session dir.
+        left = _using(folder)
+        assert left, "expected Ray agents to outlive the killed driver"
+        assert remove_stale_temp_dirs(str(parent)) == [folder]
+        assert not folder.exists()
+        # (Processes already exiting when the cleanup looked, such as the raylet, get a moment.)
+        deadline = time.monotonic() + 10
+        while [p for p in left if _running(p)] and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not [p.pid for p in left if _running(p)]
+    finally:
+        prep.kill()
+        shutil.rmtree(parent, ignore_errors=True)

@@ -158,6 +158,14 @@ CASES = [
         logged=r"{path}:line 4: rejected \(missing_field:user\)",
     ),
     Case(
+        "csv-lines-after-blank-lines",
+        {"t.csv": b"user,item\n\nu1,i1\n\n,i2\n"},
+        TABLE,
+        rejected={"blank_line": 2, "missing_field:user": 1},
+        users={"u1"},
+        logged=r"{path}:line 5: rejected \(missing_field:user\)",
+    ),
+    Case(
         "csv-whitespace-id",
         {"t.csv": b"user,item\nu1,i1\n   ,i1\n"},
         TABLE,
