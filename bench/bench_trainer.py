@@ -41,7 +41,7 @@ from hydra import compose, initialize_config_dir
 from cllm4rec_dist.config import register
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.shards import rows_per_rank
-from cllm4rec_dist.train import dist_env
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.train.builder import build
 
 REPO = Path(__file__).resolve().parents[1]
@@ -170,7 +170,7 @@ def main() -> None:
     args = parse_args()
     torch.set_num_threads(args.threads)
     os.environ.setdefault("DS_ACCELERATOR", "cpu")
-    dist_env.init_distributed()
+    env.init_distributed()
     register()
     data = prepare(args)
     peak = matmul_flops(args.threads)

@@ -12,8 +12,8 @@ import numpy as np
 import torch
 
 from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.data.splits import eval_targets
 from cllm4rec_dist.eval.evaluate import evaluate_ranking
-from cllm4rec_dist.eval.targets import eval_targets
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.tables import DenseTable
 

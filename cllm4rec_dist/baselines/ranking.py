@@ -18,9 +18,9 @@ import torch
 from torch import Tensor
 
 from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.data.splits import EvalTargets, eval_targets
 from cllm4rec_dist.distributed.topk import NEG_INF, csr_rows
 from cllm4rec_dist.eval.evaluate import evaluate_ranking
-from cllm4rec_dist.eval.targets import EvalTargets, eval_targets
 from cllm4rec_dist.model.heads import merge_topk
 
 

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cllm4rec_dist.eval.targets import split_rows
+from cllm4rec_dist.data.splits import split_rows
 from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
 
@@ -154,7 +154,7 @@ class Collator:
         """Input = the train items (stored order, deterministic subsample to max_items); targets =
         the ``split`` items; excluded from ranking = train items, plus val items when split is
         "test". Users with no ``split`` items are filtered out (batch.users says who is left);
-        the rule is shared with the baselines (``eval/targets.py``)."""
+        the rule is shared with the baselines (``data/splits.py``)."""
         kept, targets, excludes = split_rows(rows, split)
         inputs = [
             self._history(r["user"], np.asarray(r["train"], dtype=np.int64), None) for r in kept

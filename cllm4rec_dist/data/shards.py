@@ -35,10 +35,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch.distributed as dist
 from torch.utils.data import IterableDataset, get_worker_info
 
 from cllm4rec_dist.data.manifest import Manifest, Shard, load_manifest
+from cllm4rec_dist.distributed import env
 
 DEFAULT_SHUFFLE_BUFFER = 8192
 # WebDataset's rule: the key is the member path up to the first dot of its file name.
@@ -349,11 +349,8 @@ class ShardedRows(IterableDataset):
         loader_drop_last: bool = False,
     ):
         super().__init__()
-        initialised = dist.is_available() and dist.is_initialized()
-        self.rank = rank if rank is not None else (dist.get_rank() if initialised else 0)
-        self.world_size = (
-            world_size if world_size is not None else (dist.get_world_size() if initialised else 1)
-        )
+        self.rank = rank if rank is not None else env.rank()
+        self.world_size = world_size if world_size is not None else env.world_size()
         self.data_dir, self.corpus = Path(data_dir), corpus
         self.manifest = load_manifest(data_dir)
         self.seed, self.shuffle, self.shuffle_buffer = seed, shuffle, shuffle_buffer

@@ -15,14 +15,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-Group = dist.ProcessGroup | None
-
-
-def world(group: Group = None) -> tuple[int, int]:
-    """(rank, world_size) in ``group``; (0, 1) when no process group is initialised."""
-    if not (dist.is_available() and dist.is_initialized()):
-        return 0, 1
-    return dist.get_rank(group), dist.get_world_size(group)
+from cllm4rec_dist.distributed.env import Group, world
 
 
 def all_to_all_rows(

@@ -1,4 +1,8 @@
-"""Process-group facts the trainer needs, valid with or without torch.distributed initialised."""
+"""The one source of rank, world size and device, valid with or without torch.distributed initialised.
+
+Every layer asks here (the tables and collectives in ``distributed/``, the readers in ``data/``,
+evaluation, the trainer); without a process group a job is rank 0 of 1.
+"""
 
 from __future__ import annotations
 
@@ -8,17 +12,24 @@ import socket
 import torch
 import torch.distributed as dist
 
+Group = dist.ProcessGroup | None
+
 
 def is_dist() -> bool:
     return dist.is_available() and dist.is_initialized()
 
 
-def rank() -> int:
-    return dist.get_rank() if is_dist() else 0
+def rank(group: Group = None) -> int:
+    return dist.get_rank(group) if is_dist() else 0
 
 
-def world_size() -> int:
-    return dist.get_world_size() if is_dist() else 1
+def world_size(group: Group = None) -> int:
+    return dist.get_world_size(group) if is_dist() else 1
+
+
+def world(group: Group = None) -> tuple[int, int]:
+    """(rank, world_size) in ``group``; (0, 1) when no process group is initialised."""
+    return rank(group), world_size(group)
 
 
 def init_distributed() -> None:
@@ -52,12 +63,6 @@ def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
     if is_dist():
         dist.all_reduce(t)
     return t
-
-
-def any_rank(flag: bool) -> bool:
-    """True on every rank if ``flag`` is true on any rank (so all ranks take the same branch)."""
-    t = torch.tensor([1.0 if flag else 0.0])
-    return bool(all_reduce_sum(t).item() > 0)
 
 
 def barrier() -> None:

@@ -22,14 +22,13 @@ import torch.distributed as dist
 from torch import Tensor
 
 from cllm4rec_dist.distributed.comm import (
-    Group,
     all_gather_padded,
     all_reduce,
     all_to_all_rows,
     gather_sizes,
     reduce_scatter_rows,
-    world,
 )
+from cllm4rec_dist.distributed.env import Group, world
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.topk import NEG_INF, csr_rows, masked_topk
 from cllm4rec_dist.model.tables import check_ids

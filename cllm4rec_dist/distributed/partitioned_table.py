@@ -11,7 +11,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from cllm4rec_dist.distributed.comm import Group, all_to_all_rows, exchange_counts, world
+from cllm4rec_dist.distributed.comm import all_to_all_rows, exchange_counts
+from cllm4rec_dist.distributed.env import Group, world
 from cllm4rec_dist.model.interfaces import init_rows
 from cllm4rec_dist.model.tables import check_ids
 

@@ -16,8 +16,8 @@ import torch
 from torch import Tensor
 
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.metrics import MetricSums
-from cllm4rec_dist.train import dist_env
 
 
 @torch.no_grad()
@@ -39,7 +39,7 @@ def evaluate_ranking(
     """
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
-    rank, world = dist_env.rank(), dist_env.world_size()
+    rank, world = env.rank(), env.world_size()
     n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / batch_size)
     k_max = max(ks)
     # A cut-off beyond the catalog ranks every item: the list is padded with -1 (no item).
@@ -52,7 +52,7 @@ def evaluate_ranking(
         if k < k_max:
             items = torch.nn.functional.pad(items.cpu(), (0, k_max - k), value=-1)
         sums.add(items.cpu(), batch.target_offsets.cpu(), batch.target_items.cpu())
-    reduced = dist_env.all_reduce_sum(sums.as_tensor())
+    reduced = env.all_reduce_sum(sums.as_tensor())
     return MetricSums.means_from(list(ks), reduced)
 
 

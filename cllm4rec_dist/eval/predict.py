@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
-from cllm4rec_dist.train import dist_env
+from cllm4rec_dist.distributed import env
 
 
 def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
@@ -41,7 +41,7 @@ def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
 @torch.no_grad()
 def predict(built: Any, cfg: Any) -> Path:
     """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir."""
-    rank, world = dist_env.rank(), dist_env.world_size()
+    rank, world = env.rank(), env.world_size()
     out_dir = Path(cfg.predict.output_dir)
     data_dir = Path(cfg.data.dir)
     manifest = built.manifest
@@ -81,7 +81,7 @@ def predict(built: Any, cfg: Any) -> Path:
     name = f"part-rank{rank:05d}.parquet"
     pq.write_table(table, out_dir / f".{name}.tmp")
     (out_dir / f".{name}.tmp").replace(out_dir / name)
-    counts = dist_env.all_reduce_sum(
+    counts = env.all_reduce_sum(
         torch.nn.functional.one_hot(torch.tensor(rank), world).double() * len(u)
     )
     if rank == 0:
@@ -101,5 +101,5 @@ def predict(built: Any, cfg: Any) -> Path:
                 indent=2,
             )
         )
-    dist_env.barrier()
+    env.barrier()
     return out_dir

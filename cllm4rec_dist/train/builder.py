@@ -19,6 +19,7 @@ from torch import nn
 
 from cllm4rec_dist.data.collate import Collator
 from cllm4rec_dist.data.manifest import Manifest, load_manifest
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
@@ -27,7 +28,6 @@ from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
 from cllm4rec_dist.model.prompts import PromptBuilder
 from cllm4rec_dist.model.tables import DenseTable
-from cllm4rec_dist.train import dist_env
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
 from cllm4rec_dist.train.export import load_export
 
@@ -90,7 +90,7 @@ def templates_from_manifest(prompts: dict[str, str]) -> dict[str, str]:
 
 def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str, nn.Module]:
     """The four ID tables; each gets its own init stream (seed*4 + index) whatever the sharding."""
-    partitioned = dist_env.world_size() > 1 or cfg.tables.partitioned
+    partitioned = env.world_size() > 1 or cfg.tables.partitioned
     rows = {"user": num_users, "item": num_items}
     tables: dict[str, nn.Module] = {}
     for index, name in enumerate(TABLE_NAMES):
@@ -133,7 +133,7 @@ def build(cfg: Any) -> Built:
             manifest=manifest,
             allow_other_dataset=cfg.stage.allow_other_dataset,
         )
-    device = dist_env.device()
+    device = env.device()
     for table in tables.values():
         table.to(device)
     model = CLLM4Rec(backbone, IdTables(**tables), scorer, lambda_v=cfg.stage.lambda_v)
@@ -156,7 +156,7 @@ def build(cfg: Any) -> Built:
         cfg.model.mode,
         n_train,
         "partitioned" if isinstance(item_table, PartitionedTable) else "dense",
-        dist_env.world_size(),
+        env.world_size(),
     )
     table_optimizer = RowWiseAdagrad(
         [t.weight for t in tables.values()], lr=cfg.tables.lr, eps=cfg.tables.eps

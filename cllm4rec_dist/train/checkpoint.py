@@ -33,13 +33,13 @@ from typing import Any
 
 import torch
 
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.table_checkpoint import (
     TableCheckpointError,
     load_tables,
     safetensors_problem,
     save_tables,
 )
-from cllm4rec_dist.train import dist_env
 from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
 
 log = logging.getLogger(__name__)
@@ -138,14 +138,14 @@ def save_checkpoint(
     """
     root = checkpoint_root(run_dir)
     path = root / f"step{state.global_step:08d}"
-    rank, world = dist_env.rank(), dist_env.world_size()
+    rank, world = env.rank(), env.world_size()
     if rank == 0 and path.exists():  # a half-written attempt, or the run went back to a step
         if (path / "COMPLETE").exists():
             log.warning(
                 "replacing the existing checkpoint %s (training reached its step again)", path
             )
         shutil.rmtree(path)
-    dist_env.barrier()
+    env.barrier()
     path.mkdir(parents=True, exist_ok=True)
     if engine is not None:
         engine.save_checkpoint(str(path / "backbone"), tag="ds", save_latest=False)
@@ -153,7 +153,7 @@ def save_checkpoint(
     save_state(state_file(path, rank), state)
     if rank == 0 and dataset is not None:
         (path / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n")
-    dist_env.barrier()
+    env.barrier()
     if rank == 0:
         sizes = {
             str(f.relative_to(path)): f.stat().st_size
@@ -165,7 +165,7 @@ def save_checkpoint(
         tmp.write_text(path.name + "\n")
         tmp.replace(root / "latest")
         _prune(root, keep={path.name, state.best_checkpoint}, keep_last=keep_last)
-    dist_env.barrier()
+    env.barrier()
     return path
 
 
@@ -257,7 +257,7 @@ def load_checkpoint(
     """
     path = Path(path)
     check_dataset(path, dataset)
-    own = state_file(path, dist_env.rank())
+    own = state_file(path, env.rank())
     state_path = own if own.exists() else state_file(path, 0)
     if not state_path.exists():
         legacy = sorted(path.glob("trainer_rank*.pt"))

@@ -13,7 +13,7 @@ from typing import Any
 from omegaconf import OmegaConf
 
 from cllm4rec_dist.config import ConfigError, validate
-from cllm4rec_dist.train import dist_env
+from cllm4rec_dist.distributed import env
 
 log = logging.getLogger("cllm4rec_dist")
 
@@ -38,7 +38,7 @@ def _start(cfg: Any) -> None:
     except ConfigError as err:
         log.error("%s", err)
         sys.exit(2)
-    dist_env.init_distributed()
+    env.init_distributed()
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -90,7 +90,7 @@ def _run_predict(cfg: Any) -> None:
     from cllm4rec_dist.train.builder import build
 
     out = predict(build(cfg), cfg)
-    if dist_env.rank() == 0:
+    if env.rank() == 0:
         print(f"predictions: {out / 'manifest.json'}")
 
 
@@ -102,10 +102,10 @@ def _run_stage(cfg: Any) -> dict[str, Any]:
     from cllm4rec_dist.train.trainer import NothingToTrain, Trainer, TrainingDiverged
 
     run_dir = Path(cfg.run.dir)
-    if dist_env.rank() == 0:
+    if env.rank() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    dist_env.barrier()
+    env.barrier()
     built = build(cfg)
     try:
         result = Trainer(cfg, built).run()
@@ -115,7 +115,7 @@ def _run_stage(cfg: Any) -> dict[str, Any]:
     except NothingToTrain as err:
         log.error("%s", err)
         sys.exit(2)
-    if dist_env.rank() == 0:
+    if env.rank() == 0:
         shown = {k: v for k, v in result.items() if k != "losses"}
         print(json.dumps(shown, indent=2, default=float))
         if cfg.stage.epochs > 0:

@@ -27,8 +27,8 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from torch import nn
 
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.table_checkpoint import export_tables
-from cllm4rec_dist.train import dist_env
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,9 @@ def _backbone_state(engine: Any, backbone: nn.Module) -> dict[str, torch.Tensor]
     """Full backbone state dict on rank 0 (None elsewhere); collective under ZeRO-3."""
     if engine is not None and engine.zero_optimization_partition_weights():
         state = engine._zero3_consolidated_16bit_state_dict()
-        return state if dist_env.rank() == 0 else None
+        return state if env.rank() == 0 else None
     module = engine.module if engine is not None else backbone
-    return module.state_dict() if dist_env.rank() == 0 else None
+    return module.state_dict() if env.rank() == 0 else None
 
 
 def export_model(built: Any, cfg: Any, out_dir: Path, checkpoint: Path) -> None:
@@ -48,7 +48,7 @@ def export_model(built: Any, cfg: Any, out_dir: Path, checkpoint: Path) -> None:
     backbone = engine.module if engine is not None else built.model.backbone
     trainable = engine is not None
     state = _backbone_state(engine, backbone) if trainable or cfg.model.source == "debug" else None
-    if dist_env.rank() == 0:
+    if env.rank() == 0:
         tmp = out_dir.with_name(out_dir.name + ".tmp")
         shutil.rmtree(tmp, ignore_errors=True)
         (tmp / "backbone").mkdir(parents=True)
@@ -72,7 +72,7 @@ def export_model(built: Any, cfg: Any, out_dir: Path, checkpoint: Path) -> None:
         shutil.rmtree(out_dir, ignore_errors=True)
         tmp.rename(out_dir)
         log.info("exported model to %s", out_dir)
-    dist_env.barrier()
+    env.barrier()
 
 
 def read_exported_rows(tables_dir: Path, name: str, lo: int, hi: int) -> torch.Tensor:

@@ -24,8 +24,8 @@ import torch
 
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.shards import rows_per_rank
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.evaluate import evaluate
-from cllm4rec_dist.train import dist_env
 from cllm4rec_dist.train.builder import Built
 from cllm4rec_dist.train.checkpoint import Checkpointer
 from cllm4rec_dist.train.export import export_model
@@ -58,7 +58,7 @@ def train_step(
         ],
         dtype=torch.float64,
     )
-    dist_env.all_reduce_sum(stats)
+    env.all_reduce_sum(stats)
     stop = bool(stats[2] > 0)
     if stats[1] > 0:
         return StepResult(out, float("nan"), stop)
@@ -69,7 +69,7 @@ def train_step(
         out.loss.backward()
     b.table_optimizer.step()
     b.table_optimizer.zero_grad()
-    return StepResult(out, float(stats[0]) / dist_env.world_size(), stop)
+    return StepResult(out, float(stats[0]) / env.world_size(), stop)
 
 
 @dataclass
@@ -123,7 +123,7 @@ class Trainer:
     def __init__(self, cfg: Any, built: Built):
         self.cfg, self.b = cfg, built
         self.run_dir = Path(cfg.run.dir)
-        self.rank, self.world = dist_env.rank(), dist_env.world_size()
+        self.rank, self.world = env.rank(), env.world_size()
         self.state = TrainerState(stage=cfg.stage.name)
         self.monitor = Monitor(self.run_dir, enabled=self.rank == 0, progress=cfg.run.progress_bar)
         self.steps_this_run = 0
@@ -343,7 +343,7 @@ class Trainer:
             + [window.tokens, window.samples],
             dtype=torch.float64,
         )
-        dist_env.all_reduce_sum(stats)
+        env.all_reduce_sum(stats)
         n = self.world
         values = {f"loss/{phase}": stats[0].item() / n}
         for i, name in enumerate(out.terms):

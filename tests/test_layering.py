@@ -1,0 +1,39 @@
+"""Imports point down the layering: model <- distributed/data <- train <- launchers."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "cllm4rec_dist"
+
+# package folder -> packages it must not import
+FORBIDDEN = {
+    "model": ("train", "eval", "data", "distributed"),
+    "distributed": ("train", "eval", "data"),
+    "data": ("train", "eval"),
+    "eval": ("train",),
+}
+
+
+def _imports(path: Path) -> set[str]:
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            names.update(a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names.add(node.module)
+    return names
+
+
+@pytest.mark.parametrize("layer", sorted(FORBIDDEN))
+def test_no_upward_imports(layer):
+    bad = []
+    for path in sorted((PACKAGE / layer).rglob("*.py")):
+        for name in _imports(path):
+            parts = name.split(".")
+            if parts[0] == "cllm4rec_dist" and len(parts) > 1 and parts[1] in FORBIDDEN[layer]:
+                bad.append(f"{path.relative_to(PACKAGE)} imports {name}")
+    assert not bad, bad
