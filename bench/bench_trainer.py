@@ -43,6 +43,7 @@ from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.train.builder import build
+from cllm4rec_dist.train.phases import PHASES
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("loader", "forward", "backward", "optimizer")
@@ -61,7 +62,7 @@ VARIANTS = {
         "model.num_heads=4",
     ],
 }
-PHASES = {"recommendation": "finetune", "collaborative": "pretrain"}
+STAGE_OF = {"recommendation": "finetune", "collaborative": "pretrain"}
 
 
 def parse_args() -> argparse.Namespace:
@@ -123,11 +124,8 @@ def step_flops(cfg, batch, scored_rows: int, num_items: int) -> float:
 
 def bench_phase(cfg, built, phase: str, steps: int, warmup: int, peak: float) -> dict:
     manifest = built.manifest
-    batch_size = {
-        "recommendation": cfg.data.rec_batch_size,
-        "collaborative": cfg.data.collab_batch_size,
-    }[phase]
-    rows = rows_per_rank(manifest, phase, 1)[0]
+    batch_size = PHASES[phase].batch_size(cfg.data)
+    rows = rows_per_rank(manifest, PHASES[phase].corpus, 1)[0]
     steps = min(steps, rows // batch_size - warmup)
     position = PhasePosition(
         cfg.data.dir, phase, 0, 1, 0, 0, cfg.run.seed, cfg.data.shuffle_buffer, batch_size, 0,
@@ -181,7 +179,7 @@ def main() -> None:
     print(f"measured fp32 matmul: {peak / 1e9:.1f} GFLOP/s")
     results = {}
     for name, overrides in VARIANTS.items():
-        for phase, stage in PHASES.items():
+        for phase, stage in STAGE_OF.items():
             with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
                 cfg = compose(
                     stage, [f"data.dir={data}", "run.dir=/tmp/bench_trainer/run", *overrides]

@@ -14,6 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from cllm4rec_dist.data.collate import REC_TARGETS
+from cllm4rec_dist.train.phases import PHASES
 from cllm4rec_dist.train.schedule import SCHEDULES
 
 
@@ -166,9 +167,6 @@ class TrainConfig:
     predict: PredictConfig = field(default_factory=PredictConfig)
 
 
-PHASES = ("collaborative", "content", "recommendation")
-
-
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key."""
 
@@ -214,14 +212,12 @@ def validate(cfg: Any) -> None:
     _require(o.schedule in SCHEDULES, "optim.schedule", f"must be one of {SCHEDULES}")
     _require(0 <= o.warmup_fraction < 1, "optim.warmup_fraction", "must be in [0, 1)")
     _require(ds.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
-    for key in (
-        "collab_batch_size",
-        "content_batch_size",
-        "rec_batch_size",
-        "eval_batch_size",
-        "max_items",
-        "max_text_tokens",
-    ):
+    lengths = dict.fromkeys(
+        [p.batch_size_key for p in PHASES.values()]
+        + ["eval_batch_size"]
+        + [p.main_length_key for p in PHASES.values()]
+    )
+    for key in lengths:
         _require(getattr(d, key) > 0, f"data.{key}", "must be > 0")
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
     _require(cfg.tables.init_std > 0, "tables.init_std", "must be > 0")

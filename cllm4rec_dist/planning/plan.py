@@ -27,6 +27,7 @@ from cllm4rec_dist.planning.memory import (
     estimate,
     shard,
 )
+from cllm4rec_dist.train.phases import stage_phases
 
 # Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter (measure.py's
 # `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters): Python, torch, DeepSpeed,
@@ -87,29 +88,18 @@ class Plan:
 
 def phases(cfg: Any, prompt_tokens: int) -> tuple[tuple[Phase, ...], dict[str, int]]:
     """The phases the stage trains, as one rank's step sees them, and their longest sequence."""
-    s, d = cfg.stage, cfg.data
-    names = list(
-        dict.fromkeys((["content"] if s.content_warmup_epochs > 0 else []) + list(s.phases))
-    )
-    if s.epochs == 0:
-        names = []
-    seq = {
-        "collaborative": prompt_tokens + d.max_items,
-        "content": prompt_tokens + d.max_text_tokens,
-        "recommendation": 2 * prompt_tokens + d.max_items,
-    }
-    out = []
-    for name in names:
-        if name == "collaborative":
-            b = d.collab_batch_size
-            out.append(Phase(name, b * seq[name], scored_rows=b * d.max_items))
-        elif name == "content":
-            b = d.content_batch_size
-            out.append(Phase(name, b * seq[name], word_logits=b * d.max_text_tokens))
+    d = cfg.data
+    out, seq = [], {}
+    for phase in stage_phases(cfg.stage):
+        b, seq[phase.name] = phase.batch_size(d), phase.max_length(d, prompt_tokens)
+        tokens, main = b * seq[phase.name], b * int(getattr(d, phase.main_length_key))
+        if phase.head == "items":
+            out.append(Phase(phase.name, tokens, scored_rows=main))
+        elif phase.head == "words":
+            out.append(Phase(phase.name, tokens, word_logits=main))
         else:
-            b = d.rec_batch_size
-            out.append(Phase(name, b * seq[name], scored_rows=b))
-    return tuple(out), {p.name: seq[p.name] for p in out}
+            out.append(Phase(phase.name, tokens, scored_rows=b))
+    return tuple(out), seq
 
 
 def _zero_key(cfg: Any, key: str, default: int) -> int:

@@ -30,6 +30,7 @@ from cllm4rec_dist.model.prompts import PromptBuilder
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
 from cllm4rec_dist.train.export import load_export
+from cllm4rec_dist.train.phases import PHASES
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +52,8 @@ class Built:
 
     def collate_host(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
         """A training batch of ``phase`` on the CPU (what DataLoader workers build)."""
-        if phase == "collaborative":
-            return self.collator.collate_collab(rows, rng)
-        if phase == "content":
-            return self.collator.collate_content(rows)
-        return self.collator.collate_rec_train(rows, rng, self.mask_fraction, self.rec_target)
+        collate = PHASES[phase].collate
+        return collate(self.collator, rows, rng, self.mask_fraction, self.rec_target)
 
     def collate(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
         return self.collate_host(phase, rows, rng).to(self.device)
@@ -64,11 +62,7 @@ class Built:
         return self.collator.collate_rec_eval(rows, split).to(self.device)
 
     def loss(self, phase: str, batch: Any) -> Any:
-        if phase == "collaborative":
-            return self.model.collaborative_loss(batch)
-        if phase == "content":
-            return self.model.content_loss(batch)
-        return self.model.recommendation_loss(batch)
+        return getattr(self.model, PHASES[phase].loss)(batch)
 
 
 def templates_from_manifest(prompts: dict[str, str]) -> dict[str, str]:

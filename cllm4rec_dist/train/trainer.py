@@ -30,16 +30,11 @@ from cllm4rec_dist.train.builder import Built
 from cllm4rec_dist.train.checkpoint import Checkpointer
 from cllm4rec_dist.train.export import export_model
 from cllm4rec_dist.train.monitor import Monitor
+from cllm4rec_dist.train.phases import Phase, epoch_phases
 from cllm4rec_dist.train.schedule import lr_factor, set_lr
 from cllm4rec_dist.train.state import TrainerState
 
 log = logging.getLogger(__name__)
-
-CORPUS = {
-    "collaborative": "collaborative",
-    "content": "content",
-    "recommendation": "recommendation",
-}
 
 
 def train_step(
@@ -114,9 +109,13 @@ class StopRequested(Exception):
 
 @dataclass
 class PhaseSpec:
-    name: str
+    phase: Phase
     batch_size: int
     steps: int
+
+    @property
+    def name(self) -> str:
+        return self.phase.name
 
 
 class Trainer:
@@ -135,23 +134,17 @@ class Trainer:
     # ----- schedule -------------------------------------------------------------------------
     def phases_for(self, epoch: int) -> list[PhaseSpec]:
         s, d = self.cfg.stage, self.cfg.data
-        names = ["content"] if epoch < s.content_warmup_epochs else list(s.phases)
-        sizes = {
-            "collaborative": d.collab_batch_size,
-            "content": d.content_batch_size,
-            "recommendation": d.rec_batch_size,
-        }
         specs = []
-        for name in names:
-            rows = min(rows_per_rank(self.b.manifest, CORPUS[name], self.world))
+        for phase in epoch_phases(s, epoch):
+            rows = min(rows_per_rank(self.b.manifest, phase.corpus, self.world))
             # The batch adapts to the catalog (manifest row counts): a rank takes at least
             # data.min_steps_per_epoch steps per pass, so a small catalog is not trained with
             # a handful of updates per epoch, and never skips a phase for want of one batch.
-            batch = max(min(sizes[name], rows // max(d.min_steps_per_epoch, 1)), 1)
+            batch = max(min(phase.batch_size(d), rows // max(d.min_steps_per_epoch, 1)), 1)
             steps = rows // batch
             if s.max_steps_per_phase is not None:
                 steps = min(steps, s.max_steps_per_phase)
-            specs.append(PhaseSpec(name, batch, steps))
+            specs.append(PhaseSpec(phase, batch, steps))
         return specs
 
     def total_steps(self) -> int:
@@ -270,7 +263,7 @@ class Trainer:
             return
         position = PhasePosition(
             data_dir=cfg.data.dir,
-            corpus=CORPUS[spec.name],
+            corpus=spec.phase.corpus,
             rank=self.rank,
             world_size=self.world,
             epoch=st.epoch,
