@@ -134,11 +134,9 @@ class RunConfig:
     seed: int = 0
     log_every_steps: int = 10
     progress_bar: bool = True
-    # Testing knobs. stop_after_steps: return (as if interrupted) after that many optimizer steps
-    # of this run. kill_at_step: rank kill_rank SIGKILLs itself after that global step.
-    stop_after_steps: int | None = None
-    kill_at_step: int | None = None
-    kill_rank: int = 1
+    # Return (as if interrupted: a later run resumes) after this many optimizer steps of this
+    # run, counted from where it started or resumed; for smoke runs and tests of resume.
+    max_steps: int | None = None
 
 
 @dataclass
@@ -238,6 +236,9 @@ def validate(cfg: Any) -> None:
     _require(c.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0 = each epoch)")
     _require(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
     _require(r.log_every_steps > 0, "run.log_every_steps", "must be > 0")
+    _require(
+        r.max_steps is None or r.max_steps > 0, "run.max_steps", "must be > 0 (or null: no limit)"
+    )
     _require(cfg.predict.batch_size > 0, "predict.batch_size", "must be > 0")
     _require(
         cfg.tables.optimizer == "rowwise_adagrad",

@@ -16,7 +16,7 @@ if [[ -z ${CLLM4REC_PYTHON:-} ]]; then
 fi
 export CLLM4REC_REPO=$REPO CLLM4REC_PYTHON PYTHONUNBUFFERED=1
 # EX_TEMPFAIL from the trainer: it saved a checkpoint after SIGUSR1/SIGTERM (cllm4rec_dist/train/
-# trainer.py, PREEMPTED_EXIT_CODE); the job is requeued and resumes from it.
+# preemption.py, PREEMPTED_EXIT_CODE); the job is requeued and resumes from it.
 readonly PREEMPTED_EXIT_CODE=75
 
 log() { printf '%s [%s %s] %s\n' "$(date '+%F %T')" "${SLURM_JOB_NAME:-job}" \

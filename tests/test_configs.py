@@ -93,6 +93,7 @@ def test_data_prep_configs_compose():
         ("stage.patience=-1", "stage.patience"),
         ("data.min_steps_per_epoch=0", "data.min_steps_per_epoch"),
         ("data.num_workers=-1", "data.num_workers"),
+        ("run.max_steps=0", "run.max_steps"),
     ],
 )
 def test_invalid_values_name_the_key(override, key):

@@ -38,7 +38,10 @@ TABLE_NAMES = ("user_collab", "item_collab", "user_content", "item_content")
 
 
 @dataclass
-class Built:
+class TrainingParts:
+    """What ``build`` wires for one stage: the model with its injected tables and item scorer,
+    the backbone's DeepSpeed engine, the tables' optimizer, and each phase's collate and loss."""
+
     manifest: Manifest
     collator: Collator
     model: CLLM4Rec
@@ -96,7 +99,7 @@ def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str
     return tables
 
 
-def build(cfg: Any) -> Built:
+def build(cfg: Any) -> TrainingParts:
     """Tokenizer, backbone, tables, scorer, model, DeepSpeed engine and the table optimizer."""
     torch.manual_seed(cfg.run.seed)
     manifest = load_manifest(cfg.data.dir)
@@ -155,7 +158,7 @@ def build(cfg: Any) -> Built:
     table_optimizer = RowWiseAdagrad(
         [t.weight for t in tables.values()], lr=cfg.tables.lr, eps=cfg.tables.eps
     )
-    return Built(
+    return TrainingParts(
         manifest,
         collator,
         model,

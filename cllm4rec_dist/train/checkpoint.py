@@ -309,6 +309,19 @@ class Checkpointer:
     def load(self, path: Path) -> TrainerState:
         return load_checkpoint(path, *self._parts, dataset=self.dataset)
 
+    def load_best(self, state: TrainerState) -> TrainerState:
+        """Load the weights of ``state.best_checkpoint`` (if any) for the final test; the
+        returned state is ``state`` itself: the run's position and history stay."""
+        best = state.best_checkpoint
+        if best is None:
+            return state
+        path = self.run_dir / "checkpoints" / best
+        if not (path / "COMPLETE").exists():
+            raise FileNotFoundError(f"best checkpoint {path} is missing or incomplete")
+        self.load(path)
+        log.info("testing the best validation checkpoint %s (epoch %d)", best, state.best_epoch)
+        return state
+
     def load_latest(self) -> TrainerState | None:
         """The state of the newest good checkpoint (None: none, or resume is off)."""
         path = self.latest() if self.resume else None

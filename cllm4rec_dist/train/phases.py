@@ -85,3 +85,30 @@ def stage_phases(stage: Any) -> list[Phase]:
     """Every phase some epoch of ``stage`` runs, each once, in order of first use."""
     names = ([WARMUP_PHASE] if stage.content_warmup_epochs > 0 else []) + list(stage.phases)
     return [PHASES[name] for name in dict.fromkeys(names)] if stage.epochs > 0 else []
+
+
+@dataclass
+class PhasePass:
+    """One pass of a phase over its corpus, as an epoch runs it on every rank."""
+
+    phase: Phase
+    batch_size: int  # per rank
+    steps: int
+
+    @property
+    def name(self) -> str:
+        return self.phase.name
+
+
+def plan_pass(phase: Phase, rows: int, data: Any, max_steps: int | None) -> PhasePass:
+    """The pass of ``phase`` when the smallest rank holds ``rows`` rows of its corpus.
+
+    The batch adapts to the catalog: a rank takes at least ``data.min_steps_per_epoch`` steps
+    per pass, so a small catalog is not trained with a handful of updates per epoch, and never
+    skips a phase for want of one batch. ``max_steps`` (stage.max_steps_per_phase) caps the pass.
+    """
+    batch = max(min(phase.batch_size(data), rows // max(data.min_steps_per_epoch, 1)), 1)
+    steps = rows // batch
+    if max_steps is not None:
+        steps = min(steps, max_steps)
+    return PhasePass(phase, batch, steps)

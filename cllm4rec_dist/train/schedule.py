@@ -41,4 +41,34 @@ def set_lr(optimizers: Iterable[tuple[torch.optim.Optimizer, float]], factor: fl
             group["lr"] = base * factor
 
 
-__all__ = ["SCHEDULES", "lr_factor", "set_lr"]
+class LRSchedule:
+    """Owns the stage's schedule: sets every optimizer's learning rate for a global step and
+    reports the rates that are logged (as torchtitan's LRSchedulersContainer).
+
+    ``optimizers``: (name, optimizer, base lr) triples; ``total``: the stage's optimizer steps.
+    """
+
+    def __init__(
+        self,
+        optimizers: list[tuple[str, torch.optim.Optimizer, float]],
+        total: int,
+        *,
+        schedule: str,
+        warmup_fraction: float,
+    ):
+        self.optimizers, self.total = optimizers, total
+        self.schedule, self.warmup_fraction = schedule, warmup_fraction
+
+    def step(self, global_step: int) -> None:
+        """Rates of 0-based ``global_step``: base lr x ``lr_factor``, for every optimizer."""
+        factor = lr_factor(
+            global_step, self.total, schedule=self.schedule, warmup_fraction=self.warmup_fraction
+        )
+        set_lr([(opt, base) for _, opt, base in self.optimizers], factor)
+
+    def rates(self) -> dict[str, float]:
+        """``{"lr/<name>": current rate}`` of every optimizer, for the log."""
+        return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt, _ in self.optimizers}
+
+
+__all__ = ["SCHEDULES", "LRSchedule", "lr_factor", "set_lr"]

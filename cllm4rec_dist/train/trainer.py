@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
-import signal
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -26,19 +24,26 @@ from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.evaluate import evaluate
-from cllm4rec_dist.train.builder import Built
+from cllm4rec_dist.train.builder import TrainingParts
 from cllm4rec_dist.train.checkpoint import Checkpointer
 from cllm4rec_dist.train.export import export_model
-from cllm4rec_dist.train.monitor import Monitor
-from cllm4rec_dist.train.phases import Phase, epoch_phases
-from cllm4rec_dist.train.schedule import lr_factor, set_lr
+from cllm4rec_dist.train.monitor import Monitor, Throughput, step_scalars
+from cllm4rec_dist.train.phases import PhasePass, epoch_phases, plan_pass
+from cllm4rec_dist.train.preemption import (
+    PREEMPTED_EXIT_CODE,
+    Preempted,
+    PreemptionSignal,
+    clear_marker,
+    write_marker,
+)
+from cllm4rec_dist.train.schedule import LRSchedule
 from cllm4rec_dist.train.state import TrainerState
 
 log = logging.getLogger(__name__)
 
 
 def train_step(
-    b: Built, phase: str, batch: Any, preemption: PreemptionSignal | None = None
+    b: TrainingParts, phase: str, batch: Any, preemption: PreemptionSignal | None = None
 ) -> StepResult:
     """One optimizer step of ``phase`` on this rank's ``batch``. A non-finite loss on any rank
     skips the update on every rank. One all-reduce carries the loss, the non-finite flag and the
@@ -74,23 +79,6 @@ class StepResult:
     preempted: bool  # some rank received SIGUSR1/SIGTERM: checkpoint and exit
 
 
-# EX_TEMPFAIL: the Slurm scripts requeue the job when the trainer exits with it.
-PREEMPTED_EXIT_CODE = 75
-PREEMPTED_MARKER = "PREEMPTED"  # in run.dir: the checkpoint a preempted run saved
-
-
-class PreemptionSignal:
-    """Records SIGUSR1 / SIGTERM (Slurm ``--signal=USR1@…``, preemption) for the step loop."""
-
-    def __init__(self) -> None:
-        self.requested = False
-        for sig in (signal.SIGUSR1, signal.SIGTERM):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        self.requested = True
-
-
 class TrainingDiverged(RuntimeError):
     """A loss became NaN/inf; the last good checkpoint is kept and named in the message."""
 
@@ -99,27 +87,12 @@ class NothingToTrain(RuntimeError):
     """The stage would run zero optimizer steps, or evaluate zero users (an empty dataset)."""
 
 
-class Preempted(Exception):
-    """SIGUSR1/SIGTERM arrived (Slurm preemption or time limit): checkpoint, then exit 75."""
-
-
 class StopRequested(Exception):
-    """Raised after ``run.stop_after_steps`` steps (tests of resume use it as an interruption)."""
-
-
-@dataclass
-class PhaseSpec:
-    phase: Phase
-    batch_size: int
-    steps: int
-
-    @property
-    def name(self) -> str:
-        return self.phase.name
+    """Raised after ``run.max_steps`` steps of this run (a later run resumes from there)."""
 
 
 class Trainer:
-    def __init__(self, cfg: Any, built: Built):
+    def __init__(self, cfg: Any, built: TrainingParts):
         self.cfg, self.b = cfg, built
         self.run_dir = Path(cfg.run.dir)
         self.rank, self.world = env.rank(), env.world_size()
@@ -129,23 +102,32 @@ class Trainer:
         self.losses: list[tuple[int, str, float]] = []  # (step number, phase, mean loss over ranks)
         self.preemption = PreemptionSignal()
         self.checkpoints = Checkpointer(self.run_dir, built, cfg.checkpoint)
+        # Called with the trainer after every step (tests inject faults through it).
+        self.step_hooks: list[Callable[[Trainer], None]] = []
         self._total_steps = self.total_steps()
+        optimizers = [("tables", built.table_optimizer, cfg.tables.lr)]
+        if built.engine is not None:
+            optimizers.append(("backbone", built.engine.optimizer, cfg.optim.lr))
+        self.schedule = LRSchedule(
+            optimizers,
+            self._total_steps,
+            schedule=cfg.optim.schedule,
+            warmup_fraction=cfg.optim.warmup_fraction,
+        )
 
     # ----- schedule -------------------------------------------------------------------------
-    def phases_for(self, epoch: int) -> list[PhaseSpec]:
-        s, d = self.cfg.stage, self.cfg.data
-        specs = []
-        for phase in epoch_phases(s, epoch):
-            rows = min(rows_per_rank(self.b.manifest, phase.corpus, self.world))
-            # The batch adapts to the catalog (manifest row counts): a rank takes at least
-            # data.min_steps_per_epoch steps per pass, so a small catalog is not trained with
-            # a handful of updates per epoch, and never skips a phase for want of one batch.
-            batch = max(min(phase.batch_size(d), rows // max(d.min_steps_per_epoch, 1)), 1)
-            steps = rows // batch
-            if s.max_steps_per_phase is not None:
-                steps = min(steps, s.max_steps_per_phase)
-            specs.append(PhaseSpec(phase, batch, steps))
-        return specs
+    def phases_for(self, epoch: int) -> list[PhasePass]:
+        """The passes epoch ``epoch`` runs, sized from the manifest's row counts (no I/O)."""
+        s = self.cfg.stage
+        return [
+            plan_pass(
+                phase,
+                min(rows_per_rank(self.b.manifest, phase.corpus, self.world)),
+                self.cfg.data,
+                s.max_steps_per_phase,
+            )
+            for phase in epoch_phases(s, epoch)
+        ]
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole stage (all epochs), the horizon of the LR schedule."""
@@ -160,7 +142,7 @@ class Trainer:
     def run(self) -> dict[str, Any]:
         """Train (resuming if a checkpoint exists), then test; returns the final metrics."""
         if self.rank == 0:
-            (self.run_dir / PREEMPTED_MARKER).unlink(missing_ok=True)
+            clear_marker(self.run_dir)
         if self.cfg.stage.epochs > 0 and self._total_steps == 0:
             raise NothingToTrain(
                 f"{self.cfg.data.dir}: stage {self.cfg.stage.name} would run 0 steps "
@@ -179,9 +161,7 @@ class Trainer:
         except Preempted:
             path = self.checkpoints.save(self.state)
             if self.rank == 0:
-                # The batch script requeues on this marker too: with --kill-on-bad-exit, srun may
-                # report a rank that was still shutting down as killed rather than exit 75.
-                (self.run_dir / PREEMPTED_MARKER).write_text(path.name + "\n")
+                write_marker(self.run_dir, path)
             log.warning(
                 "preemption signal: saved %s; exiting with status %d so the job is "
                 "requeued and resumes",
@@ -191,9 +171,7 @@ class Trainer:
             self.monitor.close()
             raise SystemExit(PREEMPTED_EXIT_CODE) from None
         except StopRequested:
-            log.info(
-                "stopped after %d steps as requested (run.stop_after_steps)", self.steps_this_run
-            )
+            log.info("stopped after %d steps as requested (run.max_steps)", self.steps_this_run)
             self.monitor.close()
             return {"stopped": True, "global_step": self.state.global_step, "losses": self.losses}
         result: dict[str, Any] = {"global_step": self.state.global_step, "losses": self.losses}
@@ -204,7 +182,7 @@ class Trainer:
         if self.cfg.stage.name == "evaluate":
             result["val"] = self.evaluate("val")
         if self.cfg.stage.test_at_end:
-            self._load_best_for_test()
+            self.state = self.checkpoints.load_best(self.state)
             test = self.evaluate("test")
             self.monitor.scalars("test", test, self.state.global_step)
             result["test"] = test
@@ -218,18 +196,6 @@ class Trainer:
 
     def _maybe_resume(self) -> None:
         self.state = self.checkpoints.load_latest() or self.state
-
-    def _load_best_for_test(self) -> None:
-        best = self.state.best_checkpoint
-        if best is None:
-            return
-        path = self.run_dir / "checkpoints" / best
-        if not (path / "COMPLETE").exists():
-            raise FileNotFoundError(f"best checkpoint {path} is missing or incomplete")
-        keep = self.state
-        self.checkpoints.load(path)
-        self.state = keep
-        log.info("testing the best validation checkpoint %s (epoch %d)", best, keep.best_epoch)
 
     # ----- epochs and phases ----------------------------------------------------------------
     def _run_epoch(self) -> None:
@@ -256,7 +222,7 @@ class Trainer:
         if improved:
             export_model(self.b, self.cfg, self.run_dir / "best", path)
 
-    def _run_phase(self, spec: PhaseSpec) -> None:
+    def _run_phase(self, spec: PhasePass) -> None:
         st, cfg = self.state, self.cfg
         if spec.steps == 0:
             log.warning("phase %s has no full batch on some rank; skipped", spec.name)
@@ -281,10 +247,10 @@ class Trainer:
         bar = self.monitor.progress(
             total=spec.steps, initial=st.step_in_phase, desc=f"epoch {st.epoch} {spec.name}"
         )
-        window = _Throughput()
+        window = Throughput()
         while st.step_in_phase < spec.steps:
             batch = next(batches).to(self.b.device)
-            self._set_lr()
+            self.schedule.step(st.global_step)
             step = train_step(self.b, spec.name, batch, self.preemption)
             out, mean_loss = step.out, step.mean_loss
             if not math.isfinite(mean_loss):
@@ -305,48 +271,15 @@ class Trainer:
             if step.preempted:
                 bar.close()
                 raise Preempted
-            if cfg.run.kill_at_step == st.global_step and self.rank == cfg.run.kill_rank:
-                os.kill(os.getpid(), signal.SIGKILL)  # fault injection: a rank dies mid-epoch
-            if (
-                cfg.run.stop_after_steps is not None
-                and self.steps_this_run >= cfg.run.stop_after_steps
-            ):
+            for hook in self.step_hooks:
+                hook(self)
+            if cfg.run.max_steps is not None and self.steps_this_run >= cfg.run.max_steps:
                 bar.close()
                 raise StopRequested
         bar.close()
 
-    def _set_lr(self) -> None:
-        """Backbone and tables follow the same warm-up and decay (train/schedule.py)."""
-        o = self.cfg.optim
-        factor = lr_factor(
-            self.state.global_step,
-            self._total_steps,
-            schedule=o.schedule,
-            warmup_fraction=o.warmup_fraction,
-        )
-        optimizers = [(self.b.table_optimizer, self.cfg.tables.lr)]
-        if self.b.engine is not None:
-            optimizers.append((self.b.engine.optimizer, o.lr))
-        set_lr(optimizers, factor)
-
-    def _log_step(self, phase: str, out: Any, window: _Throughput) -> None:
-        stats = torch.tensor(
-            [float(out.loss.detach())]
-            + [float(v.detach()) for v in out.terms.values()]
-            + [window.tokens, window.samples],
-            dtype=torch.float64,
-        )
-        env.all_reduce_sum(stats)
-        n = self.world
-        values = {f"loss/{phase}": stats[0].item() / n}
-        for i, name in enumerate(out.terms):
-            values[f"loss/{phase}_{name}"] = stats[1 + i].item() / n
-        elapsed = max(window.elapsed(), 1e-9)
-        values["throughput/tokens_per_s"] = stats[-2].item() / elapsed
-        values["throughput/samples_per_s"] = stats[-1].item() / elapsed
-        values["lr/tables"] = self.b.table_optimizer.param_groups[0]["lr"]
-        if self.b.engine is not None:
-            values["lr/backbone"] = self.b.engine.optimizer.param_groups[0]["lr"]
+    def _log_step(self, phase: str, out: Any, window: Throughput) -> None:
+        values = {**step_scalars(phase, out, window), **self.schedule.rates()}
         self.monitor.scalars("train", values, self.state.global_step)
         window.reset()
 
@@ -359,18 +292,3 @@ class Trainer:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users")
             log.info("%s (%d users): %s", split, int(metrics["users"]), shown)
         return metrics
-
-
-class _Throughput:
-    def __init__(self) -> None:
-        self.reset()
-
-    def reset(self) -> None:
-        self.tokens, self.samples, self.start = 0.0, 0.0, time.perf_counter()
-
-    def add(self, tokens: int, samples: int) -> None:
-        self.tokens += tokens
-        self.samples += samples
-
-    def elapsed(self) -> float:
-        return time.perf_counter() - self.start

@@ -141,7 +141,7 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_resumes(tiny_dataset, tm
     # Slurm runs the requeued job again: same name, same id, hence the same run.dir.
     env["SLURM_STUB_RESTART_COUNT"] = "1"
     again = subprocess.run(
-        [*cmd, "run.stop_after_steps=2"],
+        [*cmd, "run.max_steps=2"],
         cwd=REPO,
         env=env,
         capture_output=True,

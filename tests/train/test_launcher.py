@@ -23,8 +23,16 @@ DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 pytestmark = pytest.mark.distributed
 
 
-def launch(script: str, overrides: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+def launch(
+    script: str, overrides: list[str], timeout: int = 600, kill_at_step: int | None = None
+) -> subprocess.CompletedProcess:
+    """``launchers/<script>.py`` on 2 CPU ranks; with ``kill_at_step``, rank 1 SIGKILLs itself
+    after that global step (tests/train/fault_launcher.py)."""
     env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
+    entry = [f"launchers/{script}.py"]
+    if kill_at_step is not None:
+        env["KILL_AT_STEP"] = str(kill_at_step)
+        entry = [str(Path(__file__).with_name("fault_launcher.py")), script]
     cmd = [
         str(DEEPSPEED),
         "--num_gpus",
@@ -32,7 +40,7 @@ def launch(script: str, overrides: list[str], timeout: int = 600) -> subprocess.
         "--no_local_rank",
         "--master_port",
         str(free_port()),
-        f"launchers/{script}.py",
+        *entry,
         *TINY,
         *overrides,
     ]
@@ -66,7 +74,7 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
     ref = launch("pretrain", [*common, f"run.dir={tmp_path / 'ref'}"])
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]
 
-    killed = launch("pretrain", [*common, f"run.dir={tmp_path / 'run'}", "run.kill_at_step=5"])
+    killed = launch("pretrain", [*common, f"run.dir={tmp_path / 'run'}"], kill_at_step=5)
     assert killed.returncode != 0
     assert (tmp_path / "run" / "checkpoints" / "latest").read_text().strip() == "step00000004"
 

@@ -95,9 +95,7 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
         "tables.partitioned=true",
     ]
     full, full_tables = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'a'}"])
-    part, _ = run_stage(
-        "pretrain", [*common, f"run.dir={tmp_path / 'b'}", "run.stop_after_steps=5"]
-    )
+    part, _ = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'b'}", "run.max_steps=5"])
     assert part["stopped"] and part["global_step"] == 5
     rest, rest_tables = run_stage("pretrain", [*common, f"run.dir={tmp_path / 'b'}"])
     # Resumed from the step-4 checkpoint (epoch end): step 5 is recomputed, all must match.
@@ -115,17 +113,17 @@ def _patched_run(overrides, hook):
     """Train with ``hook(call_number, loss_output)`` run on every loss; returns (exception or
     exit code, steps applied)."""
     torch.set_num_threads(1)
-    from cllm4rec_dist.train.builder import Built, build
+    from cllm4rec_dist.train.builder import TrainingParts, build
     from cllm4rec_dist.train.trainer import Trainer, TrainingDiverged
 
     calls = {"n": 0}
-    original = Built.loss
+    original = TrainingParts.loss
 
     def loss(self, phase, batch):
         calls["n"] += 1
         return hook(calls["n"], original(self, phase, batch))
 
-    Built.loss = loss
+    TrainingParts.loss = loss
     cfg = compose_train("pretrain", overrides)
     trainer = Trainer(cfg, build(cfg))
     try:
