@@ -328,7 +328,7 @@ def parity_section(args, report: Report, cuda: bool) -> None:
     cmd = [sys.executable, "-m", "pytest", "-q", "-rs", "-p", "no:cacheprovider"]
     cmd += ["tests/distributed/test_cuda_parity.py"]
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     out = proc.stdout + proc.stderr
     report.save_log("parity.log", out)
     counts = {w: int(n) for n, w in re.findall(r"(\d+) (passed|failed|skipped|error)", out)}

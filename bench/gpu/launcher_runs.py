@@ -213,7 +213,7 @@ def run_finetune(
     )
     result = RunResult(name, code == 0, seconds, log_tail=out[-4_000_000:])
     version = re.search(r"NCCL version [\w.+-]+", out)
-    result.backend = version.group(0) if version else ("nccl?" if cuda else "gloo")
+    result.backend = version.group(0) if version else ("no-NCCL-collective-ran" if cuda else "gloo")
     if code != 0:
         errors = [line for line in out.splitlines() if "Error" in line or "error" in line]
         result.note = f"exit {code}: {errors[-1].strip() if errors else out.strip()[-300:]}"
