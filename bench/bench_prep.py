@@ -37,13 +37,14 @@ import pyarrow.parquet as pq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from cllm4rec_dist.data.format import SPLITS, USER_CSR  # noqa: E402
 from data_prep import synthetic  # noqa: E402
 from data_prep.config import SyntheticSourceConfig  # noqa: E402
 from data_prep.pipeline.arrays import sorted_unique  # noqa: E402
 from data_prep.pipeline.arrowio import write_bytes_atomic, write_parquet  # noqa: E402
 from data_prep.pipeline.hashing import mix64  # noqa: E402
 from data_prep.pipeline.layout import plan_shards  # noqa: E402
-from data_prep.pipeline.split import SPLIT_NAMES, assign_splits  # noqa: E402
+from data_prep.pipeline.split import assign_splits  # noqa: E402
 from data_prep.pipeline.tarwrite import json_bytes, npy_bytes, tar_bytes  # noqa: E402
 from data_prep.pipeline.tokenizer import train_tokenizer  # noqa: E402
 
@@ -98,9 +99,7 @@ def materialise_input(folder: Path, users: int, items: int, mean: float) -> int:
 
 # --- baseline ---------------------------------------------------------------------------------
 def _write_user_shards(out: Path, corpus: str, users: np.ndarray, csr: dict) -> None:
-    members = {"collaborative": {"train": ("items_offsets.npy", "items.npy")}}.get(
-        corpus, {s: (f"{s}_offsets.npy", f"{s}_items.npy") for s in SPLIT_NAMES}
-    )
+    members = USER_CSR[corpus]
     plans = plan_shards(len(users), LAYOUT["users_per_sample"], LAYOUT["samples_per_shard"],
                         LAYOUT["shard_multiple"])  # fmt: skip
     for plan in plans:
@@ -134,7 +133,7 @@ def baseline(input_dir: Path, out: Path) -> None:
     split = assign_splits(u, i, SEED, **{k: v for k, v in SPLIT.items() if k != "min_items_for_eval"},
                           min_items=SPLIT["min_items_for_eval"])  # fmt: skip
     csr = {}
-    for code, name in enumerate(SPLIT_NAMES):
+    for code, name in enumerate(SPLITS):
         sel = split == code  # pairs are sorted by (user, item), so each split is too
         write_parquet(out / "splits" / name / "part-00000.parquet",
                       pa.table({"user": u[sel], "item": i[sel]}))  # fmt: skip
@@ -166,7 +165,7 @@ def baseline(input_dir: Path, out: Path) -> None:
     sample = rng.choice(len(text), min(len(text), TOKENIZER_DOCS), replace=False)
     train_tokenizer([text[k] for k in sorted(sample)], PROMPTS, VOCAB, 2,
                     out / "tokenizer" / "tokenizer.json")  # fmt: skip
-    counts = {name: int(len(csr[name][1])) for name in SPLIT_NAMES}
+    counts = {name: int(len(csr[name][1])) for name in SPLITS}
     (out / "counts.json").write_text(json.dumps({"users": len(users), "items": len(items),
                                                  "interactions": counts}))  # fmt: skip
 
@@ -213,7 +212,7 @@ def run_measured(cmd: list[str]) -> tuple[float, int, float]:
 def _split_sets(out: Path) -> dict[str, int]:
     """A checksum of each split's (user, item) set, independent of part layout."""
     result = {}
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         t = pq.read_table(out / "splits" / split)
         keys = t["user"].to_numpy().astype(np.uint64) << np.uint64(32)
         # Sum of hashed pairs (uint64, wrapping): equal sets give equal sums in any order.

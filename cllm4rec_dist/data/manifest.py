@@ -8,10 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
-MANIFEST_NAME = "manifest.json"
-# Row-count key of a shard entry: users for the per-user corpora, documents for content.
-ROW_KEYS = ("users", "documents")
+from cllm4rec_dist.data.format import MANIFEST_NAME, ROW_KEYS, SCHEMA_VERSION
 
 
 class ManifestError(ValueError):

@@ -37,6 +37,13 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
+from cllm4rec_dist.data.format import (
+    CONTENT_MEMBERS,
+    USER_CSR,
+    USERS_MEMBER,
+    member_key,
+    sha256_file,
+)
 from cllm4rec_dist.data.manifest import Manifest, Shard, load_manifest
 from cllm4rec_dist.distributed import env
 
@@ -185,24 +192,29 @@ def _member(block: dict[str, Any], name: str, where: str) -> Any:
     return block[name]
 
 
+def _user_csr(block: dict[str, Any], corpus: str, n: int, where: str) -> dict[str, list]:
+    """Split name -> its per-user item arrays, from the corpus's CSR members (format.USER_CSR)."""
+    return {
+        split: _csr(block, member_key(offsets), member_key(items), n, where)
+        for split, (offsets, items) in USER_CSR[corpus].items()
+    }
+
+
 def _collaborative_rows(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    users = _member(block, "users", where)
-    items = _csr(block, "items_offsets", "items", len(users), where)
+    users = _member(block, member_key(USERS_MEMBER), where)
+    items = _user_csr(block, "collaborative", len(users), where)["train"]
     return [{"user": int(u), "items": i} for u, i in zip(users, items)]
 
 
 def _recommendation_rows(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    users = _member(block, "users", where)
+    users = _member(block, member_key(USERS_MEMBER), where)
     n = len(users)
-    splits = {
-        s: _csr(block, f"{s}_offsets", f"{s}_items", n, where) for s in ("train", "val", "test")
-    }
+    splits = _user_csr(block, "recommendation", n, where)
     return [{"user": int(users[i]), **{s: v[i] for s, v in splits.items()}} for i in range(n)]
 
 
 def _content_rows(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    kinds, users, items = (_member(block, m, where) for m in ("kinds", "users", "items"))
-    texts = _member(block, "texts", where)
+    kinds, users, items, texts = (_member(block, member_key(m), where) for m in CONTENT_MEMBERS)
     if not (len(kinds) == len(users) == len(items) == len(texts)):
         raise ShardError(f"{where}: kinds/users/items/texts lengths differ")
     return [
@@ -423,7 +435,7 @@ def verify_shards(data_dir: str | Path, *, count_rows: bool = False) -> list[str
             size = path.stat().st_size
             if size != shard.bytes:
                 problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
-            digest = _sha256(path)
+            digest = sha256_file(path)
             if digest != shard.sha256:
                 problems.append(f"{path}: sha256 {digest}, manifest says {shard.sha256}")
             if count_rows and corpus.name in ROW_BUILDERS:
@@ -433,14 +445,6 @@ def verify_shards(data_dir: str | Path, *, count_rows: bool = False) -> list[str
                 except ShardError as err:
                     problems.append(str(err))
     return problems
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _seed(*parts: int) -> list[int]:

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from cllm4rec_dist.data.collate import Collator
+from cllm4rec_dist.data.format import prompt_builder_templates
 from cllm4rec_dist.data.manifest import Manifest, load_manifest
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
@@ -68,23 +69,6 @@ class TrainingParts:
         return getattr(self.model, PHASES[phase].loss)(batch)
 
 
-def templates_from_manifest(prompts: dict[str, str]) -> dict[str, str]:
-    """Manifest templates (``<user>``, ``<item>``, ``<items>`` slots, architecture.md §3) ->
-    PromptBuilder templates (``{user}``/``{item}``; the recommendation prompt split at
-    ``<items>`` into ``recommendation`` and ``recommendation_suffix``)."""
-    out = {}
-    for name, text in prompts.items():
-        text = text.replace("<user>", "{user}").replace("<item>", "{item}")
-        if name == "recommendation":
-            head, sep, tail = text.partition("<items>")
-            if not sep:
-                raise ValueError(f"manifest prompt 'recommendation' has no <items> slot: {text!r}")
-            out["recommendation"], out["recommendation_suffix"] = head.rstrip(), tail
-        else:
-            out[name] = text
-    return out
-
-
 def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str, nn.Module]:
     """The four ID tables; each gets its own init stream (seed*4 + index) whatever the sharding."""
     partitioned = env.world_size() > 1 or cfg.tables.partitioned
@@ -107,7 +91,7 @@ def build(cfg: Any) -> TrainingParts:
     backbone = build_backbone(cfg.model, vocab_size=len(tokenizer))
     prompts = PromptBuilder(
         tokenizer,
-        templates_from_manifest(manifest.prompts),
+        prompt_builder_templates(manifest.prompts),
         manifest.num_users,
         manifest.num_items,
         vocab_size=backbone.vocab_size,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
@@ -50,12 +49,3 @@ def write_parquet(path: Path, table: pa.Table) -> None:
     tmp = tmp_path(path)
     pq.write_table(table, tmp, compression="zstd")
     tmp.replace(path)
-
-
-def sha256_file(path: Path, block: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            digest.update(chunk)
-    return digest.hexdigest()

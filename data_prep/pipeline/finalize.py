@@ -28,10 +28,11 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 
-from data_prep.pipeline.arrowio import sha256_file, write_bytes_atomic, write_ipc, write_parquet
+from cllm4rec_dist.data.format import SPLITS, sha256_file
+from data_prep.pipeline.arrowio import write_bytes_atomic, write_ipc, write_parquet
 from data_prep.pipeline.manifest import file_info
 from data_prep.pipeline.reduce import BucketPairs
-from data_prep.pipeline.split import SPLIT_NAMES, VAL, assign_splits, to_csr
+from data_prep.pipeline.split import VAL, assign_splits, to_csr
 from data_prep.pipeline.staging import StagingArea
 
 REVIEW, ITEM_DESCRIPTION, USER_DESCRIPTION = 0, 1, 2
@@ -185,7 +186,7 @@ def finalize_bucket(area: StagingArea, job: FinalizeJob, items: pa.Array) -> Buc
     counts: dict[str, int] = {}
     split_files: dict[str, dict[str, Any]] = {}
     evaluated: dict[str, int] = {}
-    for code, name in enumerate(SPLIT_NAMES):
+    for code, name in enumerate(SPLITS):
         sel = split == code
         offsets, flat = to_csr(rows, users[sel], item_idx[sel])
         _save_npy(job.final_dir / f"{name}_offsets.npy", offsets)
@@ -205,7 +206,7 @@ def finalize_bucket(area: StagingArea, job: FinalizeJob, items: pa.Array) -> Buc
     kinds = np.bincount(content["kind"].to_numpy(), minlength=len(DOC_KINDS))
 
     digest_files = ["users.npy", "content.arrow"] + [
-        f"{name}_{part}.npy" for name in SPLIT_NAMES for part in ("offsets", "items")
+        f"{name}_{part}.npy" for name in SPLITS for part in ("offsets", "items")
     ]
     digest = hashlib.sha256(
         "".join(sha256_file(job.final_dir / f) for f in digest_files).encode()

@@ -11,14 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import cllm4rec_dist
-from data_prep.pipeline.arrowio import sha256_file, write_bytes_atomic
-
-SCHEMA_VERSION = 1
-MANIFEST = "manifest.json"
-REQUIRED_FIELDS = (
-    "schema_version", "source", "config", "seed", "counts", "prompts", "corpora", "rejected",
-    "tokenizer", "created_by",
-)  # fmt: skip
+from cllm4rec_dist.data.format import MANIFEST_NAME, REQUIRED_FIELDS, sha256_file
+from data_prep.pipeline.arrowio import write_bytes_atomic
 
 
 def created_by() -> str:
@@ -44,12 +38,12 @@ def write_manifest(output_dir: Path, manifest: dict[str, Any]) -> None:
     missing = [key for key in REQUIRED_FIELDS if key not in manifest]
     if missing:
         raise ValueError(f"manifest is missing fields {missing}")
-    write_bytes_atomic(output_dir / MANIFEST, manifest_bytes(manifest))
+    write_bytes_atomic(output_dir / MANIFEST_NAME, manifest_bytes(manifest))
 
 
 def read_manifest(output_dir: Path) -> dict[str, Any]:
     """Parse ``<output_dir>/manifest.json``; ValueError naming the file if absent or invalid."""
-    path = output_dir / MANIFEST
+    path = output_dir / MANIFEST_NAME
     if not path.is_file():
         raise ValueError(f"{path}: no manifest (not a prepared directory, or preparation failed)")
     try:

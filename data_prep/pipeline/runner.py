@@ -29,6 +29,7 @@ import numpy as np
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from cllm4rec_dist.data.format import CORPORA, SCHEMA_VERSION, SPLITS
 from data_prep import synthetic
 from data_prep.config import OUTPUT_SECTIONS, check_config
 from data_prep.pipeline import idmaps, ingest, layout, reduce, report, shards
@@ -38,9 +39,9 @@ from data_prep.pipeline.finalize import (
     finalize_bucket,
     tokenizer_sample_per_bucket,
 )
-from data_prep.pipeline.manifest import SCHEMA_VERSION, created_by, file_info, write_manifest
+from data_prep.pipeline.manifest import created_by, file_info, write_manifest
 from data_prep.pipeline.raytools import ray_session, run_all
-from data_prep.pipeline.split import SPLIT_NAMES, SPLIT_RULE
+from data_prep.pipeline.split import SPLIT_RULE
 from data_prep.pipeline.staging import StagingArea
 from data_prep.pipeline.tokenizer import train_tokenizer
 
@@ -171,7 +172,7 @@ def _finalize(
 def _shard_jobs(cfg: DictConfig, work: Path, output: Path, buckets: list[BucketSummary]):
     digests = [b.digest for b in buckets]
     jobs = []
-    for corpus in shards.CORPORA:
+    for corpus in CORPORA:
         if corpus == "content":
             rows = [b.documents for b in buckets]
             per_sample = cfg.layout.docs_per_sample
@@ -209,7 +210,7 @@ def _remove_stale(output: Path, manifest: dict[str, Any], buckets: int) -> None:
         for path in (output / corpus).glob("*"):
             if path.name not in keep and (path.name.startswith("shard-") or path.suffix == ".tmp"):
                 path.unlink()
-    for split in SPLIT_NAMES:
+    for split in SPLITS:
         for path in (output / "splits" / split).glob("part-*"):
             part = re.fullmatch(r"part-(\d+)\.parquet", path.name)
             if path.suffix == ".tmp" or (part is not None and int(part.group(1)) >= buckets):
@@ -223,7 +224,7 @@ def _counts(buckets: list[BucketSummary], items: int) -> dict[str, Any]:
     return {
         "users": sum(b.users for b in buckets),
         "items": items,
-        "interactions": {s: total("interactions", s) for s in SPLIT_NAMES},
+        "interactions": {s: total("interactions", s) for s in SPLITS},
         "evaluated_users": {s: total("evaluated", s) for s in ("val", "test")},
         "documents": {k: total("doc_kinds", k) for k in ("review", "item", "user")},
     }

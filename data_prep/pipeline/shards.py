@@ -18,20 +18,18 @@ import numpy as np
 import pyarrow as pa
 import ray
 
-from data_prep.pipeline.arrowio import read_ipc, sha256_file, tmp_path, write_bytes_atomic
+from cllm4rec_dist.data.format import (
+    CONTENT_MEMBERS,
+    ROW_FIELD,
+    USER_CSR,
+    USERS_MEMBER,
+    sha256_file,
+)
+from data_prep.pipeline.arrowio import read_ipc, tmp_path, write_bytes_atomic
 from data_prep.pipeline.finalize import CONTENT_SCHEMA
 from data_prep.pipeline.layout import ShardPlan
-from data_prep.pipeline.split import SPLIT_NAMES
 from data_prep.pipeline.tarwrite import json_bytes, npy_bytes, tar_bytes
 
-CORPORA = ("collaborative", "content", "recommendation")
-# What the ``rows`` of each corpus are; also the name of the count in the manifest's shard entry.
-ROW_FIELD = {"collaborative": "users", "content": "documents", "recommendation": "users"}
-# CSR members (offsets, items) of each split a user corpus carries (docs/architecture.md §1).
-USER_MEMBERS = {
-    "collaborative": {"train": ("items_offsets.npy", "items.npy")},
-    "recommendation": {name: (f"{name}_offsets.npy", f"{name}_items.npy") for name in SPLIT_NAMES},
-}
 # Bump when the bytes of a shard change for the same inputs (invalidates journals).
 SHARD_FORMAT = 1
 
@@ -84,14 +82,14 @@ def _slices(job: ShardJob) -> list[tuple[Path, int, int]]:
 def _user_samples(job: ShardJob) -> list[tuple[str, list[tuple[str, bytes]]]]:
     parts = [np.load(d / "users.npy", mmap_mode="r")[lo:hi] for d, lo, hi in _slices(job)]
     users = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-    members_of = USER_MEMBERS[job.corpus]
+    members_of = USER_CSR[job.corpus]
     csr = {
         name: _concat_csr([_csr_slice(d, name, lo, hi) for d, lo, hi in _slices(job)])
         for name in members_of
     }
     samples, row = [], 0
     for j, size in enumerate(job.plan.sample_sizes):
-        members = [("users.npy", npy_bytes(users[row : row + size].astype(np.int64)))]
+        members = [(USERS_MEMBER, npy_bytes(users[row : row + size].astype(np.int64)))]
         for name, (offsets_member, items_member) in members_of.items():
             offsets, items = csr[name]
             sub = offsets[row : row + size + 1]
@@ -107,14 +105,15 @@ def _content_samples(job: ShardJob) -> list[tuple[str, list[tuple[str, bytes]]]]
         read_ipc(folder / "content.arrow").slice(lo, hi - lo) for folder, lo, hi in _slices(job)
     ]
     docs = pa.concat_tables(tables) if tables else CONTENT_SCHEMA.empty_table()
+    kinds, users, items, texts = CONTENT_MEMBERS
     samples, row = [], 0
     for j, size in enumerate(job.plan.sample_sizes):
         part = docs.slice(row, size)
         members = [
-            ("kinds.npy", npy_bytes(part["kind"].to_numpy())),
-            ("users.npy", npy_bytes(part["user"].to_numpy())),
-            ("items.npy", npy_bytes(part["item"].to_numpy())),
-            ("texts.json", json_bytes(part["text"].to_pylist())),
+            (kinds, npy_bytes(part["kind"].to_numpy())),
+            (users, npy_bytes(part["user"].to_numpy())),
+            (items, npy_bytes(part["item"].to_numpy())),
+            (texts, json_bytes(part["text"].to_pylist())),
         ]
         samples.append((f"{job.plan.first_sample + j:09d}", members))
         row += size

@@ -15,8 +15,7 @@ import numpy as np
 
 from data_prep.pipeline.hashing import split_keys
 
-TRAIN, VAL, TEST = 0, 1, 2
-SPLIT_NAMES = ("train", "val", "test")
+TRAIN, VAL, TEST = 0, 1, 2  # split codes: the index of the name in format.SPLITS
 SPLIT_RULE = (
     "order each user's distinct items by splitmix64(splitmix64(splitmix64(seed) ^ user) ^ item) "
     "(user/item = contiguous indices); if n >= min_items_for_eval: n_test = max(1, "

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
+from cllm4rec_dist.data.format import SLOT_PATTERN
 from data_prep.pipeline.arrowio import write_bytes_atomic
 
 SPECIAL_TOKENS = ["<pad>", "<eos>", "<unk>"]
-_PLACEHOLDER = re.compile(r"<(user|item|items)>")
 # Repeat the prompt templates so their words survive the merge ranking even beside a large
 # corpus (they occur in every training document).
 PROMPT_REPEATS = 64
@@ -31,7 +31,7 @@ def bounded(text: str) -> str:
 
 def prompt_words(templates: list[str]) -> list[str]:
     """Templates without their ``<user>``/``<item>``/``<items>`` placeholders."""
-    return [" ".join(_PLACEHOLDER.sub(" ", t).split()) for t in templates]
+    return [" ".join(SLOT_PATTERN.sub(" ", t).split()) for t in templates]
 
 
 def train_tokenizer(

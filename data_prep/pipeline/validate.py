@@ -11,12 +11,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from data_prep.pipeline.arrowio import sha256_file
-from data_prep.pipeline.manifest import REQUIRED_FIELDS, SCHEMA_VERSION, read_manifest
-from data_prep.pipeline.shards import CORPORA, ROW_FIELD
-
-# Member whose length is the number of rows (users or documents) of a sample.
-ROW_MEMBER = {"collaborative": "users.npy", "content": "kinds.npy", "recommendation": "users.npy"}
+from cllm4rec_dist.data.format import (
+    CORPORA,
+    REQUIRED_FIELDS,
+    ROW_FIELD,
+    ROW_MEMBER,
+    SCHEMA_VERSION,
+    sha256_file,
+)
+from data_prep.pipeline.manifest import read_manifest
 
 
 def _tar_counts(path: Path, corpus: str) -> tuple[int, int]:

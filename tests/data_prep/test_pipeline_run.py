@@ -15,7 +15,7 @@ import pytest
 import webdataset as wds
 from tokenizers import Tokenizer
 
-from data_prep.pipeline.arrowio import sha256_file
+from cllm4rec_dist.data.format import sha256_file
 from data_prep.pipeline.split import held_out_sizes
 from data_prep.pipeline.validate import validate_dir
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from data_prep.pipeline.arrowio import sha256_file
+from cllm4rec_dist.data.format import sha256_file
 from data_prep.pipeline.validate import validate_dir
 from data_prep.readers.base import SchemaError
 
