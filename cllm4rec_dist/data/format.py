@@ -33,8 +33,6 @@ USER_CSR = {
     "recommendation": {name: (f"{name}_offsets.npy", f"{name}_items.npy") for name in SPLITS},
 }
 CONTENT_MEMBERS = ("kinds.npy", "users.npy", "items.npy", "texts.json")
-# The member whose length is the number of rows of a sample.
-ROW_MEMBER = {"collaborative": USERS_MEMBER, "content": "kinds.npy", "recommendation": USERS_MEMBER}
 
 # Prompt templates (manifest ``prompts``) mark ID tokens with these slots.
 USER_SLOT, ITEM_SLOT, ITEMS_SLOT = "<user>", "<item>", "<items>"

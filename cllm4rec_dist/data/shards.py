@@ -240,29 +240,34 @@ def _rows_from(
     """
     if corpus not in ROW_BUILDERS:
         raise ValueError(f"unknown corpus {corpus!r}; known: {sorted(ROW_BUILDERS)}")
-    build = ROW_BUILDERS[corpus]
     position = 0
     for shard in shards:
-        if position + shard.rows <= start:
-            position += shard.rows
-            continue
-        to_skip, rows, samples = start - position, 0, 0
-        path = manifest.shard_path(shard)
-        for block in read_blocks(path, shard.sha256):
-            block_rows = build(block, f"{path}: sample {block['__key__']}")
-            samples += 1
-            rows += len(block_rows)
-            if to_skip >= len(block_rows):
-                to_skip -= len(block_rows)
-                continue
-            yield from block_rows[max(to_skip, 0) :]
-            to_skip = 0
-        if (rows, samples) != (shard.rows, shard.samples):
-            raise ShardError(
-                f"{path}: has {rows} rows in {samples} samples, manifest says "
-                f"{shard.rows} rows in {shard.samples} samples"
-            )
+        if position + shard.rows > start:
+            yield from _shard_rows(manifest.shard_path(shard), shard, corpus, start - position)
         position += shard.rows
+
+
+def _shard_rows(
+    path: Path, shard: Shard, corpus: str, skip: int, check_digest: bool = True
+) -> Iterator[dict[str, Any]]:
+    """Rows of one shard file from row ``skip``; read to its end, it must hold exactly the rows
+    and samples its manifest entry ``shard`` says."""
+    build = ROW_BUILDERS[corpus]
+    rows, samples = 0, 0
+    for block in read_blocks(path, shard.sha256 if check_digest else None):
+        block_rows = build(block, f"{path}: sample {block['__key__']}")
+        samples += 1
+        rows += len(block_rows)
+        if skip >= len(block_rows):
+            skip -= len(block_rows)
+            continue
+        yield from block_rows[max(skip, 0) :]
+        skip = 0
+    if (rows, samples) != (shard.rows, shard.samples):
+        raise ShardError(
+            f"{path}: has {rows} rows in {samples} samples, manifest says "
+            f"{shard.rows} rows in {shard.samples} samples"
+        )
 
 
 def iter_rows(
@@ -425,25 +430,33 @@ def verify_shards(data_dir: str | Path, *, count_rows: bool = False) -> list[str
     An empty list means the dataset is intact.
     """
     manifest = load_manifest(data_dir)
-    problems: list[str] = []
-    for corpus in manifest.corpora.values():
-        for shard in corpus.shards:
-            path = manifest.shard_path(shard)
-            if not path.is_file():
-                problems.append(f"{path}: missing ({corpus.name})")
-                continue
-            size = path.stat().st_size
-            if size != shard.bytes:
-                problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
-            digest = sha256_file(path)
-            if digest != shard.sha256:
-                problems.append(f"{path}: sha256 {digest}, manifest says {shard.sha256}")
-            if count_rows and corpus.name in ROW_BUILDERS:
-                try:
-                    for _ in _rows_from(manifest, corpus.name, [shard], 0):
-                        pass
-                except ShardError as err:
-                    problems.append(str(err))
+    return [
+        problem
+        for corpus in manifest.corpora.values()
+        for shard in corpus.shards
+        for problem in check_shard(manifest.shard_path(shard), shard, corpus.name, count_rows)
+    ]
+
+
+def check_shard(path: Path, shard: Shard, corpus: str, count_rows: bool = True) -> list[str]:
+    """Problems of one shard file against its manifest entry (empty: intact): existence, byte
+    size, sha256 and, with ``count_rows``, its decoded samples and rows (and sample layout).
+    The one shard check, for the reader's ``verify_shards`` and ``prepare.py --validate``."""
+    if not path.is_file():
+        return [f"{path}: missing ({corpus})"]
+    problems = []
+    size = path.stat().st_size
+    if size != shard.bytes:
+        problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
+    digest = sha256_file(path)
+    if digest != shard.sha256:
+        problems.append(f"{path}: sha256 {digest}, manifest says {shard.sha256}")
+    if count_rows and corpus in ROW_BUILDERS:
+        try:
+            for _ in _shard_rows(path, shard, corpus, 0, check_digest=False):
+                pass
+        except ShardError as err:
+            problems.append(str(err))
     return problems
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -15,26 +13,10 @@ from cllm4rec_dist.data.format import (
     CORPORA,
     REQUIRED_FIELDS,
     ROW_FIELD,
-    ROW_MEMBER,
     SCHEMA_VERSION,
     sha256_file,
 )
 from data_prep.pipeline.manifest import read_manifest
-
-
-def _tar_counts(path: Path, corpus: str) -> tuple[int, int]:
-    """(samples, rows) of a shard, read from its members."""
-    keys: set[str] = set()
-    rows = 0
-    with tarfile.open(path, "r") as tar:
-        for member in tar:
-            key, _, extension = member.name.partition(".")
-            keys.add(key)
-            if extension == ROW_MEMBER[corpus]:
-                data = tar.extractfile(member)
-                assert data is not None
-                rows += len(np.load(io.BytesIO(data.read()), allow_pickle=False))
-    return len(keys), rows
 
 
 def _escapes(relative: Any) -> str | None:
@@ -60,26 +42,19 @@ def _check_shard(root: Path, corpus: str, entry: dict[str, Any]) -> list[str]:
     escapes = _escapes(entry["path"])
     if escapes:
         return [escapes]
-    path = root / entry["path"]
-    if not path.is_file():
-        return [f"{entry['path']}: missing"]
-    problems = []
-    if path.stat().st_size != entry["bytes"]:
-        problems.append(
-            f"{entry['path']}: {path.stat().st_size} bytes, manifest says {entry['bytes']}"
-        )
-    if sha256_file(path) != entry["sha256"]:
-        problems.append(f"{entry['path']}: sha256 differs from the manifest")
-    try:
-        samples, rows = _tar_counts(path, corpus)
-    except (tarfile.TarError, ValueError, OSError) as err:
-        return problems + [f"{entry['path']}: unreadable tar ({err})"]
-    if samples != entry["samples"]:
-        problems.append(f"{entry['path']}: {samples} samples, manifest says {entry['samples']}")
-    field = ROW_FIELD[corpus]
-    if rows != entry[field]:
-        problems.append(f"{entry['path']}: {rows} {field}, manifest says {entry[field]}")
-    return problems
+    # The reader's shard check (size, sha256, decoded samples and rows): one validator for
+    # both. Imported here so that preparing a dataset does not import torch.
+    from cllm4rec_dist.data.manifest import Shard
+    from cllm4rec_dist.data.shards import check_shard
+
+    shard = Shard(
+        path=entry["path"],
+        samples=entry["samples"],
+        rows=entry[ROW_FIELD[corpus]],
+        sha256=entry["sha256"],
+        bytes=entry["bytes"],
+    )
+    return check_shard(root / entry["path"], shard, corpus)
 
 
 def _check_id_map(root: Path, name: str, expected: int) -> list[str]:
