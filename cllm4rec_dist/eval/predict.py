@@ -15,7 +15,7 @@ import json
 import math
 from itertools import islice
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow as pa
@@ -24,6 +24,9 @@ import torch
 
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
 from cllm4rec_dist.distributed import env
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
 
 
 def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
@@ -39,7 +42,7 @@ def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
 
 
 @torch.no_grad()
-def predict(built: Any, cfg: Any) -> Path:
+def predict(built: Any, cfg: TrainConfig) -> Path:
     """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir."""
     rank, world = env.rank(), env.world_size()
     out_dir = Path(cfg.predict.output_dir)

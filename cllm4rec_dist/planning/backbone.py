@@ -4,16 +4,20 @@ device, so a 7 B backbone is counted in a second without reading (or having) its
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
 from cllm4rec_dist.model.loading import debug_config, inject_lora
+from cllm4rec_dist.model.options import MODES, SOURCES, one_of
 from cllm4rec_dist.planning.memory import BackboneShape
 
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import ModelConfig
 
-def hf_config(model_cfg: Any, vocab_size: int | None) -> PretrainedConfig:
+
+def hf_config(model_cfg: ModelConfig, vocab_size: int | None) -> PretrainedConfig:
     """The HF config ``model_cfg`` (the training config's ``model`` section) would build.
 
     debug: the random Llama of cllm4rec_dist.model.loading (same fields), with ``vocab_size`` the
@@ -36,19 +40,19 @@ def hf_config(model_cfg: Any, vocab_size: int | None) -> PretrainedConfig:
         from cllm4rec_dist.model.loading import smollm2_cache
 
         return AutoConfig.from_pretrained(smollm2_cache(model_cfg.cache_dir))
-    raise ValueError(f"model.source {model_cfg.source!r} is not one of debug, local, smollm2_gguf")
+    raise ValueError(f"model.source {model_cfg.source!r} is not one of {one_of(SOURCES)}")
 
 
-def _lora_params(lm: torch.nn.Module, model_cfg: Any) -> int:
+def _lora_params(lm: torch.nn.Module, model_cfg: ModelConfig) -> int:
     inject_lora(lm, model_cfg.lora)
     return sum(p.numel() for name, p in lm.named_parameters() if "lora_" in name)
 
 
-def backbone_shape(model_cfg: Any, vocab_size: int | None = None) -> BackboneShape:
+def backbone_shape(model_cfg: ModelConfig, vocab_size: int | None = None) -> BackboneShape:
     """Parameter counts (all, trainable under ``model.mode``) and layer sizes of the backbone."""
     config = hf_config(model_cfg, vocab_size)
-    if model_cfg.mode not in ("frozen", "lora", "full"):
-        raise ValueError(f"model.mode {model_cfg.mode!r} is not one of frozen, lora, full")
+    if model_cfg.mode not in MODES:
+        raise ValueError(f"model.mode {model_cfg.mode!r} is not one of {one_of(MODES)}")
     with torch.device("meta"):
         lm = AutoModelForCausalLM.from_config(config)
         # Shared (tied) tensors are yielded once by parameters().

@@ -59,16 +59,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS as SCORER_CHUNK_ITEMS
+from cllm4rec_dist.model.interfaces import INIT_CHUNK_ROWS
+from cllm4rec_dist.model.options import DTYPE_BYTES
+
 GiB = 2**30
-DTYPE_BYTES = {"fp32": 4, "bf16": 2}
-FP32 = 4
+FP32 = DTYPE_BYTES["fp32"]
 # DeepSpeed defaults (deepspeed/runtime/zero/config.py) for the keys the estimate depends on.
 DS_REDUCE_BUCKET_SIZE = 500_000_000
 DS_MAX_LIVE_PARAMETERS = 1_000_000_000
-# ItemParallelScorer's default chunk of item columns per logits block.
-SCORER_CHUNK_ITEMS = 16384
-# cllm4rec_dist.model.interfaces.INIT_CHUNK_ROWS: table rows drawn per chunk at initialisation.
-INIT_CHUNK_ROWS = 65536
 NUM_TABLES_PER_ENTITY = 2  # collaborative and content copies
 
 

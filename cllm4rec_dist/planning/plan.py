@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from cllm4rec_dist.config import TrainConfig, validate
+from cllm4rec_dist.config import STAGES, TrainConfig, validate
 from cllm4rec_dist.planning.backbone import backbone_shape
 from cllm4rec_dist.planning.memory import (
     DS_MAX_LIVE_PARAMETERS,
@@ -39,7 +39,7 @@ CPU_OVERHEAD_GIB = 0.45
 # NCCL buffers and caching-allocator fragmentation. Measure it on your GPUs (peak of
 # `nvidia-smi` minus torch.cuda.max_memory_allocated) and pass plan.overhead_gib.
 CUDA_OVERHEAD_GIB = 2.0
-LAUNCHERS = ("pretrain", "finetune", "evaluate", "predict")
+LAUNCHERS = (*STAGES, "predict")
 
 
 @dataclass
@@ -86,7 +86,7 @@ class Plan:
     device: str
 
 
-def phases(cfg: Any, prompt_tokens: int) -> tuple[tuple[Phase, ...], dict[str, int]]:
+def phases(cfg: TrainConfig, prompt_tokens: int) -> tuple[tuple[Phase, ...], dict[str, int]]:
     """The phases the stage trains, as one rank's step sees them, and their longest sequence."""
     d = cfg.data
     out, seq = [], {}
@@ -102,7 +102,7 @@ def phases(cfg: Any, prompt_tokens: int) -> tuple[tuple[Phase, ...], dict[str, i
     return tuple(out), seq
 
 
-def _zero_key(cfg: Any, key: str, default: int) -> int:
+def _zero_key(cfg: TrainConfig, key: str, default: int) -> int:
     extra = (
         OmegaConf.to_container(cfg.deepspeed.extra, resolve=True)
         if not isinstance(cfg.deepspeed.extra, dict)
@@ -111,7 +111,7 @@ def _zero_key(cfg: Any, key: str, default: int) -> int:
     return int((extra or {}).get("zero_optimization", {}).get(key, default))
 
 
-def _counts(cfg: Any) -> tuple[int, int, int | None]:
+def _counts(cfg: PlanRoot) -> tuple[int, int, int | None]:
     """(users, items, debug-tokenizer vocabulary) from plan.* or the manifest under data.dir."""
     p = cfg.plan
     users, items, vocab = p.num_users, p.num_items, p.vocab_size
@@ -129,13 +129,13 @@ def _counts(cfg: Any) -> tuple[int, int, int | None]:
     return int(users), int(items), vocab
 
 
-def overhead_gib(plan_cfg: Any) -> float:
+def overhead_gib(plan_cfg: PlanConfig) -> float:
     if plan_cfg.overhead_gib is not None:
         return float(plan_cfg.overhead_gib)
     return CPU_OVERHEAD_GIB if plan_cfg.device == "cpu" else CUDA_OVERHEAD_GIB
 
 
-def run_shape(cfg: Any) -> tuple[RunShape, dict[str, int]]:
+def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
     """The numbers ``memory.estimate`` needs, from a composed plan config."""
     p = cfg.plan
     if p.device not in ("cuda", "cpu"):
@@ -191,7 +191,7 @@ def launch_commands(
     return {"one_node": one_node, "cluster": cluster}
 
 
-def make_plan(cfg: Any, overrides: list[str]) -> Plan:
+def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
     """Plan for a composed config; ``overrides`` are the training overrides to launch with.
     Raises ConfigError for values the trainer would reject."""
     validate(cfg)

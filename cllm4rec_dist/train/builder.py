@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
 from cllm4rec_dist.train.export import load_export
 from cllm4rec_dist.train.phases import PHASES
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +72,9 @@ class TrainingParts:
         return getattr(self.model, PHASES[phase].loss)(batch)
 
 
-def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str, nn.Module]:
+def build_tables(
+    cfg: TrainConfig, num_users: int, num_items: int, dim: int
+) -> dict[str, nn.Module]:
     """The four ID tables; each gets its own init stream (seed*4 + index) whatever the sharding."""
     partitioned = env.world_size() > 1 or cfg.tables.partitioned
     rows = {"user": num_users, "item": num_items}
@@ -83,7 +88,7 @@ def build_tables(cfg: Any, num_users: int, num_items: int, dim: int) -> dict[str
     return tables
 
 
-def build(cfg: Any) -> TrainingParts:
+def build(cfg: TrainConfig) -> TrainingParts:
     """Tokenizer, backbone, tables, scorer, model, DeepSpeed engine and the table optimizer."""
     torch.manual_seed(cfg.run.seed)
     manifest = load_manifest(cfg.data.dir)

@@ -29,7 +29,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -41,6 +41,10 @@ from cllm4rec_dist.distributed.table_checkpoint import (
     save_tables,
 )
 from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import CheckpointConfig
+    from cllm4rec_dist.train.builder import TrainingParts
 
 log = logging.getLogger(__name__)
 KEEP_LAST = 2
@@ -284,7 +288,7 @@ class Checkpointer:
     saved (engine, tables, their optimizer, the dataset fingerprint), when (``maybe_save``:
     every ``every_steps``), what is kept (``keep_last`` + the best) and where resume starts."""
 
-    def __init__(self, run_dir: str | Path, built: Any, cfg: Any):
+    def __init__(self, run_dir: str | Path, built: TrainingParts, cfg: CheckpointConfig):
         self.run_dir = Path(run_dir)
         self._parts = (built.engine, built.tables, built.table_optimizer)
         self.dataset = built.manifest.fingerprint

@@ -5,9 +5,12 @@ Only the backbone goes through DeepSpeed; the ID tables have their own row-wise 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
 
 
 def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
@@ -20,7 +23,7 @@ def merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def build_deepspeed_config(cfg: Any, micro_batch_size: int) -> dict[str, Any]:
+def build_deepspeed_config(cfg: TrainConfig, micro_batch_size: int) -> dict[str, Any]:
     """DeepSpeed config dict for the backbone engine: ZeRO stage, precision, AdamW, clipping."""
     ds, optim = cfg.deepspeed, cfg.optim
     zero: dict[str, Any] = {"stage": ds.zero_stage}

@@ -12,7 +12,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from cllm4rec_dist.config import ConfigError, validate
+from cllm4rec_dist.config import ConfigError, TrainConfig, validate
 from cllm4rec_dist.distributed import env
 
 log = logging.getLogger("cllm4rec_dist")
@@ -30,7 +30,7 @@ def setup_logging() -> None:
     )
 
 
-def _start(cfg: Any) -> None:
+def _start(cfg: TrainConfig) -> None:
     """Validate before any work, then join the process group."""
     setup_logging()
     try:
@@ -62,7 +62,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _fail_on_user_error(fn: Any, cfg: Any) -> Any:
+def _fail_on_user_error(fn: Any, cfg: TrainConfig) -> Any:
     try:
         return fn(cfg)
     except user_errors() as err:
@@ -72,15 +72,15 @@ def _fail_on_user_error(fn: Any, cfg: Any) -> Any:
         sys.exit(2)
 
 
-def run_predict(cfg: Any) -> None:
+def run_predict(cfg: TrainConfig) -> None:
     _fail_on_user_error(_run_predict, cfg)
 
 
-def run_stage(cfg: Any) -> dict[str, Any]:
+def run_stage(cfg: TrainConfig) -> dict[str, Any]:
     return _fail_on_user_error(_run_stage, cfg)
 
 
-def _run_predict(cfg: Any) -> None:
+def _run_predict(cfg: TrainConfig) -> None:
     """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
     _start(cfg)
     if not cfg.stage.init_from:
@@ -94,7 +94,7 @@ def _run_predict(cfg: Any) -> None:
         print(f"predictions: {out / 'manifest.json'}")
 
 
-def _run_stage(cfg: Any) -> dict[str, Any]:
+def _run_stage(cfg: TrainConfig) -> dict[str, Any]:
     """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
     _start(cfg)
     # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.

@@ -20,7 +20,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from omegaconf import OmegaConf
@@ -29,6 +29,10 @@ from torch import nn
 
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.table_checkpoint import export_tables
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
+    from cllm4rec_dist.train.builder import TrainingParts
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +46,7 @@ def _backbone_state(engine: Any, backbone: nn.Module) -> dict[str, torch.Tensor]
     return module.state_dict() if env.rank() == 0 else None
 
 
-def export_model(built: Any, cfg: Any, out_dir: Path, checkpoint: Path) -> None:
+def export_model(built: TrainingParts, cfg: TrainConfig, out_dir: Path, checkpoint: Path) -> None:
     """Collective. Writes tables (from the saved checkpoint), backbone and meta.json to out_dir."""
     engine = built.engine
     backbone = engine.module if engine is not None else built.model.backbone

@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -38,6 +38,9 @@ from cllm4rec_dist.train.preemption import (
 )
 from cllm4rec_dist.train.schedule import LRSchedule
 from cllm4rec_dist.train.state import TrainerState
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -92,7 +95,7 @@ class StopRequested(Exception):
 
 
 class Trainer:
-    def __init__(self, cfg: Any, built: TrainingParts):
+    def __init__(self, cfg: TrainConfig, built: TrainingParts):
         self.cfg, self.b = cfg, built
         self.run_dir = Path(cfg.run.dir)
         self.rank, self.world = env.rank(), env.world_size()
