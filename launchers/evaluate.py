@@ -1,22 +1,14 @@
-"""evaluate stage. Launch with DeepSpeed (any number of ranks) or plain python (1 rank):
+"""evaluate stage: ``launchers/train.py --config-name evaluate`` (see there; configs/evaluate.yaml):
 
     deepspeed --num_gpus 2 --no_local_rank launchers/evaluate.py data.dir=<prepared dir> run.dir=<dir> ...
 
-CPU: prefix DS_ACCELERATOR=cpu. Overrides use Hydra syntax; see configs/evaluate.yaml.
+CPU: prefix DS_ACCELERATOR=cpu. Overrides use Hydra syntax.
 """
 
-import hydra
-
-from cllm4rec_dist.config import register
-from cllm4rec_dist.train.entry import run_stage
-
-register()
-
-
-@hydra.main(config_path="../configs", config_name="evaluate", version_base="1.3")
-def main(cfg) -> None:
-    run_stage(cfg)
-
+import runpy
+import sys
+from pathlib import Path
 
 if __name__ == "__main__":
-    main()
+    sys.argv[1:1] = ["--config-name", "evaluate"]
+    runpy.run_path(str(Path(__file__).with_name("train.py")), run_name="__main__")

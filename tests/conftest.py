@@ -12,32 +12,14 @@ from pathlib import Path
 
 import pytest
 
+from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
 
 os.environ.setdefault("DS_ACCELERATOR", "cpu")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-
-# A synthetic catalog small enough for CPU training tests, prepared by the real data-prep job.
-TINY_PREP = [
-    "source=synthetic",
-    "source.num_users=48",
-    "source.num_items=30",
-    "source.mean_interactions=8",
-    "source.min_interactions=4",
-    "source.num_topics=3",
-    "source.text_min_words=4",
-    "source.text_max_words=8",
-    "source.review_fraction=0.1",
-    "layout.users_per_sample=4",
-    "layout.docs_per_sample=8",
-    "layout.samples_per_shard=2",
-    "layout.shard_multiple=2",
-    "tokenizer.vocab_size=300",
-    "ray.num_cpus=1",
-    "progress=false",
-]
 
 
 def prepare(output_dir: Path, overrides: list[str]) -> Path:
@@ -57,7 +39,7 @@ def prepare(output_dir: Path, overrides: list[str]) -> Path:
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A prepared tiny synthetic dataset directory (shared by the whole session, read-only)."""
-    return prepare(tmp_path_factory.mktemp("tiny") / "data", TINY_PREP)
+    return prepare(tmp_path_factory.mktemp("tiny") / "data", list(TINY_CATALOG))
 
 
 @pytest.fixture(scope="session")

@@ -29,11 +29,11 @@ from cllm4rec_dist.planning.memory import (
 )
 from cllm4rec_dist.train.phases import stage_phases
 
-# Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter (measure.py's
-# `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters): Python, torch, DeepSpeed,
-# transformers, Hydra, gloo. Two calibration runs gave 0.41-0.45 GiB per rank (torch 2.13 CPU,
+# Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter
+# (bench/measure_memory.py's `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters):
+# Python, torch, DeepSpeed, transformers, Hydra, gloo. Two calibration runs gave 0.41-0.45 GiB per rank (torch 2.13 CPU,
 # DeepSpeed 0.19.8, 2-core VM); the larger is used. Re-measure with
-# `python -m cllm4rec_dist.planning.measure --only calibrate`.
+# `python bench/measure_memory.py --only calibrate`.
 CPU_OVERHEAD_GIB = 0.45
 # NOT measured in this project (no GPU was available): a planning margin for the CUDA context,
 # NCCL buffers and caching-allocator fragmentation. Measure it on your GPUs (peak of

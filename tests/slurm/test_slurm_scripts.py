@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from slurm_stubs import read_log, slurm_env
 
+from cllm4rec_dist.testing.catalogs import TINY_CATALOG
 from cllm4rec_dist.testing.multiprocess import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -36,7 +37,6 @@ def _load(name: str, path: Path):
 
 
 TINY = _load("slurm_train_testkit", REPO / "tests" / "train" / "train_testkit.py").TINY
-TINY_PREP = _load("slurm_root_conftest", REPO / "tests" / "conftest.py").TINY_PREP
 
 
 def _output(path: Path) -> str:
@@ -172,7 +172,7 @@ def test_ray_prep_head_and_worker_on_loopback(tmp_path):
         "--nodes=2",
         "--cpus-per-task=1",
         "slurm/ray_prep.sbatch",
-        *TINY_PREP,
+        *TINY_CATALOG,
         f"output_dir={out_dir}",
     ]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

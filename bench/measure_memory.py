@@ -1,11 +1,11 @@
 """Planner estimate vs measured peak memory, on 2 CPU ranks under the real DeepSpeed launcher.
 
-    python -m cllm4rec_dist.planning.measure [--work-dir DIR] [--only NAME ...] [--json OUT]
+    python bench/measure_memory.py [--work-dir DIR] [--only NAME ...] [--json OUT]
 
 For each configuration below it prepares the dataset it needs (Ray, cached under the work dir),
 computes the planner's per-rank estimate (``plan.device=cpu``: one process holds building,
 training and rank 0's export), runs ``launchers/pretrain.py`` on 2 ranks with the same overrides,
-each rank wrapped by this module's ``probe`` mode, which records the rank's peak resident set
+each rank wrapped by this script's ``probe`` mode, which records the rank's peak resident set
 (``ru_maxrss``) at exit, and prints estimate, measured and their ratio per rank.
 
 ``calibrate`` runs a model too small to matter: its measured peak is the per-process runtime
@@ -26,18 +26,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+
+REPO = Path(__file__).resolve().parents[1]
 RANKS = 2
 PROBE_DIR_ENV = "CLLM4REC_PROBE_DIR"
 
-# The tiny catalog of tests/conftest.py (TINY_PREP).
-TINY_PREP = [
-    "source=synthetic", "source.num_users=48", "source.num_items=30",
-    "source.mean_interactions=8", "source.min_interactions=4", "source.num_topics=3",
-    "source.text_min_words=4", "source.text_max_words=8", "source.review_fraction=0.1",
-    "layout.users_per_sample=4", "layout.docs_per_sample=8", "layout.samples_per_shard=2",
-    "layout.shard_multiple=2", "tokenizer.vocab_size=300", "ray.num_cpus=1", "progress=false",
-]  # fmt: skip
 # 250k users: the two user tables dominate (125k rows x 1024 fp32 each per rank).
 USERS_PREP = [
     "source=synthetic", "source.num_users=250000", "source.num_items=2000",
@@ -64,7 +58,7 @@ class Case:
     what: str
 
 
-DATASETS = {"tiny": TINY_PREP, "users250k": USERS_PREP}
+DATASETS = {"tiny": list(TINY_CATALOG), "users250k": USERS_PREP}
 CASES = (
     Case(
         "calibrate",
@@ -172,8 +166,7 @@ def measure(case: Case, data: Path, work: Path) -> tuple[dict[int, float], float
         "--no_local_rank",
         "--master_port",
         str(free_port()),
-        "--module",
-        "cllm4rec_dist.planning.measure",
+        str(Path(__file__).resolve()),
         "probe",
         "launchers/pretrain.py",
         f"data.dir={data}",

@@ -1,0 +1,22 @@
+"""Prepared-data presets shared by the tests and the benchmarks: ``data_prep/prepare.py``
+overrides of the built-in synthetic source."""
+
+# A catalog small enough for CPU training tests (48 users, 30 items), prepared by the real job.
+TINY_CATALOG = (
+    "source=synthetic",
+    "source.num_users=48",
+    "source.num_items=30",
+    "source.mean_interactions=8",
+    "source.min_interactions=4",
+    "source.num_topics=3",
+    "source.text_min_words=4",
+    "source.text_max_words=8",
+    "source.review_fraction=0.1",
+    "layout.users_per_sample=4",
+    "layout.docs_per_sample=8",
+    "layout.samples_per_shard=2",
+    "layout.shard_multiple=2",
+    "tokenizer.vocab_size=300",
+    "ray.num_cpus=1",
+    "progress=false",
+)
