@@ -1,7 +1,7 @@
 """Exact top-K with seen-item masking over a large catalog: ours vs FAISS vs naive torch.
 
 Measures users/s of
-  (a) ours: ``cllm4rec_dist.distributed.topk.masked_topk`` in one process (and, with
+  (a) ours: ``cllm4rec_dist.ops.topk.masked_topk`` in one process (and, with
       ``--ranks 2``, ``ItemParallelScorer.topk`` on 2 gloo ranks x 1 thread, users split between
       the ranks, items sharded);
   (b) FAISS ``IndexFlatIP.search`` (no masking, same vectors, same thread count);
@@ -26,7 +26,7 @@ import faiss
 import numpy as np
 import torch
 
-from cllm4rec_dist.distributed.topk import masked_topk
+from cllm4rec_dist.ops.topk import masked_topk
 
 CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 

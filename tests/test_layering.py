@@ -1,4 +1,4 @@
-"""Imports point down the layering: model <- distributed/data <- train <- launchers."""
+"""Imports point down the layering: ops <- model <- distributed/data <- train <- launchers."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cllm4rec_dist"
 
 # package folder -> packages it must not import
 FORBIDDEN = {
+    "ops": ("train", "eval", "data", "distributed", "model"),
     "model": ("train", "eval", "data", "distributed"),
     "distributed": ("train", "eval", "data"),
     "data": ("train", "eval"),

@@ -27,7 +27,7 @@ from torch import Tensor, nn
 
 from cllm4rec_dist.baselines.config import MultVAEConfig
 from cllm4rec_dist.baselines.ranking import RowScorer, evaluate_rows, train_matrix
-from cllm4rec_dist.distributed.topk import csr_rows
+from cllm4rec_dist.ops.topk import csr_rows
 
 log = logging.getLogger(__name__)
 

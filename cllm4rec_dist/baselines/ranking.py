@@ -19,9 +19,8 @@ from torch import Tensor
 
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.data.splits import EvalTargets, eval_targets
-from cllm4rec_dist.distributed.topk import NEG_INF, csr_rows
 from cllm4rec_dist.eval.evaluate import evaluate_ranking
-from cllm4rec_dist.model.heads import merge_topk
+from cllm4rec_dist.ops.topk import NEG_INF, csr_rows, sorted_topk
 
 
 def train_matrix(data_dir: str, num_users: int, num_items: int) -> sp.csr_matrix:
@@ -68,7 +67,7 @@ def masked_topk_rows(
         cand_i = torch.full((b, width), n, dtype=torch.int64)
         cand_s[rows, slot] = scores[rows, cols]
         cand_i[rows, slot] = cols
-    top_s, top_i = merge_topk(cand_s[:, :0], cand_i[:, :0], cand_s, cand_i, k)
+    top_s, top_i = sorted_topk(cand_s, cand_i, k)
     return top_s, top_i.masked_fill(top_s == NEG_INF, -1)
 
 

@@ -1,12 +1,13 @@
 """Row-partitioned ID tables, their row-wise optimizer and checkpoints, item-parallel losses and
 the exact top-K merge. Every object takes an optional process group and also runs without one
-(world size 1). See docs/distributed.md."""
+(world size 1). See docs/distributed.md. ``masked_topk``, the per-shard kernel of the merge, is
+``cllm4rec_dist.ops.topk``'s (no collectives), exported here too."""
 
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable, row_ranges
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
 from cllm4rec_dist.distributed.table_checkpoint import export_tables, load_tables, save_tables
-from cllm4rec_dist.distributed.topk import masked_topk, masked_topk_reference
+from cllm4rec_dist.ops.topk import masked_topk
 
 __all__ = [
     "ItemParallelScorer",
@@ -15,7 +16,6 @@ __all__ = [
     "export_tables",
     "load_tables",
     "masked_topk",
-    "masked_topk_reference",
     "row_ranges",
     "save_tables",
 ]

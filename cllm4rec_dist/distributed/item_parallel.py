@@ -30,8 +30,8 @@ from cllm4rec_dist.distributed.comm import (
 )
 from cllm4rec_dist.distributed.env import Group, world
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
-from cllm4rec_dist.distributed.topk import NEG_INF, csr_rows, masked_topk
 from cllm4rec_dist.model.tables import check_ids
+from cllm4rec_dist.ops.topk import NEG_INF, csr_rows, masked_topk, sorted_topk
 
 # Item columns per logits block (the memory planner models this default).
 CHUNK_ITEMS = 16384
@@ -158,9 +158,8 @@ class ItemParallelScorer:
             )
 
         cand_s, cand_i = own_candidates(scores), own_candidates(items)
-        top, order = torch.sort(cand_s, dim=1, descending=True, stable=True)
-        top, order = top[:, :k], order[:, :k]
-        return top, torch.where(top == NEG_INF, -1, cand_i.gather(1, order))
+        top, top_i = sorted_topk(cand_s, cand_i, k)
+        return top, torch.where(top == NEG_INF, -1, top_i)
 
 
 def _local_stats(scorer: ItemParallelScorer, g: _Gathered, weight: Tensor) -> tuple[Tensor, Tensor]:

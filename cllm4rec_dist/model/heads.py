@@ -11,14 +11,16 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from cllm4rec_dist.model.tables import DenseTable
+from cllm4rec_dist.ops.topk import csr_rows, masked_topk
 
 
 class DenseItemScorer:
     """Scores hidden states against every row of a DenseTable (the item head is the table).
 
     A plain object, not an nn.Module: it owns no parameters, the table does. Cross-entropy and
-    multinomial NLL build the full [rows, I] fp32 logits; ``topk`` walks the items in chunks of
-    ``topk_chunk`` so evaluation memory stays at [B, chunk + k].
+    multinomial NLL build the full [rows, I] fp32 logits; ``topk`` is the tiled masked top-K
+    kernel (``ops/topk.py``, the one the item-parallel scorer runs per shard) over item tiles
+    of ``topk_chunk`` rows, so evaluation memory stays at [B, chunk] per thread plus [B, k].
     """
 
     def __init__(self, table: DenseTable, topk_chunk: int = 65536):
@@ -45,7 +47,7 @@ class DenseItemScorer:
         -sum_{j in targets(b)} log softmax(logits_b)[j], from the log-softmax at the nnz target
         entries only (no dense [B, I] target)."""
         log_probs = torch.log_softmax(self.logits(hidden), dim=-1)
-        rows = _csr_rows(target_offsets)
+        rows = csr_rows(target_offsets)
         picked = log_probs[rows, target_items]
         return -torch.zeros_like(log_probs[:, 0]).index_add(0, rows, picked)
 
@@ -57,35 +59,11 @@ class DenseItemScorer:
         descending, items [B, k] int64); ties: lower item index first; padding (-inf, -1)."""
         if not 0 <= k <= self.num_items:
             raise ValueError(f"k={k} must be in [0, {self.num_items}]")
-        rows, h = _csr_rows(exclude_offsets), hidden.float()
-        weight = self.table.weight
-        best_s = h.new_empty(h.shape[0], 0)
-        best_i = torch.empty(h.shape[0], 0, dtype=torch.int64, device=h.device)
-        for lo in range(0, self.num_items, self.topk_chunk):
-            hi = min(lo + self.topk_chunk, self.num_items)
-            scores = h @ weight[lo:hi].float().T
-            sel = (exclude_items >= lo) & (exclude_items < hi)
-            scores[rows[sel], exclude_items[sel] - lo] = float("-inf")
-            items = torch.arange(lo, hi, device=h.device).expand_as(scores)
-            best_s, best_i = merge_topk(best_s, best_i, scores, items, k)
-        best_i = best_i.masked_fill(best_s == float("-inf"), -1)
-        return best_s, best_i
-
-
-def merge_topk(
-    scores_a: Tensor, items_a: Tensor, scores_b: Tensor, items_b: Tensor, k: int
-) -> tuple[Tensor, Tensor]:
-    """Top-k of the union of two candidate sets per row, ties broken by lower item index.
-
-    Requires that every item in ``a`` is lower than every item in ``b``, that ``a`` is already
-    ordered (score descending, item ascending among equal scores) and ``b`` is in ascending item
-    order: a STABLE descending sort of ``[a, b]`` then yields the exact tie order (torch.topk
-    promises none). [B, ka], [B, kb] -> [B, min(k, ka + kb)].
-    """
-    scores = torch.cat([scores_a, scores_b], dim=1)
-    items = torch.cat([items_a, items_b], dim=1)
-    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    return scores.gather(1, order), items.gather(1, order)
+        # Detached: grad mode is per thread, and the kernel's CPU threads do not inherit no_grad.
+        weight, hidden = self.table.weight.detach(), hidden.detach()
+        return masked_topk(
+            hidden, weight, k, exclude_offsets, exclude_items, item_chunk=self.topk_chunk
+        )
 
 
 def word_cross_entropy(word_logits: Tensor, targets: Tensor) -> Tensor:
@@ -93,10 +71,4 @@ def word_cross_entropy(word_logits: Tensor, targets: Tensor) -> Tensor:
     return F.cross_entropy(word_logits.float(), targets, reduction="none")
 
 
-def _csr_rows(offsets: Tensor) -> Tensor:
-    """CSR offsets [B+1] -> row index of every entry [nnz] int64."""
-    counts = offsets[1:] - offsets[:-1]
-    return torch.repeat_interleave(torch.arange(counts.numel(), device=offsets.device), counts)
-
-
-__all__ = ["DenseItemScorer", "merge_topk", "word_cross_entropy"]
+__all__ = ["DenseItemScorer", "word_cross_entropy"]

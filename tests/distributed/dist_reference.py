@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from cllm4rec_dist.distributed.topk import csr_rows
+from cllm4rec_dist.ops.topk import csr_rows
 from cllm4rec_dist.testing.multiprocess import run_ranks
 
 

@@ -15,13 +15,13 @@ import pytest
 import torch
 import torch.distributed as dist
 from dist_reference import csr, dense_cross_entropy, dense_multinomial_nll
+from topk_reference import masked_topk_reference
 
 from cllm4rec_dist.distributed import (
     ItemParallelScorer,
     PartitionedTable,
     RowWiseAdagrad,
     masked_topk,
-    masked_topk_reference,
 )
 from cllm4rec_dist.model.tables import DenseTable
 

@@ -12,10 +12,10 @@ import torch
 from dist_reference import csr, dense_cross_entropy, dense_multinomial_nll, run_ranks_serialized
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
+from topk_reference import masked_topk_reference
 
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
-from cllm4rec_dist.distributed.topk import masked_topk_reference
 from cllm4rec_dist.model.tables import DenseTable
 
 MAX_EXAMPLES = 10

@@ -6,8 +6,9 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from topk_reference import masked_topk_reference
 
-from cllm4rec_dist.distributed.topk import masked_topk, masked_topk_reference
+from cllm4rec_dist.ops.topk import masked_topk
 
 
 @st.composite

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import head_reference as reference
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cllm4rec_dist.model import reference
 from cllm4rec_dist.model.heads import DenseItemScorer, word_cross_entropy
 from cllm4rec_dist.model.tables import DenseTable
 

@@ -1,4 +1,4 @@
-"""Naive references for the item heads, used only by tests (parity of dense / item-parallel ops).
+"""Naive references for the item heads (parity of the dense / item-parallel ops).
 
 ``multinomial_nll_dense_target`` is the ORIGINAL CLLM4Rec finetuning loss: a dense multi-hot
 target vector per user, ``-(log_softmax(logits) * dense_target).sum(-1)``.

@@ -47,29 +47,11 @@ def csr_rows(offsets: Tensor) -> Tensor:
     return torch.repeat_interleave(torch.arange(counts.numel(), device=offsets.device), counts)
 
 
-def masked_topk_reference(
-    queries: Tensor,
-    items: Tensor,
-    k: int,
-    exclude_offsets: Tensor,
-    exclude_items: Tensor,
-    index_offset: int = 0,
-) -> tuple[Tensor, Tensor]:
-    """Plain version: full [B, n] fp32 scores, -inf at exclusions, stable sort, first k.
-
-    queries [B, H], items [n, H], exclusions CSR over rows of ``items`` -> (scores [B, k] fp32
-    descending, indices [B, k] int64 = item row + ``index_offset``; (-inf, -1) where fewer than k
-    items are allowed). Ties: lower index first.
-    """
-    scores = queries.float() @ items.float().T
-    scores[csr_rows(exclude_offsets), exclude_items] = NEG_INF
-    if scores.shape[1] < k:
-        scores = torch.cat(
-            [scores, scores.new_full((scores.shape[0], k - scores.shape[1]), NEG_INF)], 1
-        )
-    top, idx = torch.sort(scores, dim=1, descending=True, stable=True)
-    top, idx = top[:, :k], idx[:, :k]
-    return top, torch.where(top == NEG_INF, -1, idx + index_offset)
+def sorted_topk(scores: Tensor, items: Tensor, k: int) -> tuple[Tensor, Tensor]:
+    """Top-k per row of candidate ``scores`` [B, c] and their ``items`` [B, c] by a stable
+    descending sort, so equal scores keep their column order -> ([B, min(k, c)], same)."""
+    order = torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    return scores.gather(1, order), items.gather(1, order)
 
 
 def masked_topk(
@@ -85,8 +67,13 @@ def masked_topk(
     block: int = 64,
     threads: int | None = None,
 ) -> tuple[Tensor, Tensor]:
-    """Same contract as :func:`masked_topk_reference`, tiled: memory is one
+    """Exact top-k of ``queries @ items.T`` per row with CSR exclusions, tiled: memory is one
     [item_chunk, user_chunk] fp32 score block per thread plus the running top-k.
+
+    queries [B, H], items [n, H], exclusions CSR over rows of ``items`` -> (scores [B, k] fp32
+    descending, indices [B, k] int64 = item row + ``index_offset``; (-inf, -1) where fewer than k
+    items are allowed). Ties: lower index first (``tests/topk_reference.py`` is the plain
+    version it is tested against).
 
     ``block`` consecutive items share one maximum in the filtering pass (a tile whose length it
     does not divide is one block): smaller blocks open fewer scores per hit, larger ones make a
@@ -237,4 +224,4 @@ def _merge(
     tau[touched] = top[:, k - 1]
 
 
-__all__ = ["csr_rows", "masked_topk", "masked_topk_reference"]
+__all__ = ["NEG_INF", "csr_rows", "masked_topk", "sorted_topk"]
