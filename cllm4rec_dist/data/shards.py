@@ -15,21 +15,13 @@ Row shuffle is a windowed shuffle: the (worker's) row stream is cut into consecu
 worker, num_workers, window). Resuming at row ``skip`` therefore reads only from the window that
 holds it: earlier shards are passed over using the manifest's row counts, without I/O.
 
-Row dicts (numpy arrays are int64):
-    collaborative  {"user": int, "items": array}
-    recommendation {"user": int, "train": array, "val": array, "test": array}
-    content        {"kind": int, "user": int, "item": int, "text": str}
+Reading one shard file (tar samples, rows, checks against the manifest) is ``samples.py``'s.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
-import json
-import re
-import tarfile
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from itertools import islice
 from pathlib import Path
 from typing import Any
@@ -37,23 +29,11 @@ from typing import Any
 import numpy as np
 from torch.utils.data import IterableDataset, get_worker_info
 
-from cllm4rec_dist.data.format import (
-    CONTENT_MEMBERS,
-    USER_CSR,
-    USERS_MEMBER,
-    member_key,
-    sha256_file,
-)
 from cllm4rec_dist.data.manifest import Manifest, Shard, load_manifest
+from cllm4rec_dist.data.samples import ROW_BUILDERS, read_blocks, shard_rows
 from cllm4rec_dist.distributed import env
 
 DEFAULT_SHUFFLE_BUFFER = 8192
-# WebDataset's rule: the key is the member path up to the first dot of its file name.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
-
-
-class ShardError(ValueError):
-    """A shard's content disagrees with the manifest or with the sample layout."""
 
 
 # --- assignment (no I/O) -------------------------------------------------------------------------
@@ -105,50 +85,6 @@ def worker_shards(
 
 
 # --- blocks --------------------------------------------------------------------------------------
-def read_blocks(path: Path, sha256: str | None = None) -> Iterator[dict[str, Any]]:
-    """Decoded samples of one tar in stored order: ``{"__key__": key, member: value}``.
-
-    Members are grouped by WebDataset key; ``name.npy`` is decoded to an array under ``name``,
-    ``name.json`` to a Python object, anything else is kept as bytes under its extension.
-    ``sha256``: the manifest's digest; the shard is read once, hashed, and refused with a
-    ShardError when it differs (so training never runs on a corrupted shard).
-    """
-    data = path.read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ShardError(f"{path}: sha256 differs from the manifest's (corrupted or replaced)")
-    if not data:  # an empty padding shard may be a zero-byte file
-        return
-    sample: dict[str, Any] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
-            for member in tar:
-                match = _KEY_EXT.match(member.name)
-                if not member.isfile() or match is None:
-                    continue
-                key, ext = match.groups()
-                if sample and sample["__key__"] != key:
-                    yield sample
-                    sample = {}
-                sample["__key__"] = key
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                sample.update(_decode(ext, data, f"{path}:{member.name}"))
-    except tarfile.TarError as err:
-        raise ShardError(f"{path}: unreadable tar: {err}") from err
-    if sample:
-        yield sample
-
-
-def _decode(ext: str, data: bytes, where: str) -> dict[str, Any]:
-    try:
-        if ext.endswith(".npy") or ext == "npy":
-            return {ext.removesuffix("npy").rstrip("."): np.load(io.BytesIO(data))}
-        if ext.endswith(".json") or ext == "json":
-            return {ext.removesuffix("json").rstrip("."): json.loads(data)}
-    except (ValueError, OSError) as err:
-        raise ShardError(f"{where}: cannot decode: {err}") from err
-    return {ext: data}
-
-
 def iter_blocks(
     data_dir: str | Path,
     corpus: str,
@@ -172,64 +108,6 @@ def iter_blocks(
 
 
 # --- rows ----------------------------------------------------------------------------------------
-def _csr(block: dict[str, Any], name: str, values: str, n: int, where: str) -> list[np.ndarray]:
-    offsets, flat = _member(block, name, where), _member(block, values, where)
-    if (
-        offsets.shape != (n + 1,)
-        or offsets[0] != 0
-        or offsets[-1] != len(flat)
-        or np.any(np.diff(offsets) < 0)
-    ):
-        raise ShardError(f"{where}: {name} is not valid CSR offsets for {n} rows and {values}")
-    flat = flat.astype(np.int64, copy=False)
-    return [flat[offsets[i] : offsets[i + 1]] for i in range(n)]
-
-
-def _member(block: dict[str, Any], name: str, where: str) -> Any:
-    if name not in block:
-        members = sorted(k for k in block if k != "__key__")
-        raise ShardError(f"{where}: missing member {name!r} (has {members})")
-    return block[name]
-
-
-def _user_csr(block: dict[str, Any], corpus: str, n: int, where: str) -> dict[str, list]:
-    """Split name -> its per-user item arrays, from the corpus's CSR members (format.USER_CSR)."""
-    return {
-        split: _csr(block, member_key(offsets), member_key(items), n, where)
-        for split, (offsets, items) in USER_CSR[corpus].items()
-    }
-
-
-def _collaborative_rows(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    users = _member(block, member_key(USERS_MEMBER), where)
-    items = _user_csr(block, "collaborative", len(users), where)["train"]
-    return [{"user": int(u), "items": i} for u, i in zip(users, items)]
-
-
-def _recommendation_rows(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    users = _member(block, member_key(USERS_MEMBER), where)
-    n = len(users)
-    splits = _user_csr(block, "recommendation", n, where)
-    return [{"user": int(users[i]), **{s: v[i] for s, v in splits.items()}} for i in range(n)]
-
-
-def _content_rows(block: dict[str, Any], where: str) -> list[dict[str, Any]]:
-    kinds, users, items, texts = (_member(block, member_key(m), where) for m in CONTENT_MEMBERS)
-    if not (len(kinds) == len(users) == len(items) == len(texts)):
-        raise ShardError(f"{where}: kinds/users/items/texts lengths differ")
-    return [
-        {"kind": int(k), "user": int(u), "item": int(i), "text": str(t)}
-        for k, u, i, t in zip(kinds, users, items, texts)
-    ]
-
-
-ROW_BUILDERS: dict[str, Callable[[dict[str, Any], str], list[dict[str, Any]]]] = {
-    "collaborative": _collaborative_rows,
-    "recommendation": _recommendation_rows,
-    "content": _content_rows,
-}
-
-
 def _rows_from(
     manifest: Manifest, corpus: str, shards: Sequence[Shard], start: int
 ) -> Iterator[dict[str, Any]]:
@@ -243,31 +121,8 @@ def _rows_from(
     position = 0
     for shard in shards:
         if position + shard.rows > start:
-            yield from _shard_rows(manifest.shard_path(shard), shard, corpus, start - position)
+            yield from shard_rows(manifest.shard_path(shard), shard, corpus, start - position)
         position += shard.rows
-
-
-def _shard_rows(
-    path: Path, shard: Shard, corpus: str, skip: int, check_digest: bool = True
-) -> Iterator[dict[str, Any]]:
-    """Rows of one shard file from row ``skip``; read to its end, it must hold exactly the rows
-    and samples its manifest entry ``shard`` says."""
-    build = ROW_BUILDERS[corpus]
-    rows, samples = 0, 0
-    for block in read_blocks(path, shard.sha256 if check_digest else None):
-        block_rows = build(block, f"{path}: sample {block['__key__']}")
-        samples += 1
-        rows += len(block_rows)
-        if skip >= len(block_rows):
-            skip -= len(block_rows)
-            continue
-        yield from block_rows[max(skip, 0) :]
-        skip = 0
-    if (rows, samples) != (shard.rows, shard.samples):
-        raise ShardError(
-            f"{path}: has {rows} rows in {samples} samples, manifest says "
-            f"{shard.rows} rows in {shard.samples} samples"
-        )
 
 
 def iter_rows(
@@ -419,45 +274,6 @@ class ShardedRows(IterableDataset):
             shuffle_buffer=self.shuffle_buffer, skip=skip, worker_id=worker_id,
             num_workers=num_workers,
         )  # fmt: skip
-
-
-# --- validation ----------------------------------------------------------------------------------
-def verify_shards(data_dir: str | Path, *, count_rows: bool = False) -> list[str]:
-    """Check every shard listed in the manifest against its file; returns the problems found.
-
-    Checks existence, byte size and sha256; with ``count_rows`` also decodes each shard and
-    compares its samples and rows with the manifest (and the sample layout of its corpus).
-    An empty list means the dataset is intact.
-    """
-    manifest = load_manifest(data_dir)
-    return [
-        problem
-        for corpus in manifest.corpora.values()
-        for shard in corpus.shards
-        for problem in check_shard(manifest.shard_path(shard), shard, corpus.name, count_rows)
-    ]
-
-
-def check_shard(path: Path, shard: Shard, corpus: str, count_rows: bool = True) -> list[str]:
-    """Problems of one shard file against its manifest entry (empty: intact): existence, byte
-    size, sha256 and, with ``count_rows``, its decoded samples and rows (and sample layout).
-    The one shard check, for the reader's ``verify_shards`` and ``prepare.py --validate``."""
-    if not path.is_file():
-        return [f"{path}: missing ({corpus})"]
-    problems = []
-    size = path.stat().st_size
-    if size != shard.bytes:
-        problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
-    digest = sha256_file(path)
-    if digest != shard.sha256:
-        problems.append(f"{path}: sha256 {digest}, manifest says {shard.sha256}")
-    if count_rows and corpus in ROW_BUILDERS:
-        try:
-            for _ in _shard_rows(path, shard, corpus, 0, check_digest=False):
-                pass
-        except ShardError as err:
-            problems.append(str(err))
-    return problems
 
 
 def _seed(*parts: int) -> list[int]:

@@ -45,7 +45,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input (a file, a dataset, an export, a checkpoint): printed as
     one line naming the culprit, exit 2; ``CLLM4REC_DEBUG=1`` re-raises for the traceback."""
     from cllm4rec_dist.data.manifest import ManifestError
-    from cllm4rec_dist.data.shards import ShardError
+    from cllm4rec_dist.data.samples import ShardError
     from cllm4rec_dist.distributed.table_checkpoint import TableCheckpointError
     from cllm4rec_dist.train.checkpoint import CheckpointError
     from cllm4rec_dist.train.export import ExportMismatchError

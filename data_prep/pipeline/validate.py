@@ -16,6 +16,8 @@ from cllm4rec_dist.data.format import (
     SCHEMA_VERSION,
     sha256_file,
 )
+from cllm4rec_dist.data.manifest import Shard
+from cllm4rec_dist.data.samples import check_shard
 from data_prep.pipeline.manifest import read_manifest
 
 
@@ -42,11 +44,7 @@ def _check_shard(root: Path, corpus: str, entry: dict[str, Any]) -> list[str]:
     escapes = _escapes(entry["path"])
     if escapes:
         return [escapes]
-    # The reader's shard check (size, sha256, decoded samples and rows): one validator for
-    # both. Imported here so that preparing a dataset does not import torch.
-    from cllm4rec_dist.data.manifest import Shard
-    from cllm4rec_dist.data.shards import check_shard
-
+    # The reader's shard check (size, sha256, decoded samples and rows): one validator for both.
     shard = Shard(
         path=entry["path"],
         samples=entry["samples"],

@@ -10,7 +10,7 @@ import pytest
 from fixture_dataset import NUM_DOCUMENTS, NUM_ITEMS, NUM_SHARDS, NUM_USERS, write_dataset
 
 from cllm4rec_dist.data.manifest import ManifestError, load_manifest
-from cllm4rec_dist.data.shards import verify_shards
+from cllm4rec_dist.data.samples import verify_shards
 
 
 def test_typed_view(dataset: Path) -> None:

@@ -14,9 +14,9 @@ from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from cllm4rec_dist.data.manifest import load_manifest
+from cllm4rec_dist.data.samples import ShardError
 from cllm4rec_dist.data.shards import (
     ShardedRows,
-    ShardError,
     iter_blocks,
     iter_rows,
     rank_shards,
