@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
+from cllm4rec_dist.config import CheckpointConfig
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.table_checkpoint import (
     TableCheckpointError,
@@ -43,11 +44,9 @@ from cllm4rec_dist.distributed.table_checkpoint import (
 from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
 
 if TYPE_CHECKING:
-    from cllm4rec_dist.config import CheckpointConfig
     from cllm4rec_dist.train.builder import TrainingParts
 
 log = logging.getLogger(__name__)
-KEEP_LAST = 2
 
 
 class CheckpointError(RuntimeError):
@@ -133,7 +132,7 @@ def save_checkpoint(
     tables: dict,
     table_optimizer: Any,
     dataset: dict[str, Any] | None = None,
-    keep_last: int = KEEP_LAST,
+    keep_last: int = CheckpointConfig.keep_last,
 ) -> Path:
     """Collective: every rank writes its part; rank 0 publishes it as ``latest``.
 
