@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from cllm4rec_dist.distributed import env
 from cllm4rec_dist.testing.catalogs import TINY_CATALOG
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +100,7 @@ def probe(argv: list[str]) -> None:
 
     def record() -> None:
         peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
-        rank = os.environ.get("RANK", "0")
+        rank = env.launcher_rank()
         (out / f"rank{rank}.json").write_text(json.dumps({"peak_bytes": peak_kib * 1024}))
 
     atexit.register(record)

@@ -27,6 +27,12 @@ def world_size(group: Group = None) -> int:
     return dist.get_world_size(group) if is_dist() else 1
 
 
+def launcher_rank() -> int:
+    """This process's global rank as the launcher set it (``RANK``; 0 when absent), readable
+    before the process group exists (log set-up)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def world(group: Group = None) -> tuple[int, int]:
     """(rank, world_size) in ``group``; (0, 1) when no process group is initialised."""
     return rank(group), world_size(group)

@@ -19,7 +19,7 @@ log = logging.getLogger("cllm4rec_dist")
 
 
 def setup_logging() -> None:
-    rank = int(os.environ.get("RANK", "0"))
+    rank = env.launcher_rank()
     # torch 2.13 renamed some collectives that DeepSpeed still calls; one warning per call floods
     # the log without telling the user anything actionable.
     warnings.filterwarnings("ignore", category=FutureWarning, message=r".*torch\.distributed\.")
