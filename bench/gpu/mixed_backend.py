@@ -2,10 +2,11 @@
 
     python -m deepspeed.launcher.runner ... bench/gpu/mixed_backend.py launchers/finetune.py ...
 
-DeepSpeed creates an NCCL-only group, on which the trainer's all-reduces of small CPU tensors
-(loss statistics, metric sums) fail with "No backend type associated with device type cpu".
-When the real launcher fails that way, the GPU check says so and reruns through this wrapper, so
-that the run still yields its figures: DeepSpeed adopts a group that already exists.
+DeepSpeed alone creates an NCCL-only group, on which the trainer's all-reduces of small CPU
+tensors (loss statistics, metric sums) fail with "No backend type associated with device type
+cpu". ``distributed/env.py`` now makes the mixed group itself on CUDA; should the real launcher
+still fail that way, the GPU check says so and reruns through this wrapper, so that the run
+still yields its figures: DeepSpeed adopts a group that already exists.
 """
 
 from __future__ import annotations

@@ -41,7 +41,8 @@ def world(group: Group = None) -> tuple[int, int]:
 def init_distributed() -> None:
     """Join the process group the launcher describes (deepspeed, torchrun or srun env vars).
 
-    Single-process runs (no WORLD_SIZE in the environment) stay un-initialised.
+    Single-process runs (no WORLD_SIZE in the environment) stay un-initialised on CPU. On CUDA
+    the group is always made here, as ``cpu:gloo,cuda:nccl`` (see ``_init_cuda_group``).
     """
     if is_dist():
         return
@@ -59,10 +60,26 @@ def init_distributed() -> None:
             with socket.socket() as s:
                 s.bind(("127.0.0.1", 0))
                 os.environ["MASTER_PORT"] = str(s.getsockname()[1])
+        if torch.cuda.is_available():
+            _init_cuda_group()
         return
+    if torch.cuda.is_available():
+        _init_cuda_group()
     import deepspeed
 
-    deepspeed.init_distributed(verbose=False)
+    deepspeed.init_distributed(verbose=False)  # adopts the group made above, if any
+
+
+def _init_cuda_group() -> None:
+    """One group that carries CPU tensors over gloo and CUDA tensors over NCCL.
+
+    DeepSpeed on CUDA makes an NCCL-only group, but the trainer, evaluation and prediction also
+    all-reduce small CPU tensors (loss statistics, metric sums, host-side counts), which NCCL
+    refuses ("No backend type associated with device type cpu"). DeepSpeed adopts a group that
+    already exists, so making it here first is enough.
+    """
+    torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    dist.init_process_group(backend="cpu:gloo,cuda:nccl")
 
 
 def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
