@@ -9,6 +9,8 @@ or replaces finetuning by the ``evaluate`` stage on the pretrain export (``finet
 
 from __future__ import annotations
 
+from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+
 RAW = "${RAW_DATA_ROOT}"  # substituted by run.py (default ../shared/data)
 
 VARIANTS = {
@@ -61,24 +63,9 @@ RECIPES = {
         "pretrain": [],
         "finetune": [],
     },
-    # A few seconds of everything, for tests/experiments (the built-in synthetic generator).
+    # A few seconds of everything, for tests/experiments: the tests' tiny synthetic catalog.
     "tiny": {
-        "prep": [
-            "source=synthetic",
-            "source.num_users=48",
-            "source.num_items=30",
-            "source.mean_interactions=8",
-            "source.min_interactions=4",
-            "source.num_topics=3",
-            "source.text_min_words=4",
-            "source.text_max_words=8",
-            "layout.users_per_sample=4",
-            "layout.docs_per_sample=8",
-            "layout.samples_per_shard=2",
-            "layout.shard_multiple=2",
-            "tokenizer.vocab_size=300",
-            "ray.num_cpus=1",
-        ],
+        "prep": list(TINY_CATALOG),
         "experiment": None,
         "pretrain": ["stage.epochs=1", "stage.content_warmup_epochs=0"],
         "finetune": ["stage.epochs=1"],
