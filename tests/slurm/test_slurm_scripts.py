@@ -140,6 +140,10 @@ def test_usr1_checkpoints_requeues_and_the_requeued_job_resumes(tiny_dataset, tm
 
     # Slurm runs the requeued job again: same name, same id, hence the same run.dir.
     env["SLURM_STUB_RESTART_COUNT"] = "1"
+    # A fresh rendezvous port: here the requeued job starts on the same host the moment the
+    # first one exits, and reusing its port can find it still bound (a rank then fails to start
+    # the store while the other waits for it), which real requeues, minutes later, do not meet.
+    env["MASTER_PORT"] = str(free_port())
     again = subprocess.run(
         [*cmd, "run.max_steps=2"],
         cwd=REPO,
