@@ -461,15 +461,10 @@ def _drop_blank_lines(
     path: Path, chunk: pa.RecordBatch, numbers: np.ndarray, reject: RejectMany
 ) -> tuple[pa.RecordBatch, np.ndarray]:
     """Reject (``blank_line``) the CSV rows whose every field is empty: the empty lines."""
-    blank = np.ones(chunk.num_rows, dtype=bool)
-    for column in chunk.columns:
-        blank &= pc.fill_null(pc.equal(pc.binary_length(column), 0), True).to_numpy(
-            zero_copy_only=False
-        )
+    blank = np.logical_and.reduce([_empty(column) for column in chunk.columns])
     if not blank.any():
         return chunk, numbers
-    where = (f"{path}:line {int(n)}" for n in numbers[blank])
-    reject("blank_line", int(blank.sum()), ((w, "") for w in where))
+    reject("blank_line", int(blank.sum()), _examples(_Pos(path, "line", numbers), blank))
     return chunk.filter(pa.array(~blank)), numbers[~blank]
 
 
