@@ -65,9 +65,26 @@ def init_distributed() -> None:
         return
     if torch.cuda.is_available():
         _init_cuda_group()
-    import deepspeed
+    import_deepspeed().init_distributed(verbose=False)  # adopts the group made above, if any
 
-    deepspeed.init_distributed(verbose=False)  # adopts the group made above, if any
+
+def import_deepspeed():
+    """DeepSpeed, with its CPU shared-memory all-reduce switched off; every use goes through here.
+
+    DeepSpeed's torch backend JIT-compiles that kernel on first use (``deepspeed_shm_comm``) and
+    maps a 66 MB ``/dev/shm`` segment per rank that it never unlinks. Both break long-lived
+    machines: a process killed mid-compile leaves torch's build ``lock`` file behind, and every
+    later DeepSpeed process on that home directory then waits on it forever (no error, no
+    output); and the segments fill ``/dev/shm``, which is RAM, by one per rank per run. The
+    kernel only serves ``inference_all_reduce``, which this project never calls: training
+    reduces through torch.distributed. DeepSpeed reads its op table on each backend start and
+    keeps edits to it, so marking the op incompatible is enough.
+    """
+    import deepspeed
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] = False
+    return deepspeed
 
 
 def _init_cuda_group() -> None:

@@ -127,10 +127,8 @@ def build(cfg: TrainConfig) -> TrainingParts:
     trainable = [p for p in backbone.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in trainable)  # before ZeRO-3 empties the parameters
     if trainable:
-        import deepspeed
-
         ds_config = build_deepspeed_config(cfg, micro_batch_size=cfg.data.collab_batch_size)
-        engine, _, _, _ = deepspeed.initialize(
+        engine, _, _, _ = env.import_deepspeed().initialize(
             model=backbone, model_parameters=trainable, config=ds_config
         )
         model.backbone = engine

@@ -8,7 +8,6 @@ calls are recorded rather than made: this checks the wiring on a CPU machine; th
 
 from __future__ import annotations
 
-import sys
 import types
 
 import pytest
@@ -29,7 +28,7 @@ def recorded(monkeypatch):
     fake_ds = types.SimpleNamespace(
         init_distributed=lambda verbose: calls.append(("deepspeed", None))
     )
-    monkeypatch.setitem(sys.modules, "deepspeed", fake_ds)
+    monkeypatch.setattr(env, "import_deepspeed", lambda: fake_ds)
     for key in ("RANK", "LOCAL_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT"):
         monkeypatch.delenv(key, raising=False)
     return calls
@@ -59,3 +58,13 @@ def test_cpu_ranks_join_through_deepspeed(recorded, monkeypatch):
     monkeypatch.setenv("WORLD_SIZE", "2")
     env.init_distributed()
     assert recorded == [("deepspeed", None)]
+
+
+def test_deepspeed_comes_without_its_shm_allreduce():
+    """The kernel is JIT-compiled under a lock file that a killed compile leaves behind (every
+    later launch then hangs) and leaks a /dev/shm segment per rank; the backend must not build it."""
+    deepspeed = env.import_deepspeed()
+    from deepspeed.comm.torch import build_shm_op
+
+    assert build_shm_op() is None
+    assert deepspeed.ops.__compatible_ops__["deepspeed_shm_comm"] is False

@@ -33,18 +33,24 @@ def launch(
     if kill_at_step is not None:
         env["KILL_AT_STEP"] = str(kill_at_step)
         entry = [str(Path(__file__).with_name("fault_launcher.py")), script]
+    port = free_port()
     cmd = [
         str(DEEPSPEED),
         "--num_gpus",
         "2",
         "--no_local_rank",
         "--master_port",
-        str(free_port()),
+        str(port),
         *entry,
         *TINY,
         *overrides,
     ]
-    return subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    # DeepSpeed's CPU shm all-reduce names its segments after the port and never unlinks them
+    # (distributed/env.import_deepspeed switches it off); one left behind means it came back.
+    leaked = sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
+    assert not leaked, f"DeepSpeed left shared-memory segments behind: {leaked}"
+    return proc
 
 
 def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
