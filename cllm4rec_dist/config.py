@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from cllm4rec_dist.data.collate import REC_TARGETS
-from cllm4rec_dist.model.options import DTYPES, MODES, SOURCES, one_of
+from cllm4rec_dist.model.options import DEBUG_INITS, DTYPES, MODES, SOURCES, one_of
 from cllm4rec_dist.train.phases import PHASES
 from cllm4rec_dist.train.schedule import SCHEDULES
 
@@ -45,6 +45,7 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     seed: int = 0  # backbone init (debug) and ID-table init
+    debug_init: str = "identity"  # identity | random (model/loading.py: _debug_lm)
 
 
 @dataclass
@@ -187,6 +188,11 @@ def validate(cfg: TrainConfig) -> None:
     _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")
     _require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {one_of(DTYPES)}")
     _require(m.mode in MODES, "model.mode", f"{m.mode!r} is not one of {one_of(MODES)}")
+    _require(
+        m.debug_init in DEBUG_INITS,
+        "model.debug_init",
+        f"{m.debug_init!r} is not one of {one_of(DEBUG_INITS)}",
+    )
     _require(s.name in STAGES, "stage.name", f"{s.name!r} is not one of {one_of(STAGES)}")
     for i, p in enumerate(s.phases):
         _require(p in PHASES, f"stage.phases[{i}]", f"{p!r} is not one of {', '.join(PHASES)}")

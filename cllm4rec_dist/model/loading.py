@@ -33,8 +33,8 @@ from transformers import (
 )
 
 from cllm4rec_dist.model.backbone import Backbone
+from cllm4rec_dist.model.options import DEBUG_INITS, MODES, SOURCES, one_of
 from cllm4rec_dist.model.options import DTYPES as DTYPE_NAMES
-from cllm4rec_dist.model.options import MODES, SOURCES, one_of
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import LoraConfig, ModelConfig
@@ -175,7 +175,33 @@ def _debug_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrain
     # Seeded in a forked RNG: every rank builds the same weights without touching global state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
-        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+        lm = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    if cfg.debug_init == "identity":
+        _identity_paths(lm)
+    elif cfg.debug_init != "random":
+        raise ValueError(f"model.debug_init {cfg.debug_init!r} is not one of {one_of(DEBUG_INITS)}")
+    return lm
+
+
+@torch.no_grad()
+def _identity_paths(lm: PreTrainedModel) -> None:
+    """Each layer's value and output projections become the identity and its MLP's output zero.
+
+    CLLM4Rec reads the recommendation from the last hidden state against a head tied to the item
+    table, so a score is ``v_j . M(v_i, ...)`` where M is the map from the input rows to that
+    state. In a pretrained LM with tied embeddings M is aligned with the embedding space (its
+    hidden states predict its own input embeddings); in a random one it is a random rotation,
+    and the tables then have to learn through it. With identity value / output paths attention
+    carries the (normalised) token embeddings to the last position unrotated, a causal average
+    under the near-uniform attention of small random query / key weights.
+    """
+    for layer in lm.model.layers:
+        attn, mlp = layer.self_attn, layer.mlp
+        if attn.v_proj.weight.shape[0] != attn.v_proj.weight.shape[1]:
+            raise ValueError("model.debug_init=identity needs num_kv_heads == num_heads")
+        attn.v_proj.weight.copy_(torch.eye(attn.v_proj.weight.shape[0]))
+        attn.o_proj.weight.copy_(torch.eye(attn.o_proj.weight.shape[0]))
+        mlp.down_proj.weight.zero_()
 
 
 def _local_dir(cfg: ModelConfig) -> Path:
