@@ -73,6 +73,7 @@ def test_data_prep_configs_compose():
     "override,key",
     [
         ("model.mode=frozn", "model.mode"),
+        ("model.debug_init=zeros", "model.debug_init"),
         ("stage.phases=[collaborative,reviews]", "stage.phases[1]"),
         ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
         ("model.dtype=fp16", "model.dtype"),

@@ -193,12 +193,11 @@ def _identity_paths(lm: PreTrainedModel) -> None:
     hidden states predict its own input embeddings); in a random one it is a random rotation,
     and the tables then have to learn through it. With identity value / output paths attention
     carries the (normalised) token embeddings to the last position unrotated, a causal average
-    under the near-uniform attention of small random query / key weights.
+    under the near-uniform attention of small random query / key weights. The MLP output starts
+    at zero because a random MLP would add a random function of the residual to that path.
     """
     for layer in lm.model.layers:
         attn, mlp = layer.self_attn, layer.mlp
-        if attn.v_proj.weight.shape[0] != attn.v_proj.weight.shape[1]:
-            raise ValueError("model.debug_init=identity needs num_kv_heads == num_heads")
         attn.v_proj.weight.copy_(torch.eye(attn.v_proj.weight.shape[0]))
         attn.o_proj.weight.copy_(torch.eye(attn.o_proj.weight.shape[0]))
         mlp.down_proj.weight.zero_()

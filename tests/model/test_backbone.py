@@ -194,3 +194,31 @@ def test_smollm2_gguf_converts_once_and_predicts_english(tmp_path):
         )
     nll = torch.nn.functional.cross_entropy(out.word_logits, ids[0, 1:])
     assert float(nll.exp()) < 1000  # random init is ~50k; the pretrained model far below
+
+
+def test_identity_debug_init_carries_embeddings_unrotated():
+    """debug_init=identity: v/o projections are the identity and MLP outputs zero, so one token's
+    last hidden state is the final norm of (its embedding + each layer's normalised copy of the
+    residual), a function of that embedding alone with no random rotation; random keeps HF's."""
+    ident = build_backbone(tiny_model_cfg(debug_init="identity"), vocab_size=V).eval()
+    rand = build_backbone(tiny_model_cfg(debug_init="random"), vocab_size=V).eval()
+    for layer in ident.lm.model.layers:
+        eye = torch.eye(32)
+        assert torch.equal(layer.self_attn.v_proj.weight, eye)
+        assert torch.equal(layer.self_attn.o_proj.weight, eye)
+        assert not layer.mlp.down_proj.weight.any()
+    assert not torch.equal(rand.lm.model.layers[0].self_attn.v_proj.weight, torch.eye(32))
+    # A single token attends to itself only: x1 = x + norm1(x), x2 = x1 + norm(x1), then norm.
+    ids, mask = torch.tensor([[5]]), torch.ones(1, 1, dtype=torch.long)
+    none = torch.zeros(1, 1, dtype=torch.bool)
+    hidden = ident(ids, torch.zeros(0, 32), none, mask).hidden[0, 0]
+    model = ident.lm.model
+    x = model.embed_tokens.weight[5]
+    for layer in model.layers:
+        x = x + layer.input_layernorm(x)
+    torch.testing.assert_close(hidden, model.norm(x))
+    # Other sizes are unchanged between the two inits: same seed, same query / key weights.
+    q = "self_attn.q_proj.weight"
+    assert torch.equal(
+        ident.lm.model.layers[1].get_parameter(q), rand.lm.model.layers[1].get_parameter(q)
+    )
