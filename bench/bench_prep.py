@@ -5,7 +5,7 @@
 
 1. Materialise the common input once (cached in --workdir): synthetic users x ~50 interactions as
    Parquet (user, item, rating, timestamp) plus an item-text Parquet (item, text).
-2. (a) ``data_prep/prepare.py source=table`` on a local Ray with --num-cpus CPUs;
+2. (a) ``launchers/prepare.py source=table`` on a local Ray with --num-cpus CPUs;
    (b) ``baseline()`` below: read everything with pyarrow/pandas, factorize, dedupe, the same
    split rule, the same shard layout, the same tokenizer, in one process.
 Both run as child processes; a sampler sums the RSS of each one's whole process tree (Ray's
@@ -256,7 +256,7 @@ def main() -> None:
     ]  # fmt: skip
     print(f"{rows:,} interactions; ours via the table reader ({args.num_cpus} CPUs, "
           f"{buckets} buckets) ...", flush=True)  # fmt: skip
-    prepare = [sys.executable, str(REPO / "data_prep" / "prepare.py"), *overrides]
+    prepare = [sys.executable, str(REPO / "launchers" / "prepare.py"), *overrides]
     results = {"ours, table reader": (*run_measured(prepare), out)}
     print("running the single-process baseline ...", flush=True)
     base_out = args.workdir / "baseline"

@@ -1,7 +1,7 @@
 """Trainer step throughput: today's default loop against the new defaults, in one run.
 
 A Beauty-sized synthetic catalog (22,363 users x 12,101 items by default; prepared once with
-``data_prep/prepare.py source=synthetic``) is trained at world size 1 through the real parts of
+``launchers/prepare.py source=synthetic``) is trained at world size 1 through the real parts of
 the trainer: the phase loader (``data/loader.py``: rows read and collated, in a worker process
 when ``data.num_workers`` > 0), the model's losses (ID-table lookup + backbone + item head),
 backward and the row-wise Adagrad step. Each part is timed on its own (the loader part is the
@@ -83,7 +83,7 @@ def prepare(args: argparse.Namespace) -> Path:
         return data
     cmd = [
         sys.executable,
-        str(REPO / "data_prep/prepare.py"),
+        str(REPO / "launchers/prepare.py"),
         "source=synthetic",
         f"source.num_users={args.users}",
         f"source.num_items={args.items}",

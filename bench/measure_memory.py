@@ -114,7 +114,7 @@ def prepare(work: Path, name: str) -> Path:
         return data
     cmd = [
         sys.executable,
-        str(REPO / "data_prep" / "prepare.py"),
+        str(REPO / "launchers" / "prepare.py"),
         *DATASETS[name],
         f"output_dir={data}",
     ]

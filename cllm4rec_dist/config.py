@@ -60,7 +60,7 @@ class TablesConfig:
 
 @dataclass
 class DataConfig:
-    dir: str = MISSING  # a directory written by data_prep/prepare.py
+    dir: str = MISSING  # a directory written by launchers/prepare.py
     max_items: int = 64  # longest item history fed in one document
     max_text_tokens: int = 64  # longest main text of a content document
     collab_batch_size: int = 32  # per rank

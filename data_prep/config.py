@@ -1,4 +1,4 @@
-"""Typed configuration of ``data_prep/prepare.py`` (Hydra structured configs).
+"""Typed configuration of ``launchers/prepare.py`` (Hydra structured configs).
 
 ``configs/data_prep/config.yaml`` fills ``PrepConfig``; ``configs/data_prep/source/<name>.yaml``
 fills the ``source`` node. The synthetic source has a typed schema here; the raw readers validate

@@ -126,7 +126,7 @@ class Experiment:
         prep = [o.replace("${RAW_DATA_ROOT}", raw) for o in self.recipe["prep"]]
         cmd = [
             sys.executable,
-            "data_prep/prepare.py",
+            "launchers/prepare.py",
             *prep,
             *self.args.prep_set,
             f"output_dir={self.data}",

@@ -31,7 +31,7 @@ stage() {
 rm -rf "$OUT"
 mkdir -p "$LOGS"
 echo "== 1/4 data prep (synthetic catalog) -> $OUT/data"
-"$PY" data_prep/prepare.py source=synthetic output_dir="$OUT/data" progress=false \
+"$PY" launchers/prepare.py source=synthetic output_dir="$OUT/data" progress=false \
   > "$LOGS/prepare.log" 2>&1 || { tail -n 30 "$LOGS/prepare.log" >&2; exit 1; }
 
 echo "== 2/4 pretraining on 2 ranks -> $OUT/pretrain"

@@ -23,10 +23,10 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 def prepare(output_dir: Path, overrides: list[str]) -> Path:
-    """Run ``data_prep/prepare.py`` in a subprocess; fail the test with its output on error."""
+    """Run ``launchers/prepare.py`` in a subprocess; fail the test with its output on error."""
     cmd = [
         sys.executable,
-        str(REPO / "data_prep" / "prepare.py"),
+        str(REPO / "launchers" / "prepare.py"),
         *overrides,
         f"output_dir={output_dir}",
     ]

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stage what the GPU check carries to the device machine (run here, where registries are
 # reachable): .whl/ holds Python 3.12 x86-64 wheels of the packages that machine lacks, pinned to
-# the versions in .venv; .gpu_data/ml100k is ml-100k prepared by data_prep/prepare.py (Ray's 79 MB
+# the versions in .venv; .gpu_data/ml100k is ml-100k prepared by launchers/prepare.py (Ray's 79 MB
 # wheel cannot travel, so the data is prepared here). Both folders are git-ignored; the device
 # call names them in `carry`. Prints the size of all that travels.
 #
@@ -33,7 +33,7 @@ mapfile -t pinned < <(pins "${SDIST[@]}")
 "$PY" -m pip wheel -q --no-deps --no-build-isolation -w "$WHL" "${pinned[@]}"
 
 rm -rf "$DATA" && mkdir -p "$(dirname "$DATA")"
-RAY_AUTH_MODE=disabled "$PY" data_prep/prepare.py source=movielens "source.path=$RAW" \
+RAY_AUTH_MODE=disabled "$PY" launchers/prepare.py source=movielens "source.path=$RAW" \
   filter.min_rating=3 progress=false "output_dir=$DATA" >/dev/null
 
 ls -l "$WHL"

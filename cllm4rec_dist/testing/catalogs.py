@@ -1,4 +1,4 @@
-"""Prepared-data presets shared by the tests and the benchmarks: ``data_prep/prepare.py``
+"""Prepared-data presets shared by the tests and the benchmarks: ``launchers/prepare.py``
 overrides of the built-in synthetic source."""
 
 # A catalog small enough for CPU training tests (48 users, 30 items), prepared by the real job.

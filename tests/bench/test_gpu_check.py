@@ -48,7 +48,7 @@ def test_gpu_check_dry_run(tmp_path):
     data = tmp_path / "ml100k"
     prep = [
         sys.executable,
-        "data_prep/prepare.py",
+        "launchers/prepare.py",
         "source=movielens",
         f"source.path={RAW}",
         "filter.min_rating=3",

@@ -185,7 +185,7 @@ def test_validate_detects_corruption(tiny, tmp_path) -> None:
     problems = validate_dir(copy)
     assert any("content/shard-000001.tar: sha256" in p for p in problems)
     assert any("id_maps/items.parquet: missing" in p for p in problems)
-    cli = [sys.executable, str(REPO / "data_prep" / "prepare.py"), "--validate"]
+    cli = [sys.executable, str(REPO / "launchers" / "prepare.py"), "--validate"]
     bad = subprocess.run([*cli, str(copy)], capture_output=True, text=True)
     assert bad.returncode == 1 and "content/shard-000001.tar" in bad.stdout
     good = subprocess.run([*cli, str(root)], capture_output=True, text=True)

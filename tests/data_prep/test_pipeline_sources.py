@@ -102,7 +102,7 @@ def test_schema_mismatch_stops_before_any_work(prepare, table_files, tmp_path) -
 def test_cli_with_one_cpu_writes_the_same_shards(tiny, tiny_overrides, tmp_path) -> None:
     root, _ = tiny
     out = tmp_path / "cli"
-    cmd = [sys.executable, str(REPO / "data_prep" / "prepare.py"), f"output_dir={out}",
+    cmd = [sys.executable, str(REPO / "launchers" / "prepare.py"), f"output_dir={out}",
            "ray.num_cpus=1", *tiny_overrides]  # fmt: skip
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]

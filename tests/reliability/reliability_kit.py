@@ -12,7 +12,7 @@ from omegaconf import DictConfig
 from data_prep.config import register_configs
 
 REPO = Path(__file__).resolve().parents[2]
-PREPARE = [sys.executable, str(REPO / "data_prep" / "prepare.py")]
+PREPARE = [sys.executable, str(REPO / "launchers" / "prepare.py")]
 # Small shards so a 40-user table makes a valid dataset in a few seconds.
 SMALL = [
     "staging.buckets=2",

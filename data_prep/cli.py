@@ -1,7 +1,7 @@
-"""Prepare a dataset directory for training (docs/data_prep.md).
+"""The data-prep command (``launchers/prepare.py``; docs/data_prep.md):
 
-    python data_prep/prepare.py source=<name> [source.path=...] output_dir=<dir> [key=value ...]
-    python data_prep/prepare.py --validate <dir>
+    python launchers/prepare.py source=<name> [source.path=...] output_dir=<dir> [key=value ...]
+    python launchers/prepare.py --validate <dir>
 
 The first form is a Hydra app (configs/data_prep/config.yaml); the second re-checks a prepared
 directory against its manifest and exits 1 listing every problem.
@@ -18,20 +18,13 @@ import os
 import sys
 from pathlib import Path
 
-# Run as a script, Python puts data_prep/ itself first on sys.path, where config.py and
-# synthetic.py would shadow top-level modules of that name (also in Ray workers, which inherit
-# the driver's path). Use the repository root instead.
-_REPO = Path(__file__).resolve().parents[1]
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path[0] = str(_REPO)
+import hydra
+from omegaconf import DictConfig
+from omegaconf.errors import OmegaConfBaseException
 
-import hydra  # noqa: E402
-from omegaconf import DictConfig  # noqa: E402
-from omegaconf.errors import OmegaConfBaseException  # noqa: E402
-
-from data_prep.config import register_configs  # noqa: E402
-from data_prep.pipeline.runner import run_prepare  # noqa: E402
-from data_prep.pipeline.validate import validate_dir  # noqa: E402
+from data_prep.config import register_configs
+from data_prep.pipeline.runner import run_prepare
+from data_prep.pipeline.validate import validate_dir
 
 register_configs()
 
@@ -39,7 +32,12 @@ register_configs()
 USER_ERROR_EXIT = 2
 
 
-@hydra.main(version_base=None, config_path="../configs/data_prep", config_name="config")
+# Absolute: Hydra resolves a relative config_path against the calling module's package when the
+# app is imported (as launchers/prepare.py does), not against this file.
+_CONFIGS = Path(__file__).resolve().parents[1] / "configs" / "data_prep"
+
+
+@hydra.main(version_base=None, config_path=str(_CONFIGS), config_name="config")
 def _prepare(cfg: DictConfig) -> None:
     try:
         run_prepare(cfg)
@@ -74,11 +72,7 @@ def main() -> None:
     """Dispatch ``--validate DIR`` before Hydra sees argv; everything else is Hydra's."""
     if len(sys.argv) > 1 and sys.argv[1] == "--validate":
         if len(sys.argv) != 3:
-            print("usage: python data_prep/prepare.py --validate <dir>", file=sys.stderr)
+            print("usage: python launchers/prepare.py --validate <dir>", file=sys.stderr)
             sys.exit(2)
         sys.exit(validate_command(sys.argv[2]))
     _prepare()
-
-
-if __name__ == "__main__":
-    main()
