@@ -20,6 +20,7 @@ import torch
 
 from cllm4rec_dist.baselines.ranking import RowScorer, evaluate_rows, train_matrix
 from cllm4rec_dist.data.manifest import load_manifest
+from cllm4rec_dist.ops.topk import csr_rows
 
 
 def main() -> None:
@@ -45,22 +46,18 @@ def main() -> None:
         "gauss": torch.randn(d, d, generator=g) / math.sqrt(d),
     }[args.mix]
     opt = torch.optim.Adagrad([users, items], lr=args.lr)
-    indptr, indices = torch.from_numpy(x.indptr).long(), torch.from_numpy(x.indices).long()
 
     def state(batch: torch.Tensor, drop: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        start, count = indptr[batch], indptr[batch + 1] - indptr[batch]
-        rows = torch.repeat_interleave(torch.arange(len(batch)), count)
-        cols = indices[
-            torch.repeat_interleave(start - torch.cumsum(count, 0) + count, count)
-            + torch.arange(int(count.sum()))
-        ]
+        sub = x[batch.numpy()]  # the batch's CSR rows
+        rows = csr_rows(torch.from_numpy(sub.indptr).long())
+        cols = torch.from_numpy(sub.indices).long()
         keep = torch.rand(len(cols), generator=g) >= drop
         bag = torch.zeros(len(batch), d).index_add(0, rows[keep], items[cols[keep]])
         n = torch.bincount(rows[keep], minlength=len(batch)).clamp(min=1)
         h = (users[batch] + bag / n.sqrt()[:, None]) @ mix
         return h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + 1e-6), rows, cols
 
-    with_items = torch.nonzero(indptr[1:] > indptr[:-1]).flatten()
+    with_items = torch.from_numpy(x.getnnz(axis=1) > 0).nonzero().flatten()
     best = None
     for epoch in range(args.epochs):
         order = with_items[torch.randperm(len(with_items), generator=g)]
