@@ -4,11 +4,13 @@
     scores(u) = X_u B
 
 X is the binary user × item matrix of the training split. λ is chosen on validation NDCG@100 from
-a grid. The whole grid comes from ONE eigendecomposition G = QΛQᵀ: (G + λI)⁻¹ = Q diag(1/(Λ+λ)) Qᵀ
-= (Q√W)(Q√W)ᵀ with W = diag(1/(Λ+λ)), one symmetric rank-I product (BLAS syrk, I³ flops) per λ
-instead of a general inverse (≈ 2.7 I³ flops, LU plus I right-hand sides) per λ. Users are
-scored as the sparse-times-dense product X_u B and ranked by the shared masking, top-K and metric
-code. The I × I matrices bound this baseline to catalogs of some tens of thousands of items.
+a grid. Each λ costs one Cholesky factorisation of G + λI and the inverse from that factor (LAPACK
+potrf + potri, I³ flops in all, on a copy of G): the cheapest exact route measured here. The
+previous route, one eigendecomposition of G for the whole grid and then one rank-I product per
+λ, never pays on this kind of machine: at 12k items in float32 the eigendecomposition took 332 s
+and its per-λ product (BLAS syrk) 22 s, against 9.5 s for potrf + potri. Users are scored as the sparse-times-dense product X_u B and ranked by the
+shared masking, top-K and metric code. The I × I matrices bound this baseline to catalogs of
+some tens of thousands of items.
 """
 
 from __future__ import annotations
@@ -26,12 +28,11 @@ from cllm4rec_dist.baselines.ranking import evaluate_rows, sparse_row_scorer, tr
 log = logging.getLogger(__name__)
 
 DEFAULT_LAMBDAS = (10.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0)
-# Up to this many items the I × I work is float64 (four such buffers, about 0.5 GB; seconds of
-# compute). Beyond it float32: at 12k items one buffer is 0.6 GB instead of 1.2 GB, and the
-# tridiagonal reduction inside the eigendecomposition, which dominates, is memory-bound, so
-# half the bytes is about half the time. Float32 eigenvectors carry more error than a float32
-# LU inverse (B off by ~3e-5 of max|B| instead of ~1e-7 at 3k items): near-tied items deep in
-# the top-100 can swap (bench/bench_ease.py counts them), metrics agree to 1e-6.
+# Up to this many items the I × I work is float64 (a few such buffers, about 0.4 GB; seconds of
+# compute). Beyond it float32: at 12k items one buffer is 0.6 GB instead of 1.2 GB and the
+# factorisation runs at twice the rate. G + λI is well conditioned for the λ grid (its smallest
+# eigenvalue is at least λ), so the float32 inverse is off by ~1e-6 of max|B|: near-tied items
+# deep in the top-100 can swap (bench/bench_ease.py counts them), metrics agree to 1e-6.
 FLOAT64_MAX_ITEMS = 4096
 _SYMMETRIZE_BLOCK = 1024
 
@@ -47,27 +48,21 @@ def gram(x: sp.csr_matrix, dtype: np.dtype | None = None) -> np.ndarray:
 
 
 class EaseSolver:
-    """B(λ) for any λ from one eigendecomposition of the Gram matrix.
+    """B(λ) for any λ from the Gram matrix ``g`` [I, I] (kept, not modified).
 
-    ``g`` [I, I] is consumed (its memory holds the eigenvectors). Memory: the eigenvectors plus
-    one scaled copy, plus the caller's B buffers.
+    Memory: G plus the caller's B buffers (each λ factorises in its output buffer).
     """
 
     def __init__(self, g: np.ndarray):
-        # G is symmetric, so the C-ordered G is also its own Fortran-ordered transpose: LAPACK
-        # works on it in place instead of on a copy.
-        eigvals, self.eigvecs = scipy.linalg.eigh(
-            g.T, driver="evd", overwrite_a=True, check_finite=False
-        )
-        # G is positive semi-definite; rounding can leave tiny negative eigenvalues.
-        self.eigvals = np.maximum(eigvals, 0)
-        self.dtype = self.eigvecs.dtype
-        self._scaled = np.empty_like(self.eigvecs, order="F")
-        self._syrk = scipy.linalg.get_blas_funcs("syrk", dtype=self.dtype)
+        if g.ndim != 2 or g.shape[0] != g.shape[1]:
+            raise ValueError(f"the Gram matrix must be square, got shape {g.shape}")
+        self.g = g
+        self.dtype = g.dtype
+        self._potrf, self._potri = scipy.linalg.get_lapack_funcs(("potrf", "potri"), (g,))
 
     @property
     def num_items(self) -> int:
-        return self.eigvecs.shape[0]
+        return self.g.shape[0]
 
     def weights(self, lam: float, out: np.ndarray | None = None) -> np.ndarray:
         """B [I, I] C-contiguous (diag(B) = 0) for the L2 weight ``lam`` > 0, written into
@@ -75,11 +70,19 @@ class EaseSolver:
         if lam <= 0:
             raise ValueError(f"lambda must be > 0, got {lam}")
         n = self.num_items
-        np.multiply(self.eigvecs, np.sqrt(1.0 / (self.eigvals + lam)), out=self._scaled)
-        c = np.empty((n, n), self.dtype, order="F") if out is None else out.T
-        # P = (Q√W)(Q√W)ᵀ; syrk fills the upper triangle of the Fortran-ordered c, i.e. the
-        # lower triangle of its C-ordered transpose p (the same matrix, P being symmetric).
-        c = self._syrk(1.0, self._scaled, beta=0.0, c=c, trans=0, lower=0, overwrite_c=1)
+        p = np.empty((n, n), self.dtype) if out is None else out
+        np.copyto(p, self.g)
+        p.flat[:: n + 1] += lam
+        # G + λI is symmetric, so the C-ordered p is also its own Fortran-ordered transpose:
+        # LAPACK factorises and inverts it in place. Its upper triangle is p's lower one.
+        c, info = self._potrf(p.T, lower=0, overwrite_a=1, clean=0)
+        if info == 0:
+            c, info = self._potri(c, lower=0, overwrite_c=1)
+        if info != 0:
+            raise ValueError(
+                f"EASE: G + {lam:g}·I is not positive definite (LAPACK info {info}); "
+                "the Gram matrix has non-finite or negative entries"
+            )
         p = c.T
         _mirror_lower(p)
         diag = np.diag(p).copy()
@@ -114,19 +117,23 @@ def evaluate_ease(
     {"val", "test", "lambda", "val_by_lambda"} for the chosen λ."""
     select = select or f"ndcg@{max(ks)}"
     x = train_matrix(data_dir, manifest.num_users, manifest.num_items)
-    start = time.perf_counter()
     solver = EaseSolver(gram(x))
-    log.info(
-        "EASE: eigendecomposition of G (%d items, %s) in %.1f s",
-        solver.num_items,
-        solver.dtype,
-        time.perf_counter() - start,
-    )
     best, spare, by_lambda = None, None, {}
     for lam in lambdas:
+        start = time.perf_counter()
         b = solver.weights(lam, out=spare)
+        solved = time.perf_counter()
         val = evaluate_rows(data_dir, manifest, "val", ks, batch_size, sparse_row_scorer(x, b))
-        log.info("EASE lambda=%g: validation %s=%.4f", lam, select, val[select])
+        log.info(
+            "EASE lambda=%g (%d items, %s): B in %.1f s, validation in %.1f s, %s=%.4f",
+            lam,
+            solver.num_items,
+            solver.dtype,
+            solved - start,
+            time.perf_counter() - solved,
+            select,
+            val[select],
+        )
         by_lambda[str(lam)] = val[select]
         if best is None or val[select] > best[2][select]:
             spare = None if best is None else best[1]

@@ -49,16 +49,20 @@ def test_popularity_matches_naive(tiny_dataset):
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])
-def test_ease_eigen_path_matches_direct_inverse(tiny_dataset, dtype, tol):
+def test_ease_cholesky_path_matches_direct_inverse(tiny_dataset, dtype, tol):
     data = str(tiny_dataset)
     manifest = load_manifest(data)
     x = train_matrix(data, manifest.num_users, manifest.num_items)
     g64 = gram(x, np.float64)
     solver = EaseSolver(gram(x, dtype))
     assert solver.dtype == dtype
+    g_before = solver.g.copy()
     b = None
     for lam in (10.0, 250.0, 1.0):  # reusing the previous B's buffer each time
+        previous = b
         b = solver.weights(lam, out=b)
+        if previous is not None:  # LAPACK worked in the given buffer, not on a copy
+            assert np.shares_memory(b, previous)
         want = direct_ease(g64, lam)
         assert b.dtype == dtype and b.flags.c_contiguous
         assert np.abs(b - want).max() <= tol * np.abs(want).max()
@@ -67,6 +71,17 @@ def test_ease_eigen_path_matches_direct_inverse(tiny_dataset, dtype, tol):
         grad = (g64 + lam * np.eye(len(g64))) @ b.astype(np.float64) - g64
         off = ~np.eye(len(g64), dtype=bool)
         assert np.abs(grad[off]).max() < 10 * tol * np.abs(g64).max()
+    assert np.array_equal(solver.g, g_before)  # G is kept for the next λ
+
+
+def test_ease_rejects_a_matrix_that_is_not_a_gram_matrix():
+    g = np.array([[1.0, 0.0], [0.0, -50.0]])
+    with pytest.raises(ValueError, match="not positive definite"):
+        EaseSolver(g).weights(10.0)
+    with pytest.raises(ValueError, match="lambda must be > 0"):
+        EaseSolver(np.eye(2)).weights(0.0)
+    with pytest.raises(ValueError, match="square"):
+        EaseSolver(np.ones((2, 3)))
 
 
 def test_ease_ranking_matches_direct_inverse(tiny_dataset):
