@@ -15,6 +15,7 @@ from omegaconf import MISSING
 
 from cllm4rec_dist.data.collate import REC_TARGETS
 from cllm4rec_dist.model.options import DEBUG_INITS, DTYPES, MODES, SOURCES, one_of
+from cllm4rec_dist.model.sampling import SOFTMAX_KINDS
 from cllm4rec_dist.train.phases import PHASES
 from cllm4rec_dist.train.schedule import SCHEDULES
 
@@ -56,6 +57,15 @@ class TablesConfig:
     optimizer: str = "rowwise_adagrad"
     lr: float = 0.05
     eps: float = 1e-8
+
+
+@dataclass
+class SoftmaxConfig:
+    # The item losses' softmax in training (evaluation always ranks all items exactly):
+    # full | popularity | in_batch (model/sampling.py; when to use which: docs/model.md).
+    kind: str = "full"
+    num_samples: int = 8192  # popularity: candidates drawn per step, shared by all rows
+    alpha: float = 0.75  # popularity: q ∝ (train count + 1)^alpha
 
 
 @dataclass
@@ -162,6 +172,7 @@ class PredictConfig:
 class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     tables: TablesConfig = field(default_factory=TablesConfig)
+    softmax: SoftmaxConfig = field(default_factory=SoftmaxConfig)
     data: DataConfig = field(default_factory=DataConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     deepspeed: DeepSpeedConfig = field(default_factory=DeepSpeedConfig)
@@ -220,6 +231,14 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
     _require(cfg.tables.init_std > 0, "tables.init_std", "must be > 0")
     _require(cfg.tables.eps > 0, "tables.eps", "must be > 0")
+    sm = cfg.softmax
+    _require(
+        sm.kind in SOFTMAX_KINDS,
+        "softmax.kind",
+        f"{sm.kind!r} is not one of {one_of(SOFTMAX_KINDS)}",
+    )
+    _require(sm.num_samples >= 1, "softmax.num_samples", "must be >= 1")
+    _require(sm.alpha >= 0, "softmax.alpha", "must be >= 0")
     _require(o.lr >= 0, "optim.lr", "must be >= 0")
     _require(o.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
     _require(o.grad_clip >= 0, "optim.grad_clip", "must be >= 0 (0 = no clipping)")

@@ -95,6 +95,9 @@ def test_data_prep_configs_compose():
         ("data.min_steps_per_epoch=0", "data.min_steps_per_epoch"),
         ("data.num_workers=-1", "data.num_workers"),
         ("run.max_steps=0", "run.max_steps"),
+        ("softmax.kind=uniform", "softmax.kind"),
+        ("softmax.num_samples=0", "softmax.num_samples"),
+        ("softmax.alpha=-1", "softmax.alpha"),
     ],
 )
 def test_invalid_values_name_the_key(override, key):

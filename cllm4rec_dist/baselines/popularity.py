@@ -11,19 +11,10 @@ from typing import Any
 import numpy as np
 import torch
 
-from cllm4rec_dist.data.shards import iter_rows
-from cllm4rec_dist.data.splits import eval_targets
+from cllm4rec_dist.data.splits import eval_targets, train_item_counts
 from cllm4rec_dist.eval.evaluate import evaluate_ranking
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.tables import DenseTable
-
-
-def train_item_counts(data_dir: str, num_items: int) -> np.ndarray:
-    """[I] number of users with each item in their training split (one pass, single process)."""
-    counts = np.zeros(num_items, dtype=np.int64)
-    for row in iter_rows(data_dir, "recommendation", rank=0, world_size=1, shuffle=False):
-        np.add.at(counts, np.asarray(row["train"], dtype=np.int64), 1)
-    return counts
 
 
 def popularity_scorer(counts: np.ndarray) -> DenseItemScorer:

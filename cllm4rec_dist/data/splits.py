@@ -1,4 +1,5 @@
-"""Held-out targets and seen-item exclusions of an evaluation split, as CSR tensors.
+"""Held-out targets and seen-item exclusions of an evaluation split, as CSR tensors, and the
+training split's item counts (popularity baseline, sampled-softmax proposal).
 
 The rule, shared by every ranker (CLLM4Rec's collator and the baselines): targets are the
 user's ``split`` items; excluded from the ranking are the train items, plus the validation items
@@ -13,6 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from torch import Tensor
+
+from cllm4rec_dist.data.shards import iter_rows
 
 
 @dataclass
@@ -71,3 +74,14 @@ def eval_targets(rows: Sequence[dict], split: str) -> EvalTargets:
     e_off, e_items = _csr(excludes)
     users = torch.tensor([int(r["user"]) for r in kept], dtype=torch.int64)
     return EvalTargets(users, t_off, t_items, e_off, e_items)
+
+
+def train_item_counts(data_dir: str, num_items: int, rank: int = 0, world_size: int = 1):
+    """[I] int64 numpy: users with each item in their training split, over this rank's share of
+    the recommendation rows (sum over ranks for the whole catalog). One pass, no shuffle."""
+    counts = np.zeros(num_items, dtype=np.int64)
+    for row in iter_rows(
+        data_dir, "recommendation", rank=rank, world_size=world_size, shuffle=False
+    ):
+        np.add.at(counts, np.asarray(row["train"], dtype=np.int64), 1)
+    return counts

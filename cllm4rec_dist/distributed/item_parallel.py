@@ -11,6 +11,10 @@ shard only, and the softmax statistics are combined with two all_reduces::
 
 No rank ever holds logits over all items; a rank holds one [rows, chunk_items] block at a time.
 Backward recomputes the blocks from the saved lse (see docs/distributed.md for the gradients).
+
+``sampled_nll`` is the same reduction over a candidate set instead of all items (sampled softmax,
+model/sampling.py): every rank derives the same global candidates from the gathered targets,
+scores those in its shard, and its item gradient is sparse (candidate and target rows only).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from cllm4rec_dist.distributed.comm import (
 )
 from cllm4rec_dist.distributed.env import Group, world
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
+from cllm4rec_dist.model.sampling import ItemSampler, Negatives
 from cllm4rec_dist.model.tables import check_ids
 from cllm4rec_dist.ops.topk import NEG_INF, csr_rows, masked_topk, sorted_topk
 
@@ -113,6 +118,15 @@ class ItemParallelScorer:
             raise ValueError(f"target_offsets must have {hidden.shape[0] + 1} entries")
         rows = csr_rows(target_offsets.to(hidden.device))
         return _ShardedNLL.apply(hidden, self.table.weight, self, rows, target_items)
+
+    def sampled_nll(
+        self, hidden: Tensor, pair_rows: Tensor, pair_items: Tensor, sampler: ItemSampler
+    ) -> Tensor:
+        """Sampled-softmax loss [N] of this rank's rows, targets as (row, item) pairs; the
+        sampler sees the targets of every rank, so all ranks draw the same negatives."""
+        return _ShardedSampledNLL.apply(
+            hidden, self.table.weight, self, pair_rows.to(hidden.device), pair_items, sampler
+        )
 
     @torch.no_grad()
     def topk(
@@ -248,6 +262,119 @@ class _ShardedNLL(torch.autograd.Function):
             None,
             None,
         )
+
+
+class _ShardedSampledNLL(torch.autograd.Function):
+    """hidden [N, H], local shard [n, H], target pairs, sampler -> per-row loss [N]: the
+    ``sampled_nll_reference`` loss with the candidates and targets split by owning shard.
+
+    Per gathered row r, with this shard's candidates c (logits L_rc - log(S q_c), accidental
+    hits masked) and distinct targets t: local max and sum of exp over both, then the
+    all_reduces of ``_ShardedNLL``. Backward: dloss/dL_rc = coef_r p_rc and dloss/dl_rt =
+    coef_r p_rt - g_r (once per listed target), with coef_r = g_r |T(r)| and
+    p = exp(logit - lse_r); the shard's item gradient is sparse COO over the rows it scored.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, scorer, pair_rows, pair_items, sampler):  # type: ignore[override]
+        g = scorer._gather(hidden, pair_rows, pair_items)
+        negatives: Negatives = sampler.negatives(g.pair_items)
+        lo, hi = scorer.table.row_range
+        items = negatives.items.to(weight.device)
+        mine = (items >= lo) & (items < hi)
+        # Sorted, so the candidates equal to a target are one searchsorted range.
+        cand, order = torch.sort(items[mine] - lo)
+        correction = negatives.log_correction.to(weight.device)[mine][order]
+        rows_all = g.hidden.shape[0]
+        t_rows, t_items = _local_targets(scorer, g)
+        pairs = torch.unique(torch.stack([t_rows, t_items], 1), dim=0)
+        u_rows, u_items = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+        first = torch.searchsorted(cand, u_items)
+        width = torch.searchsorted(cand, u_items, right=True) - first
+        hit_rows = torch.repeat_interleave(u_rows, width)
+        starts = torch.repeat_interleave(first - (torch.cumsum(width, 0) - width), width)
+        hit_cols = starts + torch.arange(hit_rows.numel(), device=starts.device)
+        logits = _candidate_logits(g.hidden, weight, cand, correction, hit_rows, hit_cols)
+        u_logits = (g.hidden[u_rows] * weight[u_items].float()).sum(1)
+        m_local = logits.amax(dim=1) if cand.numel() else g.hidden.new_full((rows_all,), NEG_INF)
+        m_local = m_local.scatter_reduce(0, u_rows, u_logits, reduce="amax")
+        m = all_reduce(m_local.clone(), dist.ReduceOp.MAX, scorer.group)
+        # A row with nothing in its denominator on any rank keeps m = -inf: shift by 0 there
+        # (its sum is 0 and its loss is masked below).
+        shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
+        s_local = torch.exp(logits - shift.unsqueeze(1)).sum(dim=1)
+        s_local = s_local.index_add(0, u_rows, torch.exp(u_logits - shift[u_rows]))
+        t_logits = (g.hidden[t_rows] * weight[t_items].float()).sum(1)
+        t_sum = g.hidden.new_zeros(rows_all).index_add_(0, t_rows, t_logits)
+        stats = all_reduce(torch.stack([s_local, t_sum]), dist.ReduceOp.SUM, scorer.group)
+        count = torch.bincount(g.pair_rows, minlength=rows_all).to(stats.dtype)
+        has = count > 0
+        lse = torch.where(has, shift + torch.log(stats[0]), torch.zeros_like(shift))
+        loss = torch.where(has, count * lse - stats[1], torch.zeros_like(lse))
+        ctx.save_for_backward(weight)
+        ctx.scorer, ctx.g, ctx.lse, ctx.count = scorer, g, lse, count
+        ctx.cand, ctx.correction, ctx.hits = cand, correction, (hit_rows, hit_cols)
+        ctx.targets, ctx.distinct = (t_rows, t_items), (u_rows, u_items)
+        ctx.hidden_shape, ctx.hidden_dtype = hidden.shape, hidden.dtype
+        return loss[g.own]
+
+    @staticmethod
+    def backward(ctx, grad_loss):  # type: ignore[override]
+        (weight,) = ctx.saved_tensors
+        scorer, g = ctx.scorer, ctx.g
+        if g.max_rows:
+            grad_all = all_gather_padded(grad_loss.float(), g.max_rows, 0.0, scorer.group)
+        else:
+            grad_all = g.hidden.new_zeros(0)
+        coef = grad_all * ctx.count
+        logits = _candidate_logits(g.hidden, weight, ctx.cand, ctx.correction, *ctx.hits)
+        p = torch.exp(logits - ctx.lse.unsqueeze(1)) * coef.unsqueeze(1)
+        (t_rows, t_items), (u_rows, u_items) = ctx.targets, ctx.distinct
+        w_u, w_t = weight[u_items].float(), weight[t_items].float()
+        p_u = torch.exp((g.hidden[u_rows] * w_u).sum(1) - ctx.lse[u_rows]) * coef[u_rows]
+        g_t = -grad_all[t_rows]
+        grad_hidden = p @ weight[ctx.cand].float()
+        grad_hidden.index_add_(0, u_rows, p_u.unsqueeze(1) * w_u)
+        grad_hidden.index_add_(0, t_rows, g_t.unsqueeze(1) * w_t)
+        # Sparse item gradient: one value row per scored row (candidates, distinct targets,
+        # listed targets); the optimizer's coalesce sums repeats. Averaged over ranks, the
+        # table convention.
+        values = torch.cat(
+            [
+                p.T @ g.hidden,
+                p_u.unsqueeze(1) * g.hidden[u_rows],
+                g_t.unsqueeze(1) * g.hidden[t_rows],
+            ]
+        )
+        values = values.div_(scorer.world_size).to(weight.dtype)
+        index = torch.cat([ctx.cand, u_items, t_items]).unsqueeze(0)
+        grad_weight = torch.sparse_coo_tensor(index, values, weight.shape, check_invariants=False)
+        if g.max_rows:
+            grad_hidden = reduce_scatter_rows(grad_hidden, scorer.group)[: ctx.hidden_shape[0]]
+        grad_hidden = grad_hidden.reshape(ctx.hidden_shape).to(ctx.hidden_dtype)
+        return (
+            grad_hidden if ctx.needs_input_grad[0] else None,
+            grad_weight if ctx.needs_input_grad[1] else None,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def _candidate_logits(
+    hidden: Tensor,
+    weight: Tensor,
+    cand: Tensor,
+    correction: Tensor,
+    hit_rows: Tensor,
+    hit_cols: Tensor,
+) -> Tensor:
+    """[R, S_local] corrected candidate logits, -inf where a candidate is one of the row's
+    own targets (an accidental hit: the target is already in the denominator, exactly)."""
+    logits = hidden @ weight[cand].float().T - correction
+    logits[hit_rows, hit_cols] = NEG_INF
+    return logits
 
 
 __all__ = ["ItemParallelScorer"]

@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from cllm4rec_dist.model.sampling import ItemSampler, sampled_nll_reference
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.ops.topk import csr_rows, masked_topk
 
@@ -50,6 +51,14 @@ class DenseItemScorer:
         rows = csr_rows(target_offsets)
         picked = log_probs[rows, target_items]
         return -torch.zeros_like(log_probs[:, 0]).index_add(0, rows, picked)
+
+    def sampled_nll(
+        self, hidden: Tensor, pair_rows: Tensor, pair_items: Tensor, sampler: ItemSampler
+    ) -> Tensor:
+        """Sampled-softmax loss per row [N] with targets as (row, item) pairs (model/sampling.py);
+        at one process the batch's targets are the global ones the sampler needs."""
+        negatives = sampler.negatives(pair_items)
+        return sampled_nll_reference(hidden, self.table.weight, pair_rows, pair_items, negatives)
 
     @torch.no_grad()
     def topk(

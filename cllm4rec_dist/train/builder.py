@@ -15,12 +15,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from torch import nn
 
 from cllm4rec_dist.data.collate import Collator
 from cllm4rec_dist.data.format import prompt_builder_templates
 from cllm4rec_dist.data.manifest import Manifest, load_manifest
+from cllm4rec_dist.data.splits import train_item_counts
 from cllm4rec_dist.distributed import env
+from cllm4rec_dist.distributed.comm import all_reduce
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
@@ -28,6 +31,7 @@ from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
 from cllm4rec_dist.model.prompts import PromptBuilder
+from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
 from cllm4rec_dist.train.export import load_export
@@ -88,6 +92,24 @@ def build_tables(
     return tables
 
 
+def build_item_sampler(cfg: TrainConfig, manifest: Manifest) -> ItemSampler:
+    """The sampled-softmax proposal from the training counts: each rank counts its share of
+    the recommendation rows and the counts are summed, so no rank reads the whole corpus."""
+    rank, world_size = env.rank(), env.world_size()
+    counts = torch.from_numpy(
+        train_item_counts(cfg.data.dir, manifest.num_items, rank=rank, world_size=world_size)
+    )
+    all_reduce(counts, dist.ReduceOp.SUM)
+    sm = cfg.softmax
+    log.info(
+        "sampled softmax: %s negatives%s over %d items",
+        sm.kind,
+        f" ({sm.num_samples} per step, alpha {sm.alpha})" if sm.kind == "popularity" else "",
+        manifest.num_items,
+    )
+    return ItemSampler(counts, sm.kind, sm.num_samples, sm.alpha, seed=cfg.run.seed)
+
+
 def build(cfg: TrainConfig) -> TrainingParts:
     """Tokenizer, backbone, tables, scorer, model, DeepSpeed engine and the table optimizer."""
     torch.manual_seed(cfg.run.seed)
@@ -111,6 +133,8 @@ def build(cfg: TrainConfig) -> TrainingParts:
         if isinstance(item_table, PartitionedTable)
         else DenseItemScorer(item_table)
     )
+    if cfg.softmax.kind != "full":
+        scorer = SampledSoftmaxScorer(scorer, build_item_sampler(cfg, manifest))
     if cfg.stage.init_from:
         load_export(
             Path(cfg.stage.init_from),

@@ -6,10 +6,11 @@ import torch
 from topk_reference import masked_topk_reference
 
 from cllm4rec_dist.baselines.ease import EaseSolver, evaluate_ease, gram
-from cllm4rec_dist.baselines.popularity import evaluate_popularity, train_item_counts
+from cllm4rec_dist.baselines.popularity import evaluate_popularity
 from cllm4rec_dist.baselines.ranking import masked_topk_rows, train_matrix
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.data.splits import train_item_counts
 from cllm4rec_dist.eval.metrics import MetricSums
 
 

@@ -197,3 +197,39 @@ def test_preemption_signal_checkpoints_and_resumes(tiny_dataset, tmp_path):
     resumed, _ = run_stage("pretrain", overrides)
     assert min(s for s, _, _ in resumed["losses"]) == 3
     assert resumed["global_step"] == 9
+
+
+def _run_two_ranks_sampled(rank, world, root, overrides):
+    result, _ = _run(rank, world, root, overrides)
+    return [loss for _, _, loss in result["losses"]], result.get("test")
+
+
+@pytest.mark.distributed
+def test_sampled_softmax_trains_on_two_ranks(tiny_dataset, tmp_path):
+    """The item losses through the sampled head on partitioned tables (collaborative in
+    pretraining, recommendation in finetuning): finite, the same on both ranks, different from
+    the full softmax's, and evaluated exactly."""
+    common = [
+        f"data.dir={tiny_dataset}",
+        "stage.epochs=1",
+        "stage.max_steps_per_phase=3",
+        "tables.partitioned=true",
+        "softmax.num_samples=16",
+    ]
+    runs = {}
+    for root, kind in (
+        ("pretrain", "popularity"),
+        ("finetune", "popularity"),
+        ("finetune", "in_batch"),
+        ("finetune", "full"),
+    ):
+        run_dir = f"run.dir={tmp_path / (root + kind)}"
+        overrides = [*common, f"softmax.kind={kind}", run_dir]
+        runs[root, kind] = run_ranks(_run_two_ranks_sampled, 2, root, overrides)
+    for (root, kind), ((losses0, test0), (losses1, _)) in runs.items():
+        assert len(losses0) > 0 and all(np.isfinite(losses0)), (root, kind)
+        assert losses0 == losses1  # logged losses are averaged over ranks
+        if root == "finetune":
+            assert test0 is not None and 0 <= test0["recall@20"] <= 1
+            if kind != "full":
+                assert losses0 != runs["finetune", "full"][0][0], kind
