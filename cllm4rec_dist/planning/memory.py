@@ -43,8 +43,8 @@ activations during its recomputation. The content phase adds the word logits ``[
 and their fp32 copy and gradient inside the cross-entropy (``8`` bytes per logit).
 
 Building (before DeepSpeed exists): every rank loads the whole backbone in its dtype (``b P``,
-partitioned only afterwards at ZeRO-3) and draws the table rows one chunk of ``INIT_CHUNK_ROWS``
-at a time (the normal draw and its scaled copy).
+partitioned only afterwards at ZeRO-3) and draws the table rows ``INIT_DRAW_ROWS`` at a time (the
+normal draw and its scaled copy).
 
 Rank 0 exports the model at the end: it reads every piece of a table from the checkpoint and
 copies them into one whole tensor (two table-sized fp32 tensors, one table at a time) and, at
@@ -60,7 +60,7 @@ import math
 from dataclasses import dataclass
 
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS as SCORER_CHUNK_ITEMS
-from cllm4rec_dist.model.interfaces import INIT_CHUNK_ROWS
+from cllm4rec_dist.model.interfaces import INIT_DRAW_ROWS
 from cllm4rec_dist.model.options import DTYPE_BYTES
 
 GiB = 2**30
@@ -340,10 +340,10 @@ def phase_transient(run: RunShape, phase: Phase, seq_len: int) -> list[Term]:
 
 def build_terms(run: RunShape) -> list[Term]:
     """Live while building: the whole backbone (before any partitioning), the tables and one
-    initialisation chunk of rows with its scaled copy (init_rows draws whole chunks)."""
+    initialisation draw of rows with its scaled copy (init_rows draws INIT_DRAW_ROWS at a time)."""
     shape = run.backbone
     tables = table_static(run.num_users, run.num_items, shape.hidden, run.world_size)
-    chunk = INIT_CHUNK_ROWS  # drawn whole even for a smaller table
+    chunk = INIT_DRAW_ROWS  # drawn whole even for a smaller table
     return [
         Term(
             "whole backbone while loading",
@@ -352,7 +352,7 @@ def build_terms(run: RunShape) -> list[Term]:
         ),
         tables[0],
         Term(
-            "table init chunk (x2)",
+            "table init draw (x2)",
             2 * FP32 * chunk * shape.hidden,
             f"{chunk:,} rows drawn at a time",
         ),

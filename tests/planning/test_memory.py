@@ -164,9 +164,9 @@ def test_export_reads_the_largest_table_twice_and_consolidates_zero3():
 def test_build_holds_the_whole_backbone_and_an_init_chunk():
     terms = {t.name: t.bytes for t in build_terms(_run(num_users=10**6, zero_stage=3))}
     assert terms["whole backbone while loading"] == 4 * P  # before ZeRO-3 partitions it
-    assert terms["table init chunk (x2)"] == 2 * 4 * 65536 * 64
+    assert terms["table init draw (x2)"] == 2 * 4 * 4096 * 64
     small = {t.name: t.bytes for t in build_terms(_run(num_users=1000))}
-    assert small["table init chunk (x2)"] == 2 * 4 * 65536 * 64  # whole chunks, whatever the rows
+    assert small["table init draw (x2)"] == 2 * 4 * 4096 * 64  # whole draws, whatever the rows
 
 
 def test_estimate_rejects_bad_inputs():
@@ -183,6 +183,6 @@ def test_constants_mirror_the_code_they_model():
     from cllm4rec_dist.model import interfaces
     from cllm4rec_dist.planning import memory
 
-    assert memory.INIT_CHUNK_ROWS == interfaces.INIT_CHUNK_ROWS
+    assert memory.INIT_DRAW_ROWS == interfaces.INIT_DRAW_ROWS
     chunk = inspect.signature(ItemParallelScorer).parameters["chunk_items"].default
     assert chunk == memory.SCORER_CHUNK_ITEMS
