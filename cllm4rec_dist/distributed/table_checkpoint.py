@@ -194,19 +194,56 @@ def load_tables(
                     dst[first - lo : first - lo + rows.shape[0]] = rows.to(dst.device, dst.dtype)
 
 
+# Rows copied per read while exporting: the export's transient is one such block, not a table.
+EXPORT_BLOCK_ROWS = 65536
+
+
 def export_tables(directory: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
     """Single process: write each table whole, ``<out_dir>/<name>.safetensors`` holding one
-    tensor ``weight`` [num_rows, dim] fp32, for serving. Returns name -> file."""
+    tensor ``weight`` [num_rows, dim] fp32, for serving. Returns name -> file.
+
+    The file is streamed block by block from the checkpoint's pieces (``_stream_safetensors``):
+    memory is one block of EXPORT_BLOCK_ROWS rows whatever the table's size, where a whole
+    tensor for ``safetensors.save_file`` would hold the table once more than the pieces."""
     directory, out_dir = Path(directory), Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     written = {}
     for name, entry in read_index(directory)["tables"].items():
-        full = torch.empty(entry["num_rows"], entry["dim"], dtype=torch.float32)
-        for first, rows in _read_rows(directory, entry, f"{name}/weight", 0, entry["num_rows"]):
-            full[first : first + rows.shape[0]] = rows
+        rows, dim = entry["num_rows"], entry["dim"]
         written[name] = out_dir / f"{name}.safetensors"
-        save_file({"weight": full}, str(written[name]))
+
+        def blocks(entry=entry, name=name, rows=rows):
+            for lo in range(0, rows, EXPORT_BLOCK_ROWS):
+                hi = min(rows, lo + EXPORT_BLOCK_ROWS)
+                for _, piece in _read_rows(directory, entry, f"{name}/weight", lo, hi):
+                    yield piece.to(torch.float32).contiguous()
+
+        _stream_safetensors(written[name], "weight", (rows, dim), blocks())
     return written
+
+
+def _stream_safetensors(path: Path, key: str, shape: tuple[int, int], blocks) -> None:
+    """Write a one-tensor fp32 safetensors file from row ``blocks`` in order, never holding the
+    whole tensor: the format is an 8-byte little-endian header length, a JSON header (padded
+    with spaces to 8 bytes, as safetensors writes it) and the raw row-major bytes. safetensors
+    itself only saves whole tensors, hence this writer; its reader checks the result (tests)."""
+    nbytes = shape[0] * shape[1] * 4
+    header = json.dumps(
+        {key: {"dtype": "F32", "shape": list(shape), "data_offsets": [0, nbytes]}},
+        separators=(",", ":"),
+    ).encode()
+    header += b" " * (-len(header) % 8)
+    written = 0
+    with open(path, "wb") as fh:
+        fh.write(struct.pack("<Q", len(header)))
+        fh.write(header)
+        for block in blocks:
+            data = block.numpy().tobytes()
+            fh.write(data)
+            written += len(data)
+    if written != nbytes:
+        path.unlink()
+        raise ValueError(f"{path}: {written} bytes of rows for a {shape} fp32 tensor ({nbytes})")
 
 
 __all__ = [

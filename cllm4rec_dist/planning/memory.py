@@ -46,8 +46,8 @@ Building (before DeepSpeed exists): every rank loads the whole backbone in its d
 partitioned only afterwards at ZeRO-3) and draws the table rows ``INIT_DRAW_ROWS`` at a time (the
 normal draw and its scaled copy).
 
-Rank 0 exports the model at the end: it reads every piece of a table from the checkpoint and
-copies them into one whole tensor (two table-sized fp32 tensors, one table at a time) and, at
+Rank 0 exports the model at the end: it streams each table from the checkpoint's pieces into the
+export file one block of ``EXPORT_BLOCK_ROWS`` rows at a time (the block and its bytes) and, at
 ZeRO-3, gathers the consolidated backbone state (``b P``).
 
 On GPUs, building and exporting use host memory; in a CPU run everything is one process, whose
@@ -60,6 +60,7 @@ import math
 from dataclasses import dataclass
 
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS as SCORER_CHUNK_ITEMS
+from cllm4rec_dist.distributed.table_checkpoint import EXPORT_BLOCK_ROWS
 from cllm4rec_dist.model.interfaces import INIT_DRAW_ROWS
 from cllm4rec_dist.model.options import DTYPE_BYTES
 
@@ -360,14 +361,15 @@ def build_terms(run: RunShape) -> list[Term]:
 
 
 def export_terms(run: RunShape) -> list[Term]:
-    """Rank 0 at export: the largest table read in pieces and copied whole, and the
+    """Rank 0 at export: one block of table rows streamed to the file (and its bytes), and the
     consolidated backbone at ZeRO-3."""
     shape = run.backbone
+    rows = min(EXPORT_BLOCK_ROWS, max(run.num_users, run.num_items))
     terms = [
         Term(
-            "largest table: pieces read + whole copy",
-            2 * FP32 * max(run.num_users, run.num_items) * shape.hidden,
-            "rank 0, one table at a time",
+            "table export block (x2)",
+            2 * FP32 * rows * shape.hidden,
+            f"{rows:,} rows streamed at a time",
         )
     ]
     if shape.trainable and run.zero_stage == 3:

@@ -153,12 +153,14 @@ def test_estimate_peak_is_static_plus_the_largest_phase():
     assert not est.host_separate  # CPU: building and export share the process with training
 
 
-def test_export_reads_the_largest_table_twice_and_consolidates_zero3():
+def test_export_streams_one_block_and_consolidates_zero3():
     names = {t.name: t.bytes for t in export_terms(_run())}
-    assert names["largest table: pieces read + whole copy"] == 2 * 4 * 1000 * 64
+    assert names["table export block (x2)"] == 2 * 4 * 1000 * 64  # fewer rows than a block
+    big = {t.name: t.bytes for t in export_terms(_run(num_users=10**7))}
+    assert big["table export block (x2)"] == 2 * 4 * 65536 * 64
     assert names["consolidated backbone state"] == 4 * P
     frozen = {t.name for t in export_terms(_run(backbone=_shape(trainable=0)))}
-    assert frozen == {"largest table: pieces read + whole copy"}
+    assert frozen == {"table export block (x2)"}
 
 
 def test_build_holds_the_whole_backbone_and_an_init_chunk():
