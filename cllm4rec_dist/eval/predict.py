@@ -41,6 +41,36 @@ def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
     return table.column("raw_id").combine_chunks()
 
 
+# Users per Parquet row group (and the most results a rank holds before writing them).
+ROW_GROUP_USERS = 65536
+SCHEMA = pa.schema(
+    [("user", pa.string()), ("items", pa.list_(pa.string())), ("scores", pa.list_(pa.float32()))]
+)
+
+
+def _result_table(
+    users: np.ndarray,
+    items: torch.Tensor,
+    scores: torch.Tensor,
+    user_ids: pa.Array,
+    item_ids: pa.Array,
+) -> pa.Table:
+    """One batch's top-k as raw ids: padding (item -1) is dropped from each user's lists."""
+    it, sc = items.numpy(), scores.numpy().astype(np.float32)
+    valid = it >= 0
+    offsets = pa.array(np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32))
+    return pa.table(
+        {
+            "user": user_ids.take(pa.array(users)).cast(pa.string()),
+            "items": pa.ListArray.from_arrays(
+                offsets, item_ids.take(pa.array(it[valid])).cast(pa.string())
+            ),
+            "scores": pa.ListArray.from_arrays(offsets, pa.array(sc[valid], pa.float32())),
+        },
+        schema=SCHEMA,
+    )
+
+
 @torch.no_grad()
 def predict(built: Any, cfg: TrainConfig) -> Path:
     """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir."""
@@ -53,39 +83,36 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
     split = cfg.predict.split
     n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / bs)
     rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
-    users, items, scores = [], [], []
-    built.model.eval()
-    for _ in range(n_batches):
-        chunk = list(islice(rows, bs))
-        # A one-item placeholder target keeps every user in the batch (targets are not used).
-        batch = built.collate_eval([{**r, split: np.zeros(1, np.int64)} for r in chunk], split)
-        s, i = built.scorer.topk(
-            built.model.user_vectors(batch), k, batch.exclude_offsets, batch.exclude_items
-        )
-        users.append(batch.users.cpu())
-        items.append(i.cpu())
-        scores.append(s.cpu())
     user_ids = _raw_ids(data_dir, "users")
     item_ids = _raw_ids(data_dir, "items")
-    u = torch.cat(users).numpy() if users else np.zeros(0, np.int64)
-    it = torch.cat(items).numpy() if items else np.zeros((0, k), np.int64)
-    sc = torch.cat(scores).numpy().astype(np.float32) if scores else np.zeros((0, k), np.float32)
-    valid = it >= 0
-    flat_items = item_ids.take(pa.array(it[valid]))
-    offsets = np.concatenate([[0], np.cumsum(valid.sum(1))]).astype(np.int32)
-    table = pa.table(
-        {
-            "user": user_ids.take(pa.array(u)),
-            "items": pa.ListArray.from_arrays(pa.array(offsets), flat_items),
-            "scores": pa.ListArray.from_arrays(pa.array(offsets), pa.array(sc[valid])),
-        }
-    )
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"part-rank{rank:05d}.parquet"
-    pq.write_table(table, out_dir / f".{name}.tmp")
-    (out_dir / f".{name}.tmp").replace(out_dir / name)
+    tmp = out_dir / f".{name}.tmp"
+    built.model.eval()
+    written = 0
+    # Streamed: a row group is written every ROW_GROUP_USERS users, so memory stays at one
+    # group of results whatever the number of users this rank serves.
+    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        pending: list[pa.Table] = []
+        for _ in range(n_batches):
+            chunk = list(islice(rows, bs))
+            # A one-item placeholder target keeps every user in the batch (targets are unused).
+            batch = built.collate_eval([{**r, split: np.zeros(1, np.int64)} for r in chunk], split)
+            s, i = built.scorer.topk(
+                built.model.user_vectors(batch), k, batch.exclude_offsets, batch.exclude_items
+            )
+            pending.append(
+                _result_table(batch.users.cpu().numpy(), i.cpu(), s.cpu(), user_ids, item_ids)
+            )
+            written += int(batch.users.numel())
+            if sum(t.num_rows for t in pending) >= ROW_GROUP_USERS:
+                writer.write_table(pa.concat_tables(pending))
+                pending = []
+        if pending:
+            writer.write_table(pa.concat_tables(pending))
+    tmp.replace(out_dir / name)
     counts = env.all_reduce_sum(
-        torch.nn.functional.one_hot(torch.tensor(rank), world).double() * len(u)
+        torch.nn.functional.one_hot(torch.tensor(rank), world).double() * written
     )
     if rank == 0:
         parts = [
