@@ -102,7 +102,6 @@ def test_load_rejects_mismatched_shapes_and_missing_state(tmp_path):
     assert F.embedding(torch.tensor([1]), other.weight).shape == (1, 2)
 
 
-
 @pytest.mark.distributed
 def test_export_streams_blocks_across_pieces(tmp_path, monkeypatch):
     """Export in blocks smaller than a checkpoint piece, and blocks spanning the two ranks'
