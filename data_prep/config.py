@@ -143,6 +143,10 @@ class PrepConfig:
     # An input with no interaction left (empty, unreadable records only, all rejected or all
     # filtered) is an error; true writes the empty dataset anyway.
     allow_empty: bool = False
+    # A catalog that grows: a dataset prepared before from part of this input. Its id maps are
+    # kept (new users and items get the next indices, in sorted order) and so is its tokenizer,
+    # so an export made from it continues training here (docs/data_prep.md, "Growing").
+    id_maps_from: str | None = None
 
 
 # Sections of PrepConfig that define the output; the manifest records these (of ``staging``

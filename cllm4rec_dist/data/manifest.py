@@ -55,6 +55,17 @@ class Counts:
 
 
 @dataclass(frozen=True)
+class GrownFrom:
+    """``grown_from``: the earlier dataset whose users [0, num_users) and items [0, num_items)
+    keep their indices in this one."""
+
+    dir: str
+    manifest_sha256: str
+    num_users: int
+    num_items: int
+
+
+@dataclass(frozen=True)
 class Manifest:
     """A loaded manifest.json; ``data_dir`` is the (absolute) dataset directory it came from."""
 
@@ -69,6 +80,9 @@ class Manifest:
     rejected: dict[str, int]
     tokenizer: str | None
     created_by: str
+    # A grown catalog (data prep ``id_maps_from``): the dataset whose id maps this one extends,
+    # {"dir", "manifest_sha256", "num_users", "num_items"}; its ids keep their indices here.
+    grown_from: GrownFrom | None = None
     # sha256 of the manifest without ``created_by`` (see ``dataset_fingerprint``)
     sha256: str = field(default="", compare=False)
 
@@ -154,8 +168,28 @@ def load_manifest(data_dir: str | Path) -> Manifest:
         rejected=get.int_map(raw, "rejected"),
         tokenizer=tokenizer,
         created_by=get(raw, "created_by", str),
+        grown_from=_grown_from(get, raw),
         sha256=dataset_fingerprint(raw),
     )
+
+
+def _grown_from(get: _Getter, raw: dict[str, Any]) -> GrownFrom | None:
+    if raw.get("grown_from") is None:
+        return None
+    node = get(raw, "grown_from", dict)
+    grown = GrownFrom(
+        dir=get(node, "grown_from.dir", str),
+        manifest_sha256=get(node, "grown_from.manifest_sha256", str),
+        num_users=get(node, "grown_from.num_users", int),
+        num_items=get(node, "grown_from.num_items", int),
+    )
+    counts = raw["counts"]
+    if grown.num_users > counts["users"] or grown.num_items > counts["items"]:
+        raise ManifestError(
+            f"{get.path}: grown_from has more users or items than counts "
+            f"({grown.num_users}/{grown.num_items} > {counts['users']}/{counts['items']})"
+        )
+    return grown
 
 
 def dataset_fingerprint(raw: dict[str, Any]) -> str:

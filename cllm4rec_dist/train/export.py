@@ -140,6 +140,34 @@ def check_export_dataset(
         log.warning("%s; loading it anyway (allow_other_dataset)", message)
 
 
+def _grown_prefix(
+    export_dir: Path, meta: dict[str, Any], tables: dict[str, nn.Module], manifest: Any
+) -> dict[str, int] | None:
+    """{"user": U_old, "item": I_old} when this dataset grew from the export's (its manifest's
+    ``grown_from`` names the export's dataset fingerprint), else None (sizes must then match)."""
+    grown = getattr(manifest, "grown_from", None)
+    theirs = (meta.get("dataset") or {}).get("manifest_sha256")
+    if grown is None or not theirs or theirs != grown.manifest_sha256:
+        return None
+    prefix = {"user": grown.num_users, "item": grown.num_items}
+    for name in tables:
+        path = export_dir / "tables" / f"{name}.safetensors"
+        if path.exists():
+            with safe_open(str(path), framework="pt") as f:
+                rows = f.get_slice("weight").get_shape()[0]
+            if rows != prefix[name.split("_")[0]]:
+                raise ExportMismatchError(
+                    f"{path}: {rows} rows, but {manifest.data_dir} grew from a dataset with "
+                    f"{prefix[name.split('_')[0]]} (manifest grown_from)"
+                )
+    log.info(
+        "export %s: this dataset grew from its dataset (users %d -> %d, items %d -> %d); new "
+        "rows keep their init",
+        export_dir, grown.num_users, manifest.num_users, grown.num_items, manifest.num_items,
+    )  # fmt: skip
+    return prefix
+
+
 def load_export(
     export_dir: Path,
     backbone: nn.Module,
@@ -153,7 +181,9 @@ def load_export(
 
     The export must match the tables' sizes (num_users / num_items); given the current dataset's
     ``manifest`` it must also carry its fingerprint, unless ``allow_other_dataset``
-    (ExportMismatchError otherwise, naming the file).
+    (ExportMismatchError otherwise, naming the file). A dataset prepared with
+    ``id_maps_from`` the export's dataset (a grown catalog) loads the export into its first
+    rows instead.
     """
     export_dir = Path(export_dir)
     meta_path = export_dir / "meta.json"
@@ -163,17 +193,24 @@ def load_export(
         meta = json.loads(meta_path.read_text())
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ExportMismatchError(f"{meta_path}: not valid JSON ({err})") from None
-    check_export_dataset(export_dir, meta, tables, manifest, allow_other_dataset)
+    prefix = _grown_prefix(export_dir, meta, tables, manifest)
+    if prefix is None:
+        check_export_dataset(export_dir, meta, tables, manifest, allow_other_dataset)
     for name, table in tables.items():
         lo, hi = table.row_range
-        rows = read_exported_rows(export_dir / "tables", name, lo, hi)
-        if rows.shape != table.weight.shape:
+        # A grown catalog: the export's rows are the first ones; the new ids keep their init.
+        end = hi if prefix is None else min(hi, prefix[name.split("_")[0]])
+        if end <= lo:
+            continue
+        rows = read_exported_rows(export_dir / "tables", name, lo, end)
+        want = (end - lo, table.weight.shape[1])
+        if tuple(rows.shape) != want:
             raise ValueError(
-                f"{export_dir}: table {name} rows [{lo}, {hi}) have shape "
-                f"{tuple(rows.shape)}, expected {tuple(table.weight.shape)}"
+                f"{export_dir}: table {name} rows [{lo}, {end}) have shape "
+                f"{tuple(rows.shape)}, expected {want}"
             )
         with torch.no_grad():
-            table.weight.copy_(rows)
+            table.weight[: end - lo].copy_(rows)
     state_path = export_dir / "backbone" / "state.pt"
     if meta.get("backbone_state") and state_path.exists():
         missing, unexpected = backbone.load_state_dict(

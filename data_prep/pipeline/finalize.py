@@ -101,17 +101,17 @@ def _map_ids(raw: pa.Array | pa.ChunkedArray, known: pa.Array, index: np.ndarray
 def _content(
     area: StagingArea,
     job: FinalizeJob,
-    items: pa.Array,
+    item_map: ItemMap,
     heldout: np.ndarray,
     rejected: collections.Counter[str],
 ) -> pa.Table:
     """The bucket's documents (CONTENT_SCHEMA), unknown ids and held-out reviews rejected."""
-    item_index = np.arange(len(items), dtype=np.int64)
+    items, item_index = item_map.raw, item_map.index
     parts = []
     reviews = area.read_bucket("reviews", job.bucket)
     users = _map_ids(reviews["user"], job.users, job.user_index)
     review_items = _map_ids(reviews["item"], items, item_index)
-    pair_keys = users * len(items) + review_items
+    pair_keys = users * item_map.size + review_items
     reasons = [
         (users < 0, "review_unknown_user"),
         (review_items < 0, "review_unknown_item"),
@@ -159,11 +159,26 @@ def _content(
     return table.sort_by(keys)
 
 
+@dataclass(frozen=True)
+class ItemMap:
+    """The global item map as finalize looks ids up in it: ``raw`` sorted raw ids, ``index``
+    the index of each, ``size`` the number of indices (items in the catalog)."""
+
+    raw: pa.Array
+    index: np.ndarray
+    size: int
+
+    @classmethod
+    def sorted_order(cls, items: pa.Array) -> ItemMap:
+        """index = rank in sorted order (a fresh catalog)."""
+        return cls(items, np.arange(len(items), dtype=np.int64), len(items))
+
+
 @ray.remote
-def finalize_bucket(area: StagingArea, job: FinalizeJob, items: pa.Array) -> BucketSummary:
+def finalize_bucket(area: StagingArea, job: FinalizeJob, items: ItemMap) -> BucketSummary:
     """Run the finalize phase of one bucket (see module docstring); ``items`` = global item map."""
     pairs = BucketPairs.load(job.reduce_dir)
-    item_global = _map_ids(pairs.items, items, np.arange(len(items), dtype=np.int64))
+    item_global = _map_ids(pairs.items, items.raw, items.index)
     mask, user_ok = pairs.kept(item_global >= 0, job.min_user)
     if int(user_ok.sum()) != len(job.user_index):
         raise RuntimeError(f"bucket {job.bucket}: user set changed between k-core and finalize")
@@ -200,7 +215,7 @@ def finalize_bucket(area: StagingArea, job: FinalizeJob, items: pa.Array) -> Buc
         split_files[relative] = file_info(job.output_dir / relative, len(flat))
 
     rejected: collections.Counter[str] = collections.Counter()
-    heldout = np.sort(users[split >= VAL] * len(items) + item_idx[split >= VAL])
+    heldout = np.sort(users[split >= VAL] * items.size + item_idx[split >= VAL])
     content = _content(area, job, items, heldout, rejected)
     write_ipc(job.final_dir / "content.arrow", content)
     kinds = np.bincount(content["kind"].to_numpy(), minlength=len(DOC_KINDS))

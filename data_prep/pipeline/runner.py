@@ -26,16 +26,20 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 import ray
 from omegaconf import DictConfig, OmegaConf
 
 from cllm4rec_dist.data.format import CORPORA, SCHEMA_VERSION, SPLITS
+from cllm4rec_dist.data.manifest import ManifestError, load_manifest
 from data_prep import synthetic
 from data_prep.config import OUTPUT_SECTIONS, check_config
 from data_prep.pipeline import idmaps, ingest, layout, reduce, report, shards
 from data_prep.pipeline.finalize import (
     BucketSummary,
     FinalizeJob,
+    ItemMap,
     finalize_bucket,
     tokenizer_sample_per_bucket,
 )
@@ -128,12 +132,52 @@ def _ingest(cfg: DictConfig, source: dict[str, Any], reader: Any, area: StagingA
     return ingest.ingest_reader(reader, area, cfg.staging.chunk_rows, min_rating, cfg.progress)
 
 
-def _id_maps(output: Path, reduced: reduce.ReduceResult) -> list[np.ndarray]:
-    """Write both id maps; returns each bucket's users' global indices."""
+def _id_maps(
+    output: Path, reduced: reduce.ReduceResult, grown_from: Path | None
+) -> tuple[list[np.ndarray], ItemMap, int]:
+    """Write both id maps; returns (each bucket's users' global indices, the item map, number
+    of users). With ``grown_from`` the old maps' indices are kept and new ids appended."""
     users, bucket_index = idmaps.assign_user_indices(reduced.bucket_users)
-    idmaps.write_id_map(output / "id_maps" / "users.parquet", users)
-    idmaps.write_id_map(output / "id_maps" / "items.parquet", reduced.items)
-    return bucket_index
+    if grown_from is None:
+        idmaps.write_id_map(output / "id_maps" / "users.parquet", users)
+        idmaps.write_id_map(output / "id_maps" / "items.parquet", reduced.items)
+        return bucket_index, ItemMap.sorted_order(reduced.items), len(users)
+    old_users = idmaps.read_id_map(grown_from / "id_maps" / "users.parquet")
+    old_items = idmaps.read_id_map(grown_from / "id_maps" / "items.parquet")
+    u_sorted, u_index, u_by_index = idmaps.grow_map(old_users, users)
+    # The present users' grown index, by their rank among the present users (bucket_index).
+    remap = u_index[pc.index_in(users.cast(pa.string()), value_set=u_sorted).to_numpy()]
+    i_sorted, i_index, i_by_index = idmaps.grow_map(old_items, reduced.items)
+    idmaps.write_grown_map(output / "id_maps" / "users.parquet", u_by_index)
+    idmaps.write_grown_map(output / "id_maps" / "items.parquet", i_by_index)
+    log.info(
+        "id maps grown from %s: users %d -> %d, items %d -> %d",
+        grown_from, old_users.num_rows, len(u_by_index), old_items.num_rows, len(i_by_index),
+    )  # fmt: skip
+    item_map = ItemMap(i_sorted, i_index, len(i_by_index))
+    return [remap[b] for b in bucket_index], item_map, len(u_by_index)
+
+
+def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
+    """(old dataset dir, the manifest's ``grown_from`` record) for ``id_maps_from``."""
+    if not cfg.id_maps_from:
+        return None, None
+    old = Path(cfg.id_maps_from).expanduser().resolve()
+    try:
+        manifest = load_manifest(old)
+    except (ManifestError, FileNotFoundError) as err:
+        raise ValueError(
+            f"id_maps_from={cfg.id_maps_from}: not a prepared dataset: {err}"
+        ) from None
+    if manifest.tokenizer_path is None or not manifest.tokenizer_path.exists():
+        raise ValueError(f"id_maps_from={cfg.id_maps_from}: the dataset has no tokenizer file")
+    record = {
+        "dir": str(old),
+        "manifest_sha256": manifest.sha256,
+        "num_users": manifest.num_users,
+        "num_items": manifest.num_items,
+    }
+    return old, record
 
 
 def _finalize(
@@ -143,8 +187,9 @@ def _finalize(
     output: Path,
     reduced: reduce.ReduceResult,
     bucket_index: list[np.ndarray],
+    item_map: ItemMap,
 ) -> list[BucketSummary]:
-    items_ref = ray.put(reduced.items)
+    items_ref = ray.put(item_map)
     per_bucket = tokenizer_sample_per_bucket(cfg.tokenizer.max_documents, area.buckets)
     split_cfg = OmegaConf.to_container(cfg.split)
     refs = [
@@ -217,12 +262,14 @@ def _remove_stale(output: Path, manifest: dict[str, Any], buckets: int) -> None:
                 path.unlink()
 
 
-def _counts(buckets: list[BucketSummary], items: int) -> dict[str, Any]:
+def _counts(buckets: list[BucketSummary], users: int, items: int) -> dict[str, Any]:
+    """users / items: the id maps' sizes (a grown catalog keeps old ids with no rows here)."""
+
     def total(attr: str, key: str) -> int:
         return sum(getattr(b, attr)[key] for b in buckets)
 
     return {
-        "users": sum(b.users for b in buckets),
+        "users": users,
         "items": items,
         "interactions": {s: total("interactions", s) for s in SPLITS},
         "evaluated_users": {s: total("evaluated", s) for s in ("val", "test")},
@@ -252,12 +299,15 @@ def _manifest(
     jobs: list[shards.ShardJob],
     results: list[tuple[dict[str, Any], bool]],
     rejected: collections.Counter[str],
+    num_users: int,
+    num_items: int,
+    grown_from: dict[str, Any] | None,
 ) -> dict[str, Any]:
     """Assemble the manifest (docs/data_prep.md lists every field) from the phases' results."""
     rejected = collections.Counter(rejected)
     if reduced.duplicates:
         rejected["duplicate_interaction"] += reduced.duplicates
-    counts = _counts(buckets, len(reduced.items))
+    counts = _counts(buckets, num_users, num_items)
     filtered = reduced.pairs - sum(counts["interactions"].values())
     if filtered:
         rejected["k_core_filtered"] += filtered
@@ -283,6 +333,7 @@ def _manifest(
         "corpora": corpora,
         "rejected": dict(sorted(rejected.items())),
         "tokenizer": TOKENIZER,
+        **({"grown_from": grown_from} if grown_from else {}),
         "files": dict(sorted(files.items())),
         "created_by": created_by(),
     }
@@ -291,6 +342,7 @@ def _manifest(
 def run_prepare(cfg: DictConfig) -> dict[str, Any]:
     """Prepare ``cfg.output_dir`` from ``cfg.source``; returns the manifest written there."""
     check_config(cfg)
+    grown_dir, grown = _grown_from(cfg)
     timer = Timer()
     start = time.perf_counter()
     source = OmegaConf.to_container(cfg.source, resolve=True, throw_on_missing=True)
@@ -318,23 +370,30 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any]:
             shutil.rmtree(work, ignore_errors=True)
             raise
         with timer.phase("id maps"):
-            bucket_index = _id_maps(output, reduced)
+            bucket_index, item_map, num_users = _id_maps(output, reduced, grown_dir)
         with timer.phase("finalize"):
-            buckets = _finalize(cfg, area, work, output, reduced, bucket_index)
+            buckets = _finalize(cfg, area, work, output, reduced, bucket_index, item_map)
         with timer.phase("shards"):
             jobs = _shard_jobs(cfg, work, output, buckets)
             # No fail-fast: when one shard fails the others still finish, so a rerun skips them.
             refs = [shards.write_shard.remote(j) for j in jobs]
             results = run_all(refs, "shards", cfg.progress, fail_fast=False)
     with timer.phase("tokenizer"):
-        sample = [text for b in buckets for text in b.text_sample]
-        templates = list(OmegaConf.to_container(cfg.prompts).values())
-        train_tokenizer(
-            sample, templates, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
-            output / TOKENIZER,
-        )  # fmt: skip
+        if grown_dir is not None:  # the exported backbone's vocabulary must not change
+            (output / TOKENIZER).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(grown_dir / TOKENIZER, output / TOKENIZER)
+        else:
+            sample = [text for b in buckets for text in b.text_sample]
+            templates = list(OmegaConf.to_container(cfg.prompts).values())
+            train_tokenizer(
+                sample, templates, cfg.tokenizer.vocab_size, cfg.tokenizer.min_frequency,
+                output / TOKENIZER,
+            )  # fmt: skip
 
-    manifest = _manifest(cfg, source, output, reduced, buckets, jobs, results, rejected)
+    manifest = _manifest(
+        cfg, source, output, reduced, buckets, jobs, results, rejected,
+        num_users, item_map.size, grown,
+    )  # fmt: skip
     write_manifest(output, manifest)
     _remove_stale(output, manifest, area.buckets)
     skipped = sum(1 for _, was_skipped in results if was_skipped)
