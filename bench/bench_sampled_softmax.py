@@ -23,6 +23,7 @@ import subprocess
 import time
 
 import torch
+from scale_check import peak_rss_bytes  # bench/ is on sys.path when run as a script
 
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
@@ -32,14 +33,6 @@ from cllm4rec_dist.testing.multiprocess import run_ranks
 
 GIB = 2**30
 MODES = ("full", "popularity", "in_batch")
-
-
-def peak_rss_bytes() -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise RuntimeError("no VmHWM in /proc/self/status")
 
 
 def popularity_counts(items: int, seed: int = 0) -> torch.Tensor:

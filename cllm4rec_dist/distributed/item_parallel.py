@@ -228,12 +228,8 @@ class _ShardedNLL(torch.autograd.Function):
         (weight,) = ctx.saved_tensors
         scorer, g = ctx.scorer, ctx.g
         rows_all, dim = g.hidden.shape
-        # dloss_r/dl_rj = count_r * softmax_rj - [j in targets(r)]; each rank needs the upstream
-        # gradient of every gathered row, so gather it like the rows themselves.
-        if g.max_rows:
-            grad_all = all_gather_padded(grad_loss.float(), g.max_rows, 0.0, scorer.group)
-        else:
-            grad_all = g.hidden.new_zeros(0)
+        # dloss_r/dl_rj = count_r * softmax_rj - [j in targets(r)].
+        grad_all = _gather_upstream(grad_loss, g, scorer.group)
         coef = (grad_all * ctx.count).unsqueeze(1)
         grad_hidden = g.hidden.new_zeros(rows_all, dim)
         # Every row is written by exactly one chunk below: no zero fill (pages of a big shard).
@@ -247,21 +243,31 @@ class _ShardedNLL(torch.autograd.Function):
         t_grad = grad_all[t_rows].unsqueeze(1)
         grad_hidden.index_add_(0, t_rows, -t_grad * weight[t_items].float())
         grad_weight.index_add_(0, t_items, -t_grad * g.hidden[t_rows])
-        # Row r's gradient is the sum of every shard's part, delivered to the rank owning row r
-        # (not averaged: the caller's data parallelism averages backbone gradients). The item
-        # rows' gradient is averaged over ranks, the table convention. These collectives run
-        # whatever needs_input_grad says, so all ranks issue the same ones.
-        if g.max_rows:
-            grad_hidden = reduce_scatter_rows(grad_hidden, scorer.group)[: ctx.hidden_shape[0]]
-        grad_hidden = grad_hidden.reshape(ctx.hidden_shape).to(ctx.hidden_dtype)
+        # The item rows' gradient is averaged over ranks, the table convention; the hidden rows'
+        # is summed over shards and sent to their owners (_input_grads).
         grad_weight = grad_weight.div_(scorer.world_size).to(weight.dtype)
-        return (
-            grad_hidden if ctx.needs_input_grad[0] else None,
-            grad_weight if ctx.needs_input_grad[1] else None,
-            None,
-            None,
-            None,
-        )
+        return (*_input_grads(ctx, grad_hidden, grad_weight), None, None, None)
+
+
+def _gather_upstream(grad_loss: Tensor, g: _Gathered, group: Group) -> Tensor:
+    """Each rank needs the upstream gradient of every gathered row: gather it like the rows."""
+    if g.max_rows:
+        return all_gather_padded(grad_loss.float(), g.max_rows, 0.0, group)
+    return g.hidden.new_zeros(0)
+
+
+def _input_grads(ctx, grad_hidden: Tensor, grad_weight: Tensor) -> tuple:
+    """(hidden, weight) gradients of a sharded loss's backward. Row r's hidden gradient is the
+    sum of every shard's part, delivered to the rank owning row r (not averaged: the caller's
+    data parallelism averages backbone gradients). The collective runs whatever
+    needs_input_grad says, so all ranks issue the same ones."""
+    if ctx.g.max_rows:
+        grad_hidden = reduce_scatter_rows(grad_hidden, ctx.scorer.group)[: ctx.hidden_shape[0]]
+    grad_hidden = grad_hidden.reshape(ctx.hidden_shape).to(ctx.hidden_dtype)
+    return (
+        grad_hidden if ctx.needs_input_grad[0] else None,
+        grad_weight if ctx.needs_input_grad[1] else None,
+    )
 
 
 class _ShardedSampledNLL(torch.autograd.Function):
@@ -322,10 +328,7 @@ class _ShardedSampledNLL(torch.autograd.Function):
     def backward(ctx, grad_loss):  # type: ignore[override]
         (weight,) = ctx.saved_tensors
         scorer, g = ctx.scorer, ctx.g
-        if g.max_rows:
-            grad_all = all_gather_padded(grad_loss.float(), g.max_rows, 0.0, scorer.group)
-        else:
-            grad_all = g.hidden.new_zeros(0)
+        grad_all = _gather_upstream(grad_loss, g, scorer.group)
         coef = grad_all * ctx.count
         logits = _candidate_logits(g.hidden, weight, ctx.cand, ctx.correction, *ctx.hits)
         p = torch.exp(logits - ctx.lse.unsqueeze(1)) * coef.unsqueeze(1)
@@ -349,17 +352,7 @@ class _ShardedSampledNLL(torch.autograd.Function):
         values = values.div_(scorer.world_size).to(weight.dtype)
         index = torch.cat([ctx.cand, u_items, t_items]).unsqueeze(0)
         grad_weight = torch.sparse_coo_tensor(index, values, weight.shape, check_invariants=False)
-        if g.max_rows:
-            grad_hidden = reduce_scatter_rows(grad_hidden, scorer.group)[: ctx.hidden_shape[0]]
-        grad_hidden = grad_hidden.reshape(ctx.hidden_shape).to(ctx.hidden_dtype)
-        return (
-            grad_hidden if ctx.needs_input_grad[0] else None,
-            grad_weight if ctx.needs_input_grad[1] else None,
-            None,
-            None,
-            None,
-            None,
-        )
+        return (*_input_grads(ctx, grad_hidden, grad_weight), None, None, None, None)
 
 
 def _candidate_logits(

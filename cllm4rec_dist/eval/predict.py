@@ -22,23 +22,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
 from cllm4rec_dist.distributed import env
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
-
-
-def _raw_ids(data_dir: Path, kind: str) -> pa.Array:
-    """raw_id column ordered by index (the ID maps store index = position; checked)."""
-    table = pq.read_table(data_dir / "id_maps" / f"{kind}.parquet", columns=["raw_id", "index"])
-    index = table.column("index").to_numpy()
-    if not np.array_equal(index, np.arange(len(index))):
-        order = np.argsort(index)
-        if not np.array_equal(index[order], np.arange(len(index))):
-            raise ValueError(f"{data_dir}/id_maps/{kind}.parquet: index is not 0..{len(index) - 1}")
-        return table.column("raw_id").take(pa.array(order)).combine_chunks()
-    return table.column("raw_id").combine_chunks()
 
 
 # Users per Parquet row group (and the most results a rank holds before writing them).
@@ -83,8 +72,8 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
     split = cfg.predict.split
     n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / bs)
     rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
-    user_ids = _raw_ids(data_dir, "users")
-    item_ids = _raw_ids(data_dir, "items")
+    user_ids = raw_ids_by_index(data_dir, "users")
+    item_ids = raw_ids_by_index(data_dir, "items")
     out_dir.mkdir(parents=True, exist_ok=True)
     name = f"part-rank{rank:05d}.parquet"
     tmp = out_dir / f".{name}.tmp"

@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from data_prep.pipeline.arrowio import write_parquet
 
@@ -38,24 +37,14 @@ def write_id_map(path: Path, raw_ids: pa.Array) -> None:
     write_parquet(path, table)
 
 
-def read_id_map(path: Path) -> pa.Table:
-    """An id map written by ``write_id_map`` (or ``write_grown_map``), rows in index order."""
-    table = pq.read_table(path, columns=["raw_id", "index"])
-    index = table.column("index").to_numpy()
-    order = np.argsort(index, kind="stable")
-    if not np.array_equal(index[order], np.arange(len(index))):
-        raise ValueError(f"{path}: index is not 0..{len(index) - 1}")
-    return table.take(pa.array(order))
-
-
-def grow_map(old: pa.Table, present: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array]:
-    """Extend the ``old`` map (raw_id, index 0..n-1) with the ids of ``present`` (sorted) that it
-    lacks, appended in sorted order after the old ones.
+def grow_map(old_ids: pa.Array, present: pa.Array) -> tuple[pa.Array, np.ndarray, pa.Array]:
+    """Extend the old map (``old_ids``: raw ids in index order) with the ids of ``present``
+    (sorted) that it lacks, appended in sorted order after the old ones.
 
     Returns (every raw id sorted, the index of each of them, raw ids in index order): the first
     two feed the sorted-lookup ``_map_ids`` of finalize, the last is what is written. Old ids
     keep their index even when absent from ``present`` (their table rows stay reserved)."""
-    old_ids = old.column("raw_id").combine_chunks().cast(pa.string())
+    old_ids = old_ids.cast(pa.string())
     present = present.cast(pa.string())
     new = present.filter(pc.invert(pc.is_in(present, value_set=old_ids)))
     by_index = pa.concat_arrays([old_ids, new])

@@ -32,6 +32,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from cllm4rec_dist.data.format import CORPORA, SCHEMA_VERSION, SPLITS
+from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.manifest import ManifestError, load_manifest
 from data_prep import synthetic
 from data_prep.config import OUTPUT_SECTIONS, check_config
@@ -142,8 +143,8 @@ def _id_maps(
         idmaps.write_id_map(output / "id_maps" / "users.parquet", users)
         idmaps.write_id_map(output / "id_maps" / "items.parquet", reduced.items)
         return bucket_index, ItemMap.sorted_order(reduced.items), len(users)
-    old_users = idmaps.read_id_map(grown_from / "id_maps" / "users.parquet")
-    old_items = idmaps.read_id_map(grown_from / "id_maps" / "items.parquet")
+    old_users = raw_ids_by_index(grown_from, "users")
+    old_items = raw_ids_by_index(grown_from, "items")
     u_sorted, u_index, u_by_index = idmaps.grow_map(old_users, users)
     # The present users' grown index, by their rank among the present users (bucket_index).
     remap = u_index[pc.index_in(users.cast(pa.string()), value_set=u_sorted).to_numpy()]
@@ -152,7 +153,7 @@ def _id_maps(
     idmaps.write_grown_map(output / "id_maps" / "items.parquet", i_by_index)
     log.info(
         "id maps grown from %s: users %d -> %d, items %d -> %d",
-        grown_from, old_users.num_rows, len(u_by_index), old_items.num_rows, len(i_by_index),
+        grown_from, len(old_users), len(u_by_index), len(old_items), len(i_by_index),
     )  # fmt: skip
     item_map = ItemMap(i_sorted, i_index, len(i_by_index))
     return [remap[b] for b in bucket_index], item_map, len(u_by_index)
