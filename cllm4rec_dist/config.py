@@ -166,6 +166,31 @@ class PredictConfig:
     split: str = "test"
     output_dir: str = "${run.dir}/predictions"
     batch_size: int = 256
+    # Items the dataset holds out as cold (data prep split.cold_item_fraction) have no trained
+    # rows: masked unless their rows were inferred from text (launchers/infer_items.py).
+    cold_items: str = "exclude"  # exclude | include
+    # Who gets recommendations: "corpus" = every user of the recommendation corpus, "cold" = the
+    # dataset's cold users (split.cold_user_fraction, after launchers/fold_in.py), or the path of
+    # a Parquet/CSV file (user, item raw ids) of histories to rank for.
+    users: str = "corpus"
+
+
+@dataclass
+class InferConfig:
+    """``launchers/infer_items.py`` and ``launchers/fold_in.py``: rows for new items from their
+    text and for new users from their history, the model frozen (cllm4rec_dist/infer/)."""
+
+    # Parquet or CSV with columns item (raw id), text; null = the dataset's cold/items.
+    items_file: str | None = None
+    # Parquet or CSV with columns user, item (raw ids); null = the dataset's cold users' train pairs.
+    users_file: str | None = None
+    steps: int = 100  # Adam steps per chunk of rows
+    item_lr: float = 0.01
+    user_lr: float = 0.01
+    batch_size: int = 256  # rows fitted together (each is independent of the others)
+    placement: str = "copy"  # copy | linear (infer/cold_items.py)
+    ridge: float = 1.0  # linear placement's ridge
+    output_dir: str = "${run.dir}/export"  # the export with the inferred rows
 
 
 @dataclass
@@ -181,6 +206,7 @@ class TrainConfig:
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     run: RunConfig = field(default_factory=RunConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    infer: InferConfig = field(default_factory=InferConfig)
 
 
 class ConfigError(ValueError):
@@ -266,6 +292,19 @@ def validate(cfg: TrainConfig) -> None:
     )
     _require(cfg.predict.k > 0, "predict.k", "must be > 0")
     _require(cfg.predict.split in ("val", "test"), "predict.split", "must be val or test")
+    _require(
+        cfg.predict.cold_items in ("exclude", "include"),
+        "predict.cold_items",
+        "must be exclude or include",
+    )
+    inf = cfg.infer
+    _require(inf.steps > 0, "infer.steps", "must be > 0")
+    _require(
+        inf.item_lr > 0 and inf.user_lr > 0, "infer.item_lr", "item_lr and user_lr must be > 0"
+    )
+    _require(inf.batch_size > 0, "infer.batch_size", "must be > 0")
+    _require(inf.placement in ("copy", "linear"), "infer.placement", "must be copy or linear")
+    _require(inf.ridge >= 0, "infer.ridge", "must be >= 0")
     for i, k in enumerate(cfg.eval.ks):
         _require(k > 0, f"eval.ks[{i}]", "must be > 0")
     metric, _, k = cfg.eval.select_metric.partition("@")

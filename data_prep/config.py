@@ -66,6 +66,11 @@ class SplitConfig:
     val_fraction: float = 0.1
     test_fraction: float = 0.1
     min_items_for_eval: int = 3  # users with fewer items are train-only and not evaluated
+    # Held out of every training file, for the cold-start / fold-in studies (data/cold.py): a
+    # cold item loses its train pairs and texts (its description goes to cold/items), a cold
+    # user all its pairs and texts (its pairs go to cold/users).
+    cold_item_fraction: float = 0.0
+    cold_user_fraction: float = 0.0
 
 
 @dataclass
@@ -168,6 +173,9 @@ def check_config(cfg: Any) -> None:
         problems.append("split.val_fraction and split.test_fraction must be >= 0")
     if cfg.split.val_fraction + cfg.split.test_fraction >= 1:
         problems.append("split.val_fraction + split.test_fraction must be < 1")
+    for key in ("cold_item_fraction", "cold_user_fraction"):
+        if not 0.0 <= cfg.split[key] < 1.0:
+            problems.append(f"split.{key} must be in [0, 1)")
     if cfg.split.min_items_for_eval < 3:
         problems.append("split.min_items_for_eval must be >= 3 (one train, val and test item)")
     for key in ("users_per_sample", "docs_per_sample", "samples_per_shard", "shard_multiple"):

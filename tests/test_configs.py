@@ -11,7 +11,7 @@ from cllm4rec_dist.baselines.config import register_baseline
 from cllm4rec_dist.config import ConfigError, register, validate
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
-TRAIN_ROOTS = ("pretrain", "finetune", "evaluate", "predict")
+TRAIN_ROOTS = ("pretrain", "finetune", "evaluate", "predict", "infer")
 GROUPS = ("model", "data", "deepspeed", "stage", "experiment")
 
 register()

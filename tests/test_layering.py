@@ -1,4 +1,5 @@
-"""Imports point down the layering: ops <- model <- distributed/data <- train <- launchers."""
+"""Imports point down the layering: ops <- model <- distributed/data <- eval <- train <- infer
+<- launchers."""
 
 from __future__ import annotations
 
@@ -11,11 +12,12 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cllm4rec_dist"
 
 # package folder -> packages it must not import
 FORBIDDEN = {
-    "ops": ("train", "eval", "data", "distributed", "model"),
-    "model": ("train", "eval", "data", "distributed"),
-    "distributed": ("train", "eval", "data"),
-    "data": ("train", "eval"),
-    "eval": ("train",),
+    "ops": ("infer", "train", "eval", "data", "distributed", "model"),
+    "model": ("infer", "train", "eval", "data", "distributed"),
+    "distributed": ("infer", "train", "eval", "data"),
+    "data": ("infer", "train", "eval"),
+    "eval": ("infer", "train"),
+    "train": ("infer",),
 }
 
 

@@ -1,4 +1,5 @@
-"""A prepared dataset's id maps (``id_maps/{users,items}.parquet``: raw_id, index)."""
+"""A prepared dataset's id maps (``id_maps/{users,items}.parquet``: raw_id, index), and the files
+of raw ids users hand in (new items' texts, new users' histories) mapped through them."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 
@@ -22,3 +25,61 @@ def raw_ids_by_index(data_dir: str | Path, kind: str) -> pa.Array:
     if not np.array_equal(index[order], np.arange(len(index))):
         raise ValueError(f"{path}: index is not 0..{len(index) - 1}")
     return table.column("raw_id").take(pa.array(order)).combine_chunks()
+
+
+class IdFileError(ValueError):
+    """A file of raw ids is missing or malformed, or names ids the dataset's map lacks."""
+
+
+def read_id_file(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
+    """A Parquet or ``.csv`` file's ``columns``, as strings (raw ids are strings everywhere)."""
+    file = Path(path)
+    if not file.exists():
+        raise IdFileError(f"{file}: not found")
+    try:
+        if file.suffix == ".csv":
+            types = {c: pa.string() for c in columns}
+            table = pacsv.read_csv(file, convert_options=pacsv.ConvertOptions(column_types=types))
+        else:
+            table = pq.read_table(file)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise IdFileError(
+            f"{file}: not a readable {file.suffix or 'Parquet'} file ({err})"
+        ) from None
+    missing = [c for c in columns if c not in table.column_names]
+    if missing:
+        raise IdFileError(f"{file}: missing column(s) {missing} (it has {table.column_names})")
+    return table.select(list(columns)).cast(pa.schema([(c, pa.string()) for c in columns]))
+
+
+def indices_of(
+    path: str | Path, raw: pa.ChunkedArray, data_dir: str | Path, kind: str
+) -> np.ndarray:
+    """int64 index of each raw id of ``kind`` (users | items) read from ``path``; an unknown or
+    null id is an error naming the file, the count and the first one (new ids enter the map
+    through data prep's grow step, ``id_maps_from``)."""
+    index = pc.index_in(raw, value_set=raw_ids_by_index(data_dir, kind))
+    bad = pc.sum(pc.is_null(index)).as_py() or 0
+    if bad:
+        first = raw.filter(pc.is_null(index))[0].as_py()
+        raise IdFileError(
+            f"{path}: {bad} {kind[:-1]} id(s) not in the dataset's id map (first: {first!r}); "
+            "add them with data prep's id_maps_from (the grow step) first"
+        )
+    return index.to_numpy().astype(np.int64)
+
+
+def history_rows(path: str | Path, data_dir: str | Path) -> list[dict]:
+    """A (user, item) raw-id file as recommendation rows ({"user", "train", "val", "test"}: the
+    items are the user's history, val and test empty), user ascending, duplicates once."""
+    table = read_id_file(path, ("user", "item"))
+    users = indices_of(path, table["user"], data_dir, "users")
+    items = indices_of(path, table["item"], data_dir, "items")
+    order = np.lexsort((items, users))
+    users, items = users[order], items[order]
+    empty = np.zeros(0, dtype=np.int64)
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]) if len(users) else []
+    return [
+        {"user": int(users[lo]), "train": np.unique(items[lo:hi]), "val": empty, "test": empty}
+        for lo, hi in zip(bounds[:-1], bounds[1:])
+    ]

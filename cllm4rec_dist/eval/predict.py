@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cllm4rec_dist.data.id_maps import raw_ids_by_index
+from cllm4rec_dist.data.cold import cold_ids, cold_user_rows
+from cllm4rec_dist.data.id_maps import history_rows, raw_ids_by_index
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
 from cllm4rec_dist.distributed import env
 
@@ -60,6 +61,40 @@ def _result_table(
     )
 
 
+def _user_rows(cfg: TrainConfig, manifest: Any, rank: int, world: int) -> tuple[Any, int]:
+    """(this rank's rows, the most rows any rank has) for ``predict.users``."""
+    if cfg.predict.users == "corpus":
+        rows = iter_rows(cfg.data.dir, "recommendation", rank=rank, world_size=world, shuffle=False)
+        return rows, max(rows_per_rank(manifest, "recommendation", world))
+    if cfg.predict.users == "cold":
+        listed = cold_user_rows(cfg.data.dir)
+    else:
+        listed = history_rows(cfg.predict.users, cfg.data.dir)
+    return iter(listed[rank::world]), math.ceil(len(listed) / world)
+
+
+def _excluded_cold(cfg: TrainConfig, manifest: Any) -> np.ndarray:
+    """The dataset's cold items when ``predict.cold_items=exclude`` (none otherwise)."""
+    fraction = manifest.config.get("split", {}).get("cold_item_fraction", 0.0)
+    if cfg.predict.cold_items == "include" or not fraction:
+        return np.zeros(0, dtype=np.int64)
+    return cold_ids(manifest.seed, manifest.num_items, fraction, "items")
+
+
+def _add_exclusions(batch: Any, extra: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The batch's exclusion CSR with ``extra`` items appended to every row."""
+    offsets, items = batch.exclude_offsets.cpu(), batch.exclude_items.cpu()
+    if len(extra) == 0:
+        return batch.exclude_offsets, batch.exclude_items
+    more = torch.from_numpy(extra)
+    rows = [torch.cat([items[offsets[r] : offsets[r + 1]], more]) for r in range(len(offsets) - 1)]
+    new_offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)
+    new_offsets[1:] = torch.cumsum(torch.tensor([len(r) for r in rows], dtype=torch.int64), 0)
+    flat = torch.cat(rows) if rows else items
+    device = batch.exclude_items.device
+    return new_offsets.to(device), flat.to(device)
+
+
 @torch.no_grad()
 def predict(built: Any, cfg: TrainConfig) -> Path:
     """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir."""
@@ -70,8 +105,9 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
     k, bs = min(cfg.predict.k, manifest.num_items), cfg.predict.batch_size
     # Every user is ranked: the exclusion rule of the split, but users without held-out items too.
     split = cfg.predict.split
-    n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / bs)
-    rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
+    rows, most_rows = _user_rows(cfg, manifest, rank, world)
+    n_batches = math.ceil(most_rows / bs)
+    cold = _excluded_cold(cfg, manifest)
     user_ids = raw_ids_by_index(data_dir, "users")
     item_ids = raw_ids_by_index(data_dir, "items")
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +124,7 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
             # A one-item placeholder target keeps every user in the batch (targets are unused).
             batch = built.collate_eval([{**r, split: np.zeros(1, np.int64)} for r in chunk], split)
             s, i = built.scorer.topk(
-                built.model.user_vectors(batch), k, batch.exclude_offsets, batch.exclude_items
+                built.model.user_vectors(batch), k, *_add_exclusions(batch, cold)
             )
             pending.append(
                 _result_table(batch.users.cpu().numpy(), i.cpu(), s.cpu(), user_ids, item_ids)
@@ -112,6 +148,8 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
                 {
                     "k": k,
                     "split_masked": split,
+                    "users_from": cfg.predict.users,
+                    "cold_items": cfg.predict.cold_items,
                     "parts": parts,
                     "users": int(counts.sum()),
                     "dataset": str(data_dir.resolve()),

@@ -30,7 +30,7 @@ def setup_logging() -> None:
     )
 
 
-def _start(cfg: TrainConfig) -> None:
+def start(cfg: TrainConfig) -> None:
     """Validate before any work, then join the process group."""
     setup_logging()
     try:
@@ -44,6 +44,7 @@ def _start(cfg: TrainConfig) -> None:
 def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input (a file, a dataset, an export, a checkpoint): printed as
     one line naming the culprit, exit 2; ``CLLM4REC_DEBUG=1`` re-raises for the traceback."""
+    from cllm4rec_dist.data.id_maps import IdFileError
     from cllm4rec_dist.data.manifest import ManifestError
     from cllm4rec_dist.data.samples import ShardError
     from cllm4rec_dist.distributed.table_checkpoint import TableCheckpointError
@@ -53,6 +54,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     return (
         FileNotFoundError,
+        IdFileError,
         ManifestError,
         ShardError,
         TableCheckpointError,
@@ -62,10 +64,13 @@ def user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _fail_on_user_error(fn: Any, cfg: TrainConfig) -> Any:
+def fail_on_user_error(
+    fn: Any, cfg: TrainConfig, extra: tuple[type[BaseException], ...] = ()
+) -> Any:
+    """``fn(cfg)``, a user error (``user_errors()`` or ``extra``) printed as one line, exit 2."""
     try:
         return fn(cfg)
-    except user_errors() as err:
+    except (*user_errors(), *extra) as err:
         if os.environ.get("CLLM4REC_DEBUG"):
             raise
         log.error("%s: %s (CLLM4REC_DEBUG=1 shows the traceback)", type(err).__name__, err)
@@ -73,16 +78,16 @@ def _fail_on_user_error(fn: Any, cfg: TrainConfig) -> Any:
 
 
 def run_predict(cfg: TrainConfig) -> None:
-    _fail_on_user_error(_run_predict, cfg)
+    fail_on_user_error(_run_predict, cfg)
 
 
 def run_stage(cfg: TrainConfig) -> dict[str, Any]:
-    return _fail_on_user_error(_run_stage, cfg)
+    return fail_on_user_error(_run_stage, cfg)
 
 
 def _run_predict(cfg: TrainConfig) -> None:
     """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
-    _start(cfg)
+    start(cfg)
     if not cfg.stage.init_from:
         log.error("invalid config `stage.init_from`: predict needs an export directory")
         sys.exit(2)
@@ -96,7 +101,7 @@ def _run_predict(cfg: TrainConfig) -> None:
 
 def _run_stage(cfg: TrainConfig) -> dict[str, Any]:
     """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
-    _start(cfg)
+    start(cfg)
     # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.
     from cllm4rec_dist.train.builder import build
     from cllm4rec_dist.train.trainer import NothingToTrain, Trainer, TrainingDiverged

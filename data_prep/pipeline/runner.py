@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from cllm4rec_dist.data.cold import COLD_ITEM_TEXTS, COLD_USER_PAIRS
 from cllm4rec_dist.data.format import CORPORA, SCHEMA_VERSION, SPLITS
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.manifest import ManifestError, load_manifest
@@ -189,6 +190,7 @@ def _finalize(
     reduced: reduce.ReduceResult,
     bucket_index: list[np.ndarray],
     item_map: ItemMap,
+    num_users: int,
 ) -> list[BucketSummary]:
     items_ref = ray.put(item_map)
     per_bucket = tokenizer_sample_per_bucket(cfg.tokenizer.max_documents, area.buckets)
@@ -205,6 +207,7 @@ def _finalize(
                 user_index=bucket_index[b],
                 seed=cfg.seed,
                 split=split_cfg,
+                num_users=num_users,
                 min_user=cfg.filter.k_core_user,
                 tokenizer_sample=per_bucket,
             ),
@@ -261,6 +264,11 @@ def _remove_stale(output: Path, manifest: dict[str, Any], buckets: int) -> None:
             part = re.fullmatch(r"part-(\d+)\.parquet", path.name)
             if path.suffix == ".tmp" or (part is not None and int(part.group(1)) >= buckets):
                 path.unlink()
+    # Cold parts exist only for buckets that held something out: keep exactly the listed ones.
+    for folder in (COLD_ITEM_TEXTS, COLD_USER_PAIRS):
+        for path in (output / folder).glob("*"):
+            if f"{folder}/{path.name}" not in manifest["files"]:
+                path.unlink()
 
 
 def _counts(buckets: list[BucketSummary], users: int, items: int) -> dict[str, Any]:
@@ -275,6 +283,26 @@ def _counts(buckets: list[BucketSummary], users: int, items: int) -> dict[str, A
         "interactions": {s: total("interactions", s) for s in SPLITS},
         "evaluated_users": {s: total("evaluated", s) for s in ("val", "test")},
         "documents": {k: total("doc_kinds", k) for k in ("review", "item", "user")},
+    }
+
+
+def _cold_summary(
+    cfg: DictConfig, buckets: list[BucketSummary], num_users: int, num_items: int
+) -> dict[str, Any]:
+    """The manifest's ``cold`` record: how many ids and pairs the cold split held out."""
+    held = collections.Counter()
+    for b in buckets:
+        held.update(b.cold)
+    return {
+        "item_fraction": cfg.split.cold_item_fraction,
+        "user_fraction": cfg.split.cold_user_fraction,
+        "items": int(round(cfg.split.cold_item_fraction * num_items)),
+        "users": int(round(cfg.split.cold_user_fraction * num_users)),
+        "user_pairs": held["user_pairs"],
+        "item_train_pairs_dropped": held["item_train_pairs"],
+        "item_texts": held["item_texts"],
+        "texts_dropped": held["texts_dropped"],
+        "pairs_held_out": held["user_pairs"] + held["item_train_pairs"],
     }
 
 
@@ -309,7 +337,8 @@ def _manifest(
     if reduced.duplicates:
         rejected["duplicate_interaction"] += reduced.duplicates
     counts = _counts(buckets, num_users, num_items)
-    filtered = reduced.pairs - sum(counts["interactions"].values())
+    cold = _cold_summary(cfg, buckets, num_users, num_items)
+    filtered = reduced.pairs - sum(counts["interactions"].values()) - cold["pairs_held_out"]
     if filtered:
         rejected["k_core_filtered"] += filtered
     for b in buckets:
@@ -335,6 +364,7 @@ def _manifest(
         "rejected": dict(sorted(rejected.items())),
         "tokenizer": TOKENIZER,
         **({"grown_from": grown_from} if grown_from else {}),
+        **({"cold": cold} if cold["users"] or cold["items"] else {}),
         "files": dict(sorted(files.items())),
         "created_by": created_by(),
     }
@@ -373,7 +403,7 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any]:
         with timer.phase("id maps"):
             bucket_index, item_map, num_users = _id_maps(output, reduced, grown_dir)
         with timer.phase("finalize"):
-            buckets = _finalize(cfg, area, work, output, reduced, bucket_index, item_map)
+            buckets = _finalize(cfg, area, work, output, reduced, bucket_index, item_map, num_users)
         with timer.phase("shards"):
             jobs = _shard_jobs(cfg, work, output, buckets)
             # No fail-fast: when one shard fails the others still finish, so a rerun skips them.

@@ -1,0 +1,91 @@
+"""Cold users and items held out of training by data prep (``split.cold_item_fraction``,
+``split.cold_user_fraction``), for the cold-start and fold-in studies.
+
+- A **cold item** keeps its id and its validation and test pairs, but its train pairs, its
+  reviews and its description are left out of every training file (corpora and ``splits/``). Its
+  description is written to ``cold/items/part-*.parquet`` (item, text): the text a new item
+  arrives with.
+- A **cold user** keeps its id, but none of its pairs or texts are in the training files: every
+  pair goes to ``cold/users/part-*.parquet`` (user, item, split code), the history a new user
+  arrives with (train) and what they go on to interact with (val, test).
+
+Which ids are cold is a function of (seed, catalog size, fraction) only, so every data-prep task
+and every later reader derives the same set without a file.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cllm4rec_dist.data.format import SPLITS
+
+# Distinct streams of np.random.default_rng([seed, stream]) for the two draws.
+_ITEM_STREAM, _USER_STREAM = 0xC01D, 0xC01E
+COLD_ITEM_TEXTS = "cold/items"
+COLD_USER_PAIRS = "cold/users"
+ITEM_TEXT_SCHEMA = pa.schema([("item", pa.int64()), ("text", pa.string())])
+USER_PAIR_SCHEMA = pa.schema([("user", pa.int64()), ("item", pa.int64()), ("split", pa.int8())])
+
+
+def cold_ids(seed: int, n: int, fraction: float, kind: str) -> np.ndarray:
+    """The cold indices among [0, n) of ``kind`` (users | items): the first round(fraction * n)
+    of a permutation seeded by (seed, kind), sorted."""
+    if not 0.0 <= fraction < 1.0:
+        raise ValueError(f"cold {kind} fraction must be in [0, 1), got {fraction}")
+    stream = {"items": _ITEM_STREAM, "users": _USER_STREAM}[kind]
+    take = int(round(fraction * n))
+    return np.sort(np.random.default_rng([seed, stream]).permutation(n)[:take]).astype(np.int64)
+
+
+def cold_mask(seed: int, n: int, fraction: float, kind: str) -> np.ndarray:
+    """bool [n]: whether each index of ``kind`` is cold (``cold_ids`` as a mask)."""
+    mask = np.zeros(n, dtype=bool)
+    mask[cold_ids(seed, n, fraction, kind)] = True
+    return mask
+
+
+def _read_parts(data_dir: str | Path, folder: str, schema: pa.Schema) -> pa.Table:
+    parts = sorted((Path(data_dir) / folder).glob("part-*.parquet"))
+    tables = [pq.read_table(p, schema=schema) for p in parts]
+    return pa.concat_tables(tables) if tables else schema.empty_table()
+
+
+def cold_item_texts(data_dir: str | Path) -> pa.Table:
+    """(item, text) of the cold items that have a description, item ascending."""
+    return _read_parts(data_dir, COLD_ITEM_TEXTS, ITEM_TEXT_SCHEMA).sort_by("item")
+
+
+def cold_user_rows(data_dir: str | Path) -> list[dict]:
+    """The cold users' pairs as recommendation rows ({"user", "train", "val", "test"}, items
+    ascending), user ascending: what the collator and the evaluation rule take."""
+    table = _read_parts(data_dir, COLD_USER_PAIRS, USER_PAIR_SCHEMA)
+    users = table["user"].to_numpy()
+    items = table["item"].to_numpy()
+    splits = table["split"].to_numpy()
+    order = np.lexsort((items, users))
+    users, items, splits = users[order], items[order], splits[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
+    ends = np.r_[starts[1:], len(users)] if len(users) else []
+    rows = []
+    for lo, hi in zip(starts, ends):
+        row: dict = {"user": int(users[lo])}
+        for code, name in enumerate(SPLITS):
+            row[name] = items[lo:hi][splits[lo:hi] == code]
+        rows.append(row)
+    return rows
+
+
+__all__ = [
+    "COLD_ITEM_TEXTS",
+    "COLD_USER_PAIRS",
+    "ITEM_TEXT_SCHEMA",
+    "USER_PAIR_SCHEMA",
+    "cold_ids",
+    "cold_item_texts",
+    "cold_mask",
+    "cold_user_rows",
+]

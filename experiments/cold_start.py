@@ -1,0 +1,298 @@
+"""The cold-start and fold-in study (docs/results.md, "Cold-start items and fold-in users").
+
+Inputs: a dataset prepared with ``split.cold_item_fraction`` / ``split.cold_user_fraction`` and
+the model trained on it (its finetuning ``best/``), and the same dataset without cold ids and
+its model (the "warm" reference: every item and user trained from the start, same split).
+
+    python experiments/cold_start.py --cold-data D_COLD --cold-export FT_COLD/best \
+        --warm-data D --warm-export FT_WARM/best --out cold_start.json
+
+**Cold items.** Evaluated users: the trained users with a cold item among their held-out
+items of the split. Targets: those cold items. Excluded from the ranking: the user's train
+items, validation items (test split) and the split's warm items (other positives, not part of
+this measure). Ranked over all items and over the cold items only. Rows compared: random rows
+(Gaussian with the warm rows' mean and spread: a new item today), the rows training left them
+with, the TF-IDF text-similarity baseline, rows inferred from text (``infer/cold_items.py``,
+steps / lr / placement chosen on validation), and the warm model's own rows.
+
+**Fold-in users.** The cold users' train items are their history; targets and exclusions are
+the usual rule. Rows compared: the mean trained user row (no fold-in), folded-in rows
+(``infer/fold_in.py``, steps / lr chosen on validation), and the warm model, which trained them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from hydra import compose, initialize_config_dir
+
+from cllm4rec_dist.baselines.ranking import masked_topk_rows
+from cllm4rec_dist.baselines.text_similarity import text_similarity_scores, tfidf_matrix
+from cllm4rec_dist.config import register
+from cllm4rec_dist.data.cold import cold_item_texts, cold_mask, cold_user_rows
+from cllm4rec_dist.data.manifest import load_manifest
+from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.eval.metrics import MetricSums
+from cllm4rec_dist.infer.cold_items import ITEM_DESCRIPTION, infer_content_rows, place
+from cllm4rec_dist.infer.fold_in import fold_in_users
+from cllm4rec_dist.train.builder import build
+from cllm4rec_dist.train.entry import start
+
+REPO = Path(__file__).resolve().parents[1]
+KS = [20, 100]
+ITEM_GRID = [(steps, lr) for lr in (0.003, 0.01, 0.03) for steps in (50, 200)]
+USER_GRID = [(steps, lr) for lr in (0.003, 0.01, 0.03) for steps in (50, 200)]
+
+
+def load(data_dir: str, export: str) -> Any:
+    """The model of ``export`` on ``data_dir``, one process, dense tables."""
+    with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("infer", [f"data.dir={data_dir}", f"stage.init_from={export}"])
+    start(cfg)
+    return build(cfg)
+
+
+def corpus_rows(data_dir: str) -> list[dict]:
+    return list(iter_rows(data_dir, "recommendation", shuffle=False))
+
+
+@torch.no_grad()
+def user_vectors(built: Any, rows: list[dict]) -> torch.Tensor:
+    """[len(rows), H]: the recommendation prompt's last state from each row's train items."""
+    out = []
+    for lo in range(0, len(rows), 256):
+        chunk = [{**r, "test": np.zeros(1, np.int64)} for r in rows[lo : lo + 256]]
+        out.append(built.model.user_vectors(built.collate_eval(chunk, "test")).cpu())
+    return torch.cat(out) if out else torch.zeros(0, built.model.backbone.hidden_size)
+
+
+def metrics(scores: torch.Tensor, targets: list[np.ndarray], excludes: list[np.ndarray]) -> dict:
+    """Recall@20 / NDCG@100 of score rows with CSR exclusions (ties: lower item first)."""
+    offsets = torch.tensor(np.r_[0, np.cumsum([len(e) for e in excludes])], dtype=torch.int64)
+    flat = torch.from_numpy(np.concatenate(excludes).astype(np.int64))
+    _, items = masked_topk_rows(scores.clone().double(), max(KS), offsets, flat)
+    t_off = torch.tensor(np.r_[0, np.cumsum([len(t) for t in targets])], dtype=torch.int64)
+    sums = MetricSums(KS)
+    sums.add(items, t_off, torch.from_numpy(np.concatenate(targets).astype(np.int64)))
+    means = MetricSums.means_from(KS, sums.as_tensor())
+    return {"recall@20": means["recall@20"], "ndcg@100": means["ndcg@100"], "users": means["users"]}
+
+
+def cold_item_task(rows: list[dict], split: str, cold: np.ndarray, cold_only: bool):
+    """(evaluated row positions, targets, exclusions) of the cold-item measure."""
+    keep, targets, excludes = [], [], []
+    warm_items = np.flatnonzero(~cold)
+    for pos, r in enumerate(rows):
+        held = np.asarray(r[split], dtype=np.int64)
+        target = held[cold[held]]
+        if len(target) == 0:
+            continue
+        parts = [np.asarray(r["train"]), held[~cold[held]]]
+        if split == "test":
+            parts.append(np.asarray(r["val"]))
+        if cold_only:
+            parts.append(warm_items)
+        keep.append(pos)
+        targets.append(target)
+        excludes.append(np.unique(np.concatenate(parts)).astype(np.int64))
+    return np.asarray(keep, dtype=np.int64), targets, excludes
+
+
+def users_metrics(built: Any, rows: list[dict]) -> dict:
+    """{split: metrics} of ``rows`` under the usual rule (targets: the split's items; excluded:
+    train items, and validation items for test), from ``built``'s current user rows."""
+    scores = score_table(user_vectors(built, rows), built)
+    out = {}
+    for split in ("val", "test"):
+        keep, targets, excludes = [], [], []
+        for pos, r in enumerate(rows):
+            if len(r[split]):
+                keep.append(pos)
+                targets.append(np.asarray(r[split]))
+                parts = [np.asarray(r["train"])] + (
+                    [np.asarray(r["val"])] if split == "test" else []
+                )
+                excludes.append(np.unique(np.concatenate(parts)).astype(np.int64))
+        out[split] = metrics(scores[keep], targets, excludes)
+    return out
+
+
+def score_table(uv: torch.Tensor, built: Any) -> torch.Tensor:
+    return uv @ built.tables["item_collab"].weight.detach().float().T
+
+
+def item_texts(data_dir: str, num_items: int) -> list[str | None]:
+    """Every item's description: the warm ones from the content corpus, the cold ones from
+    cold/items (None where an item has none)."""
+    texts: list[str | None] = [None] * num_items
+    for row in iter_rows(data_dir, "content", shuffle=False):
+        if int(row["kind"]) == ITEM_DESCRIPTION:
+            texts[int(row["item"])] = row["text"]
+    table = cold_item_texts(data_dir)
+    for item, text in zip(table["item"].to_pylist(), table["text"].to_pylist()):
+        texts[item] = text
+    return texts
+
+
+def evaluate_items(tasks: dict, scores: torch.Tensor) -> dict:
+    """{split: {"all": metrics, "cold_only": metrics}} for one [U, I] score matrix."""
+    out: dict[str, dict] = {}
+    for (split, scope), (keep, targets, excludes) in tasks.items():
+        out.setdefault(split, {})[scope] = metrics(scores[keep], targets, excludes)
+    return out
+
+
+def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log: dict) -> None:
+    manifest = built.manifest
+    fraction = manifest.config["split"]["cold_item_fraction"]
+    cold = cold_mask(manifest.seed, manifest.num_items, fraction, "items")
+    cold_idx = np.flatnonzero(cold)
+    tasks = {
+        (split, scope): cold_item_task(rows, split, cold, scope == "cold_only")
+        for split in ("val", "test")
+        for scope in ("all", "cold_only")
+    }
+    uv = user_vectors(built, rows)
+    collab = built.tables["item_collab"].weight
+    content = built.tables["item_content"].weight
+    saved = (collab.detach().clone(), content.detach().clone())
+    results: dict[str, Any] = {"as_trained": evaluate_items(tasks, score_table(uv, built))}
+
+    warm = torch.from_numpy(~cold)
+    gen = torch.Generator().manual_seed(0)
+    mean, std = saved[0][warm].mean(0), saved[0][warm].std(0)
+    with torch.no_grad():
+        collab[torch.from_numpy(cold_idx)] = mean + std * torch.randn(
+            len(cold_idx), len(mean), generator=gen
+        )
+    results["random_rows"] = evaluate_items(tasks, score_table(uv, built))
+
+    texts = item_texts(args.cold_data, manifest.num_items)
+    vectors = tfidf_matrix(texts)
+    histories = [np.asarray(r["train"], dtype=np.int64) for r in rows]
+    results["tfidf"] = evaluate_items(
+        tasks, torch.from_numpy(text_similarity_scores(vectors, histories))
+    )
+
+    cold_texts = cold_item_texts(args.cold_data)
+    items, item_txt = cold_texts["item"].to_numpy(), cold_texts["text"].to_pylist()
+    grid = []
+    for steps, lr in ITEM_GRID:
+        for how in ("copy", "linear"):
+            with torch.no_grad():
+                collab.copy_(saved[0])
+                content.copy_(saved[1])
+            t0 = time.perf_counter()
+            losses = infer_content_rows(built, items, item_txt, steps=steps, lr=lr, batch_size=256)
+            report = place(built, items, how)
+            entry = {
+                "steps": steps, "lr": lr, "placement": how, "seconds": time.perf_counter() - t0,
+                "word_ce": float(np.mean(losses)), "alignment": report,
+                **evaluate_items(tasks, score_table(uv, built)),
+            }  # fmt: skip
+            grid.append(entry)
+            print(
+                json.dumps({k: entry[k] for k in ("steps", "lr", "placement")}),
+                entry["val"]["all"],
+                flush=True,
+            )
+    best = max(grid, key=lambda e: e["val"]["all"]["ndcg@100"])
+    results["inferred_grid"] = grid
+    results["inferred"] = best
+    with torch.no_grad():
+        collab.copy_(saved[0])
+        content.copy_(saved[1])
+    results["cold_items"] = int(len(cold_idx))
+    results["cold_items_with_text"] = int(len(items))
+    log["cold_items"] = results
+
+
+def fold_in_study(args: argparse.Namespace, built: Any, log: dict) -> None:
+    rows = [r for r in cold_user_rows(args.cold_data) if len(r["train"])]
+    users = torch.tensor([r["user"] for r in rows])
+    weight = built.tables["user_collab"].weight
+    saved = weight.detach().clone()
+    trained = torch.ones(len(weight), dtype=torch.bool)
+    trained[users] = False
+
+    with torch.no_grad():
+        weight[users] = saved[trained].mean(0)
+    results: dict[str, Any] = {"mean_row": users_metrics(built, rows)}
+    grid = []
+    for steps, lr in USER_GRID:
+        with torch.no_grad():
+            weight.copy_(saved)
+        t0 = time.perf_counter()
+        losses = fold_in_users(built, rows, steps=steps, lr=lr, batch_size=256, mask_fraction=0.2)
+        entry = {
+            "steps": steps,
+            "lr": lr,
+            "seconds": time.perf_counter() - t0,
+            "nll": float(np.mean(losses)),
+            **users_metrics(built, rows),
+        }
+        grid.append(entry)
+        print("fold-in", steps, lr, entry["val"], flush=True)
+    results["fold_in_grid"] = grid
+    results["fold_in"] = max(grid, key=lambda e: e["val"]["ndcg@100"])
+    results["users"] = len(rows)
+    with torch.no_grad():
+        weight.copy_(saved)
+    log["fold_in"] = results
+
+
+def warm_reference(args: argparse.Namespace, log: dict) -> None:
+    """The warm model on the same measures: cold items and cold users trained from the start."""
+    built = load(args.warm_data, args.warm_export)
+    cold_manifest = load_manifest(args.cold_data)
+    split_cfg = cold_manifest.config["split"]
+    cold = cold_mask(
+        cold_manifest.seed, cold_manifest.num_items, split_cfg["cold_item_fraction"], "items"
+    )
+    cold_users = cold_mask(
+        cold_manifest.seed, cold_manifest.num_users, split_cfg["cold_user_fraction"], "users"
+    )
+    rows = corpus_rows(args.warm_data)
+    warm_user_rows = [r for r in rows if not cold_users[int(r["user"])]]
+    tasks = {
+        (split, scope): cold_item_task(warm_user_rows, split, cold, scope == "cold_only")
+        for split in ("val", "test")
+        for scope in ("all", "cold_only")
+    }
+    uv = user_vectors(built, warm_user_rows)
+    log["cold_items"]["warm_model"] = evaluate_items(tasks, score_table(uv, built))
+    fold_rows = [r for r in rows if cold_users[int(r["user"])] and len(r["train"])]
+    log["fold_in"]["warm_model"] = users_metrics(built, fold_rows)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--cold-data", required=True)
+    parser.add_argument("--cold-export", required=True)
+    parser.add_argument("--warm-data")
+    parser.add_argument("--warm-export")
+    parser.add_argument("--out", required=True)
+    args = parser.parse_args()
+    register()
+    log: dict[str, Any] = {"args": vars(args)}
+    built = load(args.cold_data, args.cold_export)
+    rows = corpus_rows(args.cold_data)
+    t0 = time.perf_counter()
+    cold_items_study(args, built, rows, log)
+    fold_in_study(args, built, log)
+    if args.warm_data and args.warm_export:
+        warm_reference(args, log)
+    log["seconds"] = time.perf_counter() - t0
+    Path(args.out).write_text(json.dumps(log, indent=2))
+    print(f"wrote {args.out}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
