@@ -2,8 +2,9 @@
 with the model frozen, write a new export that ``predict`` / ``evaluate`` / a later stage load.
 
 One process: the rows of a day's new items or users are few and independent, and the tables
-are loaded dense. The new export is the old one with the changed tables rewritten and a record
-of what was inferred in ``meta.json["inferred"]``.
+are loaded dense. The new export is the old one with its tables rewritten for this dataset (a
+grown catalog's new rows included: that is how new users' rows are appended) and a record of
+what was inferred in ``meta.json["inferred"]``; any world size loads it, each rank its range.
 """
 
 from __future__ import annotations
@@ -55,19 +56,27 @@ def _new_users(cfg: Any) -> list[dict]:
     return history_rows(cfg.infer.users_file, cfg.data.dir)
 
 
-def write_export(built: Any, cfg: Any, tables: tuple[str, ...], record: dict[str, Any]) -> Path:
-    """``infer.output_dir``: the init_from export with ``tables`` rewritten and ``record``
-    appended to ``meta.json["inferred"]``."""
+def write_export(built: Any, cfg: Any, record: dict[str, Any]) -> Path:
+    """``infer.output_dir``: the init_from export with every table rewritten from ``built`` and
+    made this dataset's (a grown catalog's export has the grown sizes, its new rows as loaded),
+    and ``record`` appended to ``meta.json["inferred"]``."""
     src, out = Path(cfg.stage.init_from), Path(cfg.infer.output_dir)
     if out.resolve() == src.resolve():
         raise InferInputError(f"infer.output_dir={out} is stage.init_from: write a new export")
     tmp = out.with_name(out.name + ".tmp")
     shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns(*(f"{t}.safetensors" for t in tables)))
-    for name in tables:
-        weight = built.tables[name].weight.detach().cpu().contiguous()
+    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
+    for name, table in built.tables.items():
+        weight = table.weight.detach().cpu().contiguous()
         save_file({"weight": weight}, str(tmp / "tables" / f"{name}.safetensors"))
     meta = json.loads((tmp / "meta.json").read_text())
+    manifest = built.manifest
+    meta.update(
+        num_users=manifest.num_users,
+        num_items=manifest.num_items,
+        data_dir=str(Path(cfg.data.dir).resolve()),
+        dataset=manifest.fingerprint,
+    )
     meta.setdefault("inferred", []).append({**record, "from": str(src)})
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
     shutil.rmtree(out, ignore_errors=True)
@@ -111,7 +120,7 @@ def infer_items(cfg: Any) -> dict[str, Any]:
         "final_word_ce": float(np.mean(losses)),
         "warm_alignment": report,
     }
-    out = write_export(built, cfg, ("item_content", "item_collab"), record)
+    out = write_export(built, cfg, record)
     log.info("inferred %d items -> %s: %s", len(items), out, json.dumps(record))
     return {**record, "export": str(out)}
 
@@ -136,7 +145,7 @@ def fold_in(cfg: Any) -> dict[str, Any]:
         "lr": inf.user_lr,
         "final_nll": float(np.mean(losses)),
     }
-    out = write_export(built, cfg, ("user_collab",), record)
+    out = write_export(built, cfg, record)
     log.info("folded in %d users -> %s: %s", len(rows), out, json.dumps(record))
     return {**record, "export": str(out)}
 

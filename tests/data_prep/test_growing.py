@@ -108,10 +108,16 @@ def _build_on_new(rank, world, new, export):
     return {n: (t.row_range, t.weight.detach().numpy().copy()) for n, t in built.tables.items()}
 
 
+@pytest.fixture(scope="module")
+def old_export(grown) -> Path:
+    root, old, _ = grown
+    return _pretrain_old(old, root / "pre")
+
+
 @pytest.mark.distributed
-def test_export_of_the_old_catalog_continues_on_the_grown_one_on_two_ranks(grown):
+def test_export_of_the_old_catalog_continues_on_the_grown_one_on_two_ranks(grown, old_export):
     root, old, new = grown
-    export = _pretrain_old(old, root / "pre")
+    export = old_export
     sys.path.insert(0, str(REPO / "tests" / "train"))
     ranks = run_ranks(_build_on_new, 2, new, export)
     m_new, grown_from = load_manifest(new), load_manifest(new).grown_from
@@ -132,3 +138,41 @@ def test_export_of_the_old_catalog_continues_on_the_grown_one_on_two_ranks(grown
     assert np.array_equal(user_rows, seed_rows.numpy())
     meta = json.loads((export / "meta.json").read_text())
     assert meta["dataset"]["manifest_sha256"] == grown_from.manifest_sha256
+
+
+def test_new_users_of_the_grown_catalog_fold_in_and_predict_serves_them(grown, old_export):
+    """A new user: the grow step appends its id, fold-in fits its row from its history (the
+    old rows stay as exported), and predict ranks it from a (user, item) file."""
+    sys.path.insert(0, str(REPO / "tests" / "train"))
+    from train_testkit import compose_train
+
+    from cllm4rec_dist.eval.predict import predict
+    from cllm4rec_dist.infer.entry import fold_in
+    from cllm4rec_dist.train.builder import build
+
+    root, _, new = grown
+    histories = [line.split() for line in (root / "new.txt").read_text().splitlines()]
+    newcomers = [h for h in histories if int(h[0][1:]) >= 30]
+    users_file = root / "new_users.csv"
+    users_file.write_text(
+        "user,item\n" + "".join(f"{h[0]},{i}\n" for h in newcomers for i in h[1:4])
+    )
+    small = ["model.hidden_size=16", "model.intermediate_size=32", "model.num_heads=2"]
+    out = root / "folded"
+    fold_in(compose_train("infer", [f"data.dir={new}", f"stage.init_from={old_export}",
+        f"infer.users_file={users_file}", f"infer.output_dir={out}", "infer.steps=5", *small]))  # fmt: skip
+    from safetensors.torch import load_file
+
+    before = load_file(str(old_export / "tables" / "user_collab.safetensors"))["weight"]
+    after = load_file(str(out / "tables" / "user_collab.safetensors"))["weight"]
+    m_new = load_manifest(new)
+    assert after.shape[0] == m_new.num_users and torch.equal(after[:30], before)
+    index = _id_map(new, "users")
+    fresh = init_rows(30, m_new.num_users, 16, seed=0, std=0.02)
+    for h in newcomers:
+        assert not torch.equal(after[index[h[0]]], fresh[index[h[0]] - 30]), h[0]
+    cfg = compose_train("predict", [f"data.dir={new}", f"stage.init_from={out}",
+        f"predict.users={users_file}", f"predict.output_dir={root / 'pred'}", "predict.k=3", *small])  # fmt: skip
+    predict(build(cfg), cfg)
+    table = pq.read_table(root / "pred" / "part-rank00000.parquet")
+    assert sorted(table["user"].to_pylist()) == sorted(h[0] for h in newcomers)
