@@ -75,9 +75,13 @@ def user_vectors(built: Any, rows: list[dict]) -> torch.Tensor:
 
 def metrics(scores: torch.Tensor, targets: list[np.ndarray], excludes: list[np.ndarray]) -> dict:
     """Recall@20 / NDCG@100 of score rows with CSR exclusions (ties: lower item first)."""
+    if not targets:
+        return {"recall@20": float("nan"), "ndcg@100": float("nan"), "users": 0}
     offsets = torch.tensor(np.r_[0, np.cumsum([len(e) for e in excludes])], dtype=torch.int64)
     flat = torch.from_numpy(np.concatenate(excludes).astype(np.int64))
-    _, items = masked_topk_rows(scores.clone().double(), max(KS), offsets, flat)
+    k = min(max(KS), scores.shape[1])  # a cut-off beyond the catalog ranks every item
+    _, items = masked_topk_rows(scores.clone().double(), k, offsets, flat)
+    items = torch.nn.functional.pad(items, (0, max(KS) - k), value=-1)
     t_off = torch.tensor(np.r_[0, np.cumsum([len(t) for t in targets])], dtype=torch.int64)
     sums = MetricSums(KS)
     sums.add(items, t_off, torch.from_numpy(np.concatenate(targets).astype(np.int64)))
