@@ -2,7 +2,7 @@
 
 Inputs: a dataset prepared with ``split.cold_item_fraction`` / ``split.cold_user_fraction`` and
 the model trained on it (its finetuning ``best/``), and the same dataset without cold ids and
-its model (the "warm" reference: every item and user trained from the start, same split).
+its model (the "warm" reference: the same split with every item and user in training).
 
     python experiments/cold_start.py --cold-data D_COLD --cold-export FT_COLD/best \
         --warm-data D --warm-export FT_WARM/best --out cold_start.json
@@ -42,6 +42,7 @@ from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.eval.metrics import MetricSums
 from cllm4rec_dist.infer.cold_items import ITEM_DESCRIPTION, infer_content_rows, place
 from cllm4rec_dist.infer.fold_in import fold_in_users
+from cllm4rec_dist.infer.rows import start_at_mean
 from cllm4rec_dist.train.builder import build
 from cllm4rec_dist.train.entry import start
 
@@ -223,11 +224,7 @@ def fold_in_study(args: argparse.Namespace, built: Any, log: dict) -> None:
     users = torch.tensor([r["user"] for r in rows])
     weight = built.tables["user_collab"].weight
     saved = weight.detach().clone()
-    trained = torch.ones(len(weight), dtype=torch.bool)
-    trained[users] = False
-
-    with torch.no_grad():
-        weight[users] = saved[trained].mean(0)
+    start_at_mean(built.tables["user_collab"], users)
     results: dict[str, Any] = {"mean_row": users_metrics(built, rows)}
     grid = []
     for steps, lr in USER_GRID:

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from cllm4rec_dist.infer.rows import fit_rows
+from cllm4rec_dist.infer.rows import fit_rows, start_at_mean
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES
 
 ITEM_DESCRIPTION = next(k for k, v in CONTENT_TEMPLATES.items() if v == "item_description")
@@ -49,12 +49,8 @@ def infer_content_rows(
     """Fit ``built``'s item_content rows of ``items`` (unique indices) to their ``texts``, in
     place. Returns the mean final loss per chunk (word cross-entropy of the descriptions)."""
     table = built.tables["item_content"]
-    weight = table.weight
     ids = torch.from_numpy(np.array(items, dtype=np.int64))
-    warm = torch.ones(weight.shape[0], dtype=torch.bool)
-    warm[ids] = False
-    with torch.no_grad():
-        weight[ids] = weight[warm].mean(0)
+    start_at_mean(table, ids)
     final = []
     for lo in range(0, len(items), batch_size):
         chunk_items, chunk_texts = items[lo : lo + batch_size], texts[lo : lo + batch_size]

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cllm4rec_dist.infer.rows import fit_rows
+from cllm4rec_dist.infer.rows import fit_rows, start_at_mean
 
 
 def fold_in_users(
@@ -33,12 +33,8 @@ def fold_in_users(
     the history) in place. Returns the last step's loss per chunk."""
     rows = [r for r in rows if len(r["train"])]
     table = built.tables["user_collab"]
-    weight = table.weight
     users = torch.as_tensor([int(r["user"]) for r in rows], dtype=torch.int64)
-    trained = torch.ones(weight.shape[0], dtype=torch.bool)
-    trained[users] = False
-    with torch.no_grad():
-        weight[users] = weight[trained].mean(0)
+    start_at_mean(table, users)
     final = []
     for lo in range(0, len(rows), batch_size):
         chunk = rows[lo : lo + batch_size]

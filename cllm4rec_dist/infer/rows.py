@@ -34,6 +34,16 @@ def frozen_except(model: nn.Module, table: nn.Module) -> Iterator[None]:
         model.lambda_v = lambda_v
 
 
+@torch.no_grad()
+def start_at_mean(table: nn.Module, rows: Tensor) -> None:
+    """Set ``table.weight[rows]`` to the mean of the table's other rows: the start of a new
+    row, inside the trained ones' cloud rather than at a random point of its init."""
+    weight = table.weight
+    others = torch.ones(weight.shape[0], dtype=torch.bool)
+    others[rows] = False
+    weight[rows] = weight[others].mean(0)
+
+
 def fit_rows(
     model: nn.Module,
     table: nn.Module,
@@ -72,4 +82,4 @@ def fit_rows(
     return losses
 
 
-__all__ = ["fit_rows", "frozen_except"]
+__all__ = ["fit_rows", "frozen_except", "start_at_mean"]
