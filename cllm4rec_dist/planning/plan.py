@@ -27,7 +27,8 @@ from cllm4rec_dist.planning.memory import (
     estimate,
     shard,
 )
-from cllm4rec_dist.train.phases import stage_phases
+from cllm4rec_dist.planning.steptime import Hardware, StepEstimate, StepPhase, step_time
+from cllm4rec_dist.train.phases import plan_pass, stage_phases
 
 # Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter
 # (bench/measure_memory.py's `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters):
@@ -40,6 +41,15 @@ CPU_OVERHEAD_GIB = 0.45
 # `nvidia-smi` minus torch.cuda.max_memory_allocated) and pass plan.overhead_gib.
 CUDA_OVERHEAD_GIB = 2.0
 LAUNCHERS = (*STAGES, "predict")
+# Rates of the step-time model (planning/steptime.py) when plan.* does not give them. NOT measured
+# on a GPU in this project: CUDA is an H100/H200-class guess (bf16 products at ~40 % of a 989
+# TFLOP/s peak, element-wise at half of 4.8 TB/s over 8 bytes an element, 200 Gb/s InfiniBand per
+# GPU). CPU is one torch thread of the 2-core development VM (bench/bench_e2e.py measures these
+# three in its run and passes them; docs/scale-out.md §10).
+DEFAULT_RATES = {
+    "cuda": {"matmul_gflops": 400_000.0, "elementwise_gops": 300.0, "network_gbytes": 25.0},
+    "cpu": {"matmul_gflops": 40.0, "elementwise_gops": 0.5, "network_gbytes": 2.0},
+}
 
 
 @dataclass
@@ -59,6 +69,13 @@ class PlanConfig:
     partition: str | None = None  # sbatch --partition in the printed command
     time: str | None = None  # sbatch --time
     format: str = "text"  # text | json
+    # Step-time model rates per rank (null: DEFAULT_RATES of plan.device) and the mean train
+    # items per user it assumes (null: the manifest's train interactions / users; without a
+    # manifest, data.max_items, an upper bound).
+    matmul_gflops: float | None = None
+    elementwise_gops: float | None = None
+    network_gbytes: float | None = None
+    mean_items: float | None = None
 
 
 @dataclass
@@ -81,6 +98,7 @@ class Plan:
     num_items: int
     backbone: dict[str, Any]
     memory: MemoryEstimate
+    steps: dict[str, tuple[StepEstimate, StepPhase]]
     commands: dict[str, str]
     device_memory_gib: float | None
     device: str
@@ -111,10 +129,11 @@ def _zero_key(cfg: TrainConfig, key: str, default: int) -> int:
     return int((extra or {}).get("zero_optimization", {}).get(key, default))
 
 
-def _counts(cfg: PlanRoot) -> tuple[int, int, int | None]:
-    """(users, items, debug-tokenizer vocabulary) from plan.* or the manifest under data.dir."""
+def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
+    """(users, items, debug-tokenizer vocabulary, mean train items per user) from plan.* or the
+    manifest under data.dir."""
     p = cfg.plan
-    users, items, vocab = p.num_users, p.num_items, p.vocab_size
+    users, items, vocab, mean = p.num_users, p.num_items, p.vocab_size, p.mean_items
     need_vocab = cfg.model.source == "debug" and vocab is None
     if users is None or items is None or need_vocab:
         from cllm4rec_dist.data.manifest import load_manifest
@@ -122,11 +141,14 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None]:
         manifest = load_manifest(cfg.data.dir)
         users = manifest.num_users if users is None else users
         items = manifest.num_items if items is None else items
+        if mean is None and manifest.num_users:
+            mean = manifest.counts.interactions.get("train", 0) / manifest.num_users
         if need_vocab and manifest.tokenizer_path is not None:
             from transformers import PreTrainedTokenizerFast
 
             vocab = len(PreTrainedTokenizerFast(tokenizer_file=str(manifest.tokenizer_path)))
-    return int(users), int(items), vocab
+    mean = float(cfg.data.max_items if mean is None else mean)
+    return int(users), int(items), vocab, mean
 
 
 def overhead_gib(plan_cfg: PlanConfig) -> float:
@@ -142,7 +164,7 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
         raise ValueError(f"plan.device {p.device!r} is not cuda or cpu")
     if p.nodes < 1 or p.gpus_per_node < 1:
         raise ValueError("plan.nodes and plan.gpus_per_node must be >= 1")
-    users, items, vocab = _counts(cfg)
+    users, items, vocab, _ = _counts(cfg)
     shape = backbone_shape(cfg.model, vocab)
     run_phases, seq = phases(cfg, p.prompt_tokens)
     run = RunShape(
@@ -160,6 +182,40 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
         max_live_parameters=_zero_key(cfg, "stage3_max_live_parameters", DS_MAX_LIVE_PARAMETERS),
     )
     return run, seq
+
+
+def rates(p: PlanConfig) -> Hardware:
+    d = DEFAULT_RATES[p.device]
+    pick = lambda key: float(d[key] if getattr(p, key) is None else getattr(p, key))  # noqa: E731
+    return Hardware(
+        pick("matmul_gflops") * 1e9, pick("elementwise_gops") * 1e9, pick("network_gbytes") * 1e9
+    )
+
+
+def step_phases(cfg: PlanRoot, users: int, mean_items: float) -> list[StepPhase]:
+    """Each phase's average step on one rank. Unlike the memory estimate, which must hold for
+    the longest documents (data.max_items), a step's time is an average: documents carry the
+    mean train items per user, capped at data.max_items (recommendation: minus the dropped
+    mask_fraction), the batch as the trainer sizes it (trainer.phases_for)."""
+    d, p = cfg.data, cfg.plan
+    w = p.nodes * p.gpus_per_node
+    items = min(mean_items, float(d.max_items))
+    out = []
+    for phase in stage_phases(cfg.stage):
+        by_user = phase.corpus != "content"  # content documents are not counted here
+        rows = shard(users, w) if by_user else 10**12
+        run = plan_pass(phase, rows, d, cfg.stage.max_steps_per_phase)
+        b, steps = run.batch_size, run.steps if by_user else 0
+        seq = phase.max_length(d, p.prompt_tokens)
+        prompts = phase.prompt_blocks * p.prompt_tokens
+        if phase.head == "items":
+            out.append(StepPhase(phase.name, b, b * (prompts + items), seq, b * items, steps))
+        elif phase.head == "words":
+            out.append(StepPhase(phase.name, b, b * seq, seq, 0, steps))
+        else:
+            fed = items * (1 - cfg.stage.mask_fraction)
+            out.append(StepPhase(phase.name, b, b * (prompts + fed), seq, b, steps))
+    return out
 
 
 def launch_commands(
@@ -199,6 +255,14 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
     p = cfg.plan
     mem = estimate(run, seq)
     shape = run.backbone
+    hw, (_, _, _, mean_items) = rates(p), _counts(cfg)
+    steps = {
+        ph.name: (
+            step_time(ph, shape, run.dtype, run.world_size, run.num_items, hw, run.zero_stage),
+            ph,
+        )
+        for ph in step_phases(cfg, run.num_users, mean_items)
+    }
     backbone = {
         "source": cfg.model.source,
         "mode": cfg.model.mode,
@@ -222,6 +286,7 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
         run.num_items,
         backbone,
         mem,
+        steps,
         commands,
         p.device_memory_gib,
         p.device,
@@ -285,6 +350,12 @@ def render_text(plan: Plan) -> str:
             f"  {'process peak, rank 0 (build/train/export)':<46}{_gib(m.process_peak(0))}"
         )
         lines.append(f"  {'process peak, other ranks (build/train)':<46}{_gib(m.process_peak(1))}")
+    lines += ["", "step time per rank (model: planning/steptime.py; lower bound, see there)"]
+    for name, (est, ph) in plan.steps.items():
+        per_epoch = f", {ph.steps_per_epoch:,} steps per epoch" if ph.steps_per_epoch else ""
+        lines.append(f"  {name}: {est.seconds:.4f} s per step, batch {ph.documents}{per_epoch}")
+        for t in est.terms:
+            lines.append(f"    {t.name:<44}{t.bytes:9.4f}  {t.note}".rstrip())
     lines += [
         "",
         "launch",
@@ -311,6 +382,16 @@ def render_json(plan: Plan) -> str:
             "overhead": m.overhead.bytes,
             "peak_phase": m.peak_phase,
             "training_peak": m.training_peak(),
+        },
+        "step_time_s": {
+            name: {
+                "total": est.seconds,
+                "batch": ph.documents,
+                "steps_per_epoch": ph.steps_per_epoch,
+                "scored_rows": ph.scored_rows,
+                **{t.name: t.bytes for t in est.terms},
+            }
+            for name, (est, ph) in plan.steps.items()
         },
         "commands": plan.commands,
     }
@@ -342,6 +423,8 @@ __all__ = [
     "register_plan",
     "render_json",
     "render_text",
+    "rates",
     "run_shape",
+    "step_phases",
     "training_overrides",
 ]
