@@ -16,6 +16,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -45,9 +46,11 @@ def infer_content_rows(
     steps: int,
     lr: float,
     batch_size: int,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Fit ``built``'s item_content rows of ``items`` (unique indices) to their ``texts``, in
-    place. Returns the mean final loss per chunk (word cross-entropy of the descriptions)."""
+    place. Returns the final loss per chunk (word cross-entropy of the descriptions).
+    ``on_step`` as in ``fit_rows``, for each chunk."""
     table = built.tables["item_content"]
     ids = torch.from_numpy(np.array(items, dtype=np.int64))
     start_at_mean(table, ids)
@@ -63,6 +66,7 @@ def infer_content_rows(
             lambda _step, b=batch: built.model.content_loss(b).loss,
             steps=steps,
             lr=lr,
+            on_step=on_step,
         )
         final.append(losses[-1])
     return final

@@ -11,6 +11,7 @@ drawn per chunk).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -28,9 +29,11 @@ def fold_in_users(
     batch_size: int,
     mask_fraction: float,
     seed: int = 0,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Fit ``built``'s user_collab rows of ``rows`` (recommendation rows, their ``train`` items
-    the history) in place. Returns the last step's loss per chunk."""
+    the history) in place. Returns the last step's loss per chunk; ``on_step`` as in
+    ``fit_rows``, for each chunk."""
     rows = [r for r in rows if len(r["train"])]
     table = built.tables["user_collab"]
     users = torch.as_tensor([int(r["user"]) for r in rows], dtype=torch.int64)
@@ -47,7 +50,13 @@ def fold_in_users(
             return built.model.recommendation_loss(batch.to(built.device)).loss
 
         losses = fit_rows(
-            built.model, table, users[lo : lo + batch_size], loss_of, steps=steps, lr=lr
+            built.model,
+            table,
+            users[lo : lo + batch_size],
+            loss_of,
+            steps=steps,
+            lr=lr,
+            on_step=on_step,
         )
         final.append(losses[-1])
     return final

@@ -52,9 +52,11 @@ def fit_rows(
     *,
     steps: int,
     lr: float,
+    on_step: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Update ``table.weight[rows]`` (unique row ids) by ``steps`` Adam steps on ``loss_of(step)``,
     a closure that builds a batch touching those rows and returns the model's loss on it.
+    ``on_step(n)`` runs after step n (1-based) with the rows written, e.g. to evaluate them.
 
     Returns the loss of each step. Rows outside ``rows`` and every other parameter are left as
     they were.
@@ -78,6 +80,8 @@ def fit_rows(
             with torch.no_grad():
                 weight[rows] = fitted
             losses.append(float(loss.detach()))
+            if on_step is not None:
+                on_step(step + 1)
         weight.grad = None
     return losses
 
