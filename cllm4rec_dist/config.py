@@ -184,6 +184,10 @@ class InferConfig:
     items_file: str | None = None
     # Parquet or CSV with columns user, item (raw ids); null = the dataset's cold users' train pairs.
     users_file: str | None = None
+    # New items: text_neighbors (rows of the trained items nearest in TF-IDF) or lm (rows fitted
+    # to the text through the content LM, then placed); infer/cold_items.py, docs/results.md.
+    method: str = "text_neighbors"
+    neighbors: int = 5  # text_neighbors: trained items averaged per new item
     steps: int = 100  # Adam steps per chunk of rows
     item_lr: float = 0.01
     user_lr: float = 0.01
@@ -298,6 +302,8 @@ def validate(cfg: TrainConfig) -> None:
         "must be exclude or include",
     )
     inf = cfg.infer
+    _require(inf.method in ("text_neighbors", "lm"), "infer.method", "must be text_neighbors or lm")
+    _require(inf.neighbors > 0, "infer.neighbors", "must be > 0")
     _require(inf.steps > 0, "infer.steps", "must be > 0")
     _require(
         inf.item_lr > 0 and inf.user_lr > 0, "infer.item_lr", "item_lr and user_lr must be > 0"

@@ -59,6 +59,18 @@ def cold_item_texts(data_dir: str | Path) -> pa.Table:
     return _read_parts(data_dir, COLD_ITEM_TEXTS, ITEM_TEXT_SCHEMA).sort_by("item")
 
 
+def trained_item_texts(data_dir: str | Path, item_description_kind: int) -> dict[int, str]:
+    """item -> description of every item whose description is in the content corpus (the
+    trained items; cold ones are in ``cold/items`` instead)."""
+    from cllm4rec_dist.data.shards import iter_rows
+
+    return {
+        int(row["item"]): row["text"]
+        for row in iter_rows(data_dir, "content", shuffle=False)
+        if int(row["kind"]) == item_description_kind
+    }
+
+
 def cold_user_rows(data_dir: str | Path) -> list[dict]:
     """The cold users' pairs as recommendation rows ({"user", "train", "val", "test"}, items
     ascending), user ascending: what the collator and the evaluation rule take."""
@@ -88,4 +100,5 @@ __all__ = [
     "cold_item_texts",
     "cold_mask",
     "cold_user_rows",
+    "trained_item_texts",
 ]

@@ -19,10 +19,15 @@ import numpy as np
 import pyarrow.compute as pc
 from safetensors.torch import save_file
 
-from cllm4rec_dist.data.cold import cold_item_texts, cold_user_rows
+from cllm4rec_dist.data.cold import cold_item_texts, cold_user_rows, trained_item_texts
 from cllm4rec_dist.data.id_maps import IdFileError, history_rows, indices_of, read_id_file
 from cllm4rec_dist.distributed import env
-from cllm4rec_dist.infer.cold_items import infer_content_rows, place
+from cllm4rec_dist.infer.cold_items import (
+    ITEM_DESCRIPTION,
+    infer_content_rows,
+    neighbor_rows,
+    place,
+)
 from cllm4rec_dist.infer.fold_in import fold_in_users
 from cllm4rec_dist.train.entry import fail_on_user_error, start
 
@@ -98,8 +103,8 @@ def _build(cfg: Any) -> Any:
 
 
 def infer_items(cfg: Any) -> dict[str, Any]:
-    """Fit the new items' content rows from their text, place them in the collaborative table,
-    write the export; returns the record written to its meta.json."""
+    """Rows for the new items from their text (``infer.method``), written as a new export;
+    returns the record written to its meta.json."""
     items, texts = _new_items(cfg)
     if len(items) == 0:
         raise InferInputError(
@@ -107,19 +112,25 @@ def infer_items(cfg: Any) -> dict[str, Any]:
         )
     built = _build(cfg)
     inf = cfg.infer
-    losses = infer_content_rows(
-        built, items, texts, steps=inf.steps, lr=inf.item_lr, batch_size=inf.batch_size
-    )
-    report = place(built, items, inf.placement, inf.ridge)
-    record = {
-        "kind": "items",
-        "count": int(len(items)),
-        "placement": inf.placement,
-        "steps": inf.steps,
-        "lr": inf.item_lr,
-        "final_word_ce": float(np.mean(losses)),
-        "warm_alignment": report,
-    }
+    record: dict[str, Any] = {"kind": "items", "count": int(len(items)), "method": inf.method}
+    if inf.method == "text_neighbors":
+        new = set(items.tolist())
+        known = {
+            i: t
+            for i, t in trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION).items()
+            if i not in new
+        }
+        neighbor_rows(built, items, texts, known, inf.neighbors)
+        record.update(neighbors=inf.neighbors, trained_items_with_text=len(known))
+    else:
+        losses = infer_content_rows(
+            built, items, texts, steps=inf.steps, lr=inf.item_lr, batch_size=inf.batch_size
+        )
+        report = place(built, items, inf.placement, inf.ridge)
+        record.update(
+            placement=inf.placement, steps=inf.steps, lr=inf.item_lr,
+            final_word_ce=float(np.mean(losses)), warm_alignment=report,
+        )  # fmt: skip
     out = write_export(built, cfg, record)
     log.info("inferred %d items -> %s: %s", len(items), out, json.dumps(record))
     return {**record, "export": str(out)}

@@ -18,7 +18,13 @@ from safetensors.torch import load_file
 from cllm4rec_dist.data.cold import cold_ids, cold_item_texts, cold_user_rows
 from cllm4rec_dist.data.id_maps import IdFileError, raw_ids_by_index
 from cllm4rec_dist.eval.predict import predict
-from cllm4rec_dist.infer.cold_items import alignment, infer_content_rows, linear_map, place
+from cllm4rec_dist.infer.cold_items import (
+    alignment,
+    infer_content_rows,
+    linear_map,
+    neighbor_rows,
+    place,
+)
 from cllm4rec_dist.infer.entry import fold_in, infer_items
 from cllm4rec_dist.infer.fold_in import fold_in_users
 from cllm4rec_dist.testing.catalogs import TINY_CATALOG
@@ -93,6 +99,24 @@ def test_inferring_items_moves_only_their_rows_and_lowers_their_text_loss(traine
     assert torch.equal(weight[ids], built.tables["item_content"].weight[ids])
 
 
+def test_text_neighbors_take_the_nearest_trained_rows_at_their_length(trained):
+    data, export = trained
+    built = _built(data, export)
+    collab = built.tables["item_collab"].weight
+    before = collab.detach().clone()
+    known = {0: "red apple pie", 1: "blue ocean wave", 2: "red apple tart"}
+    neighbor_rows(built, np.array([5, 6]), ["blue ocean wave", "red apple pie"], known, k=1)
+    torch.testing.assert_close(collab[5], before[1])  # the same text: that item's row
+    torch.testing.assert_close(collab[6], before[0])
+    neighbor_rows(built, np.array([7]), ["red apple"], known, k=2)
+    mean = (before[0] + before[2]) / 2  # equal similarity to 0 and 2
+    want = mean / mean.norm() * (before[0].norm() + before[2].norm()) / 2
+    torch.testing.assert_close(collab[7], want)
+    untouched = torch.ones(len(collab), dtype=torch.bool)
+    untouched[[5, 6, 7]] = False
+    assert torch.equal(collab[untouched], before[untouched])
+
+
 def test_alignment_and_linear_map_on_known_spaces():
     gen = torch.Generator().manual_seed(0)
     collab = torch.randn(50, 4, generator=gen)
@@ -141,6 +165,20 @@ def test_inferred_exports_are_what_predict_serves(trained, tmp_path):
     changed = (old["item_collab"] != new["item_collab"]).any(1).nonzero().flatten().numpy()
     assert set(changed) <= set(cold) and len(changed) == record["count"]
     assert torch.equal(old["user_collab"], new["user_collab"])
+    lm = infer_items(
+        compose_train(
+            "infer",
+            [
+                *common,
+                f"stage.init_from={export}",
+                f"infer.output_dir={tmp_path / 'lm'}",
+                "infer.method=lm",
+            ],
+        )  # fmt: skip
+    )
+    assert lm["method"] == "lm" and set(lm["warm_alignment"]) >= {"mean_cosine", "linear_r2"}
+    lm_rows = _tables(tmp_path / "lm")["item_collab"]
+    assert set((old["item_collab"] != lm_rows).any(1).nonzero().flatten().numpy()) <= set(cold)
 
     fold_in(
         compose_train(
