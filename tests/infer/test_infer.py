@@ -33,7 +33,7 @@ from cllm4rec_dist.train.builder import build
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "train"))  # the training tests' config helper
 from conftest import prepare  # noqa: E402  (tests/conftest.py)
-from train_testkit import TINY, compose_train  # noqa: E402
+from train_testkit import TINY, compose_train, launch  # noqa: E402
 
 COLD = ["split.cold_item_fraction=0.2", "split.cold_user_fraction=0.15"]
 
@@ -209,6 +209,21 @@ def test_inferred_exports_are_what_predict_serves(trained, tmp_path):
             assert set(table["user"].to_pylist()) == {
                 user_ids[r["user"]] for r in cold_user_rows(data)
             }
+    # The same export served on 2 ranks (partitioned tables, each rank its rows): same lists.
+    proc = launch(
+        "predict",
+        [f"data.dir={data}", f"stage.init_from={users_export}", f"run.dir={tmp_path / 'p2'}",
+         "predict.users=cold", "predict.cold_items=include", "predict.k=5"],
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    two = pa.concat_tables(
+        pq.read_table(p) for p in sorted((tmp_path / "p2" / "predictions").glob("part-*.parquet"))
+    )
+    one = {r["user"]: r for r in table.to_pylist()}
+    assert {r["user"] for r in two.to_pylist()} == one.keys()
+    for r in two.to_pylist():
+        assert r["items"] == one[r["user"]]["items"]
+        np.testing.assert_allclose(r["scores"], one[r["user"]]["scores"], rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_ids_fail_with_one_line_naming_the_file(trained, tmp_path):

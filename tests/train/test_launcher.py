@@ -5,7 +5,6 @@ uninterrupted run; finetuning starts from the pretraining export and evaluates."
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -13,44 +12,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_testkit import TINY
-
-from cllm4rec_dist.testing.multiprocess import free_port
+from train_testkit import TINY, launch
 
 REPO = Path(__file__).resolve().parents[2]
-DEEPSPEED = Path(sys.executable).with_name("deepspeed")
 
 pytestmark = pytest.mark.distributed
-
-
-def launch(
-    script: str, overrides: list[str], timeout: int = 600, kill_at_step: int | None = None
-) -> subprocess.CompletedProcess:
-    """``launchers/<script>.py`` on 2 CPU ranks; with ``kill_at_step``, rank 1 SIGKILLs itself
-    after that global step (tests/train/fault_launcher.py)."""
-    env = dict(os.environ, DS_ACCELERATOR="cpu", OMP_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    entry = [f"launchers/{script}.py"]
-    if kill_at_step is not None:
-        env["KILL_AT_STEP"] = str(kill_at_step)
-        entry = [str(Path(__file__).with_name("fault_launcher.py")), script]
-    port = free_port()
-    cmd = [
-        str(DEEPSPEED),
-        "--num_gpus",
-        "2",
-        "--no_local_rank",
-        "--master_port",
-        str(port),
-        *entry,
-        *TINY,
-        *overrides,
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    # DeepSpeed's CPU shm all-reduce names its segments after the port and never unlinks them
-    # (distributed/env.import_deepspeed switches it off); one left behind means it came back.
-    leaked = sorted(Path("/dev/shm").glob(f"deepspeed_allreduce_buffer_*_{port}_*"))
-    assert not leaked, f"DeepSpeed left shared-memory segments behind: {leaked}"
-    return proc
 
 
 def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
