@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+from cllm4rec_dist.testing.catalogs import TINY_CATALOG, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -22,24 +20,10 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def prepare(output_dir: Path, overrides: list[str]) -> Path:
-    """Run ``launchers/prepare.py`` in a subprocess; fail the test with its output on error."""
-    cmd = [
-        sys.executable,
-        str(REPO / "launchers" / "prepare.py"),
-        *overrides,
-        f"output_dir={output_dir}",
-    ]
-    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
-    if proc.returncode != 0:
-        raise RuntimeError(f"prepare.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
-    return output_dir
-
-
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory) -> Path:
     """A prepared tiny synthetic dataset directory (shared by the whole session, read-only)."""
-    return prepare(tmp_path_factory.mktemp("tiny") / "data", list(TINY_CATALOG))
+    return prepare_dataset(tmp_path_factory.mktemp("tiny") / "data", list(TINY_CATALOG))
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,11 @@
 """Prepared-data presets shared by the tests and the benchmarks: ``launchers/prepare.py``
-overrides of the built-in synthetic source."""
+overrides of the built-in synthetic source, and running it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
 
 # A catalog small enough for CPU training tests (48 users, 30 items), prepared by the real job.
 TINY_CATALOG = (
@@ -20,3 +26,13 @@ TINY_CATALOG = (
     "ray.num_cpus=1",
     "progress=false",
 )
+
+
+def prepare_dataset(output_dir: Path, overrides: list[str]) -> Path:
+    """Run ``launchers/prepare.py`` in a subprocess; raise with its output on error."""
+    cmd = [sys.executable, str(REPO / "launchers" / "prepare.py"), *overrides]
+    cmd.append(f"output_dir={output_dir}")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"prepare.py failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}")
+    return output_dir

@@ -27,12 +27,11 @@ from cllm4rec_dist.infer.cold_items import (
 )
 from cllm4rec_dist.infer.entry import fold_in, infer_items
 from cllm4rec_dist.infer.fold_in import fold_in_users
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+from cllm4rec_dist.testing.catalogs import TINY_CATALOG, prepare_dataset
 from cllm4rec_dist.train.builder import build
 
 REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "tests" / "train"))  # the training tests' config helper
-from conftest import prepare  # noqa: E402  (tests/conftest.py)
 from train_testkit import TINY, compose_train, launch  # noqa: E402
 
 COLD = ["split.cold_item_fraction=0.2", "split.cold_user_fraction=0.15"]
@@ -47,7 +46,7 @@ def _run(script: str, *overrides: str) -> subprocess.CompletedProcess:
 def trained(tmp_path_factory) -> tuple[Path, Path]:
     """(dataset with cold ids, export of a model pretrained on it with the content LM)."""
     root = tmp_path_factory.mktemp("infer")
-    data = prepare(root / "data", [*TINY_CATALOG, *COLD])
+    data = prepare_dataset(root / "data", [*TINY_CATALOG, *COLD])
     proc = _run(
         "pretrain.py", f"data.dir={data}", f"run.dir={root / 'pre'}", "stage.epochs=1",
         "model.mode=full", "stage.content_warmup_epochs=1", "stage.phases=[collaborative,content]",
