@@ -1,9 +1,11 @@
 """Top-k recommendations for every user, written as Parquet by each rank.
 
-Each rank scores its own users (its share of the recommendation corpus) against all items —
+Each rank scores its own users (its share of the recommendation corpus, or of the users
+``predict.users`` names: the dataset's cold users or a file of histories) against all items —
 against its local item shard when the table is partitioned, merged to the exact global top-k by
-the item-parallel scorer — with the user's seen items masked. Indices are mapped back to the
-catalog's raw ids through the dataset's ID maps.
+the item-parallel scorer — with the user's seen items masked, and the dataset's cold items too
+unless ``predict.cold_items=include``. Indices are mapped back to the catalog's raw ids through
+the dataset's ID maps.
 
 Output: ``<dir>/part-rank{r:05d}.parquet`` (columns ``user`` string, ``items`` list<string>,
 ``scores`` list<float32>) and ``<dir>/manifest.json`` listing the parts with their row counts.
