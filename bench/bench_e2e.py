@@ -1,7 +1,7 @@
 """Every stage end to end on a synthetic catalog, on 2 CPU ranks, with the default recipe.
 
     python bench/bench_e2e.py --users 1000000 --items 100000     # the reference run
-    python bench/bench_e2e.py --users 2000 --items 500           # the make-test size
+    python bench/bench_e2e.py --users 1000 --items 300           # about the make-test size
 
 Stages, each a child process launched the way README.md does (``DS_ACCELERATOR=cpu deepspeed
 --num_gpus 2 --no_local_rank launchers/...``), with no preset and no recipe override beyond the
@@ -16,7 +16,7 @@ epoch counts:
 6. ``bench/e2e_sample.py``: EASE on a user x item sample, beside CLLM4Rec and popularity on the
    same users (EASE's dense item x item matrix does not fit at 100k items);
 7. ``launchers/plan.py`` for both training stages, its memory and step-time predictions beside
-   the measured ones, with the rates of this machine measured at the start of the run.
+   the measured ones, with the rates of this machine measured right after data prep.
 
 Per stage it prints wall time, throughput (read from the run's TensorBoard scalars and log
 timestamps, bench/e2e_readout.py), peak RSS per rank, of the largest process and of the whole

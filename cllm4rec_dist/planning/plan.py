@@ -44,11 +44,24 @@ LAUNCHERS = (*STAGES, "predict")
 # Rates of the step-time model (planning/steptime.py) when plan.* does not give them. NOT measured
 # on a GPU in this project: CUDA is an H100/H200-class guess (bf16 products at ~40 % of a 989
 # TFLOP/s peak, element-wise at half of 4.8 TB/s over 8 bytes an element, 200 Gb/s InfiniBand per
-# GPU). CPU is one torch thread of the 2-core development VM (bench/bench_e2e.py measures these
-# three in its run and passes them; docs/scale-out.md §10).
+# GPU). CPU is one torch thread of the 2-core development VM (bench/bench_e2e.py measures the
+# first two in its run and passes them; docs/scale-out.md §10). step_overhead_s, the fixed cost
+# of a step: on CPU calibrated as the measured CPU time per step minus the other terms at 100k
+# users x 10k items (0.065 s collaborative, 0.051 s recommendation; bench_e2e, docs/scale-out.md
+# §10), on CUDA assumed (kernel launches of ~1,000 operators), not measured.
 DEFAULT_RATES = {
-    "cuda": {"matmul_gflops": 400_000.0, "elementwise_gops": 300.0, "network_gbytes": 25.0},
-    "cpu": {"matmul_gflops": 40.0, "elementwise_gops": 0.5, "network_gbytes": 2.0},
+    "cuda": {
+        "matmul_gflops": 400_000.0,
+        "elementwise_gops": 300.0,
+        "network_gbytes": 25.0,
+        "step_overhead_s": 0.01,
+    },
+    "cpu": {
+        "matmul_gflops": 40.0,
+        "elementwise_gops": 0.5,
+        "network_gbytes": 2.0,
+        "step_overhead_s": 0.06,
+    },
 }
 
 
@@ -75,6 +88,7 @@ class PlanConfig:
     matmul_gflops: float | None = None
     elementwise_gops: float | None = None
     network_gbytes: float | None = None
+    step_overhead_s: float | None = None
     mean_items: float | None = None
 
 
@@ -188,7 +202,10 @@ def rates(p: PlanConfig) -> Hardware:
     d = DEFAULT_RATES[p.device]
     pick = lambda key: float(d[key] if getattr(p, key) is None else getattr(p, key))  # noqa: E731
     return Hardware(
-        pick("matmul_gflops") * 1e9, pick("elementwise_gops") * 1e9, pick("network_gbytes") * 1e9
+        pick("matmul_gflops") * 1e9,
+        pick("elementwise_gops") * 1e9,
+        pick("network_gbytes") * 1e9,
+        pick("step_overhead_s"),
     )
 
 

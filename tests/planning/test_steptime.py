@@ -9,7 +9,9 @@ from cllm4rec_dist.planning.steptime import Hardware, StepPhase, backbone_flops,
 
 FROZEN = BackboneShape(params=100, trainable=0, hidden=64, layers=2, heads=4, intermediate=128,
                        vocab=300)  # fmt: skip
-HW = Hardware(matmul_flops_per_s=1e9, elementwise_per_s=1e8, network_bytes_per_s=1e9)
+HW = Hardware(
+    matmul_flops_per_s=1e9, elementwise_per_s=1e8, network_bytes_per_s=1e9, step_overhead_s=0.5
+)
 
 
 def _terms(est):
@@ -26,6 +28,7 @@ def test_item_head_terms_by_hand():
     comm = 4 * (3 * 100 * 64) + 4 * 2 * 2 * 300 * 64 / 2
     assert t["collectives"] == pytest.approx(comm / 1e9)
     assert t["backbone matmuls"] == pytest.approx(backbone_flops(FROZEN, 300, 40) / 1e9)
+    assert t["fixed cost per step"] == 0.5
 
 
 def test_backbone_flops_frozen_vs_trained():
