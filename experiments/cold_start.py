@@ -36,7 +36,12 @@ from hydra import compose, initialize_config_dir
 from cllm4rec_dist.baselines.ranking import masked_topk_rows
 from cllm4rec_dist.baselines.text_similarity import text_similarity_scores, tfidf_matrix
 from cllm4rec_dist.config import register
-from cllm4rec_dist.data.cold import cold_item_texts, cold_mask, cold_user_rows, trained_item_texts
+from cllm4rec_dist.data.cold import (
+    cold_item_texts,
+    cold_user_rows,
+    dataset_cold_mask,
+    trained_item_texts,
+)
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.eval.metrics import MetricSums
@@ -160,20 +165,30 @@ def evaluate_items(tasks: dict, scores: torch.Tensor) -> dict:
     return out
 
 
-def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log: dict) -> None:
-    manifest = built.manifest
-    fraction = manifest.config["split"]["cold_item_fraction"]
-    cold = cold_mask(manifest.seed, manifest.num_items, fraction, "items")
-    cold_idx = np.flatnonzero(cold)
-    tasks = {
+def item_tasks(rows: list[dict], cold: np.ndarray) -> dict:
+    """Every (split, scope) of the cold-item measure (``cold_item_task``)."""
+    return {
         (split, scope): cold_item_task(rows, split, cold, scope == "cold_only")
         for split in ("val", "test")
         for scope in ("all", "cold_only")
     }
+
+
+def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log: dict) -> None:
+    manifest = built.manifest
+    cold = dataset_cold_mask(manifest, "items")
+    cold_idx = np.flatnonzero(cold)
+    tasks = item_tasks(rows, cold)
     uv = user_vectors(built, rows)
     collab = built.tables["item_collab"].weight
     content = built.tables["item_content"].weight
     saved = (collab.detach().clone(), content.detach().clone())
+
+    def restore() -> None:  # the item rows as the trained model has them
+        with torch.no_grad():
+            collab.copy_(saved[0])
+            content.copy_(saved[1])
+
     results: dict[str, Any] = {"as_trained": evaluate_items(tasks, score_table(uv, built))}
 
     warm = torch.from_numpy(~cold)
@@ -192,16 +207,12 @@ def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log
         tasks, torch.from_numpy(text_similarity_scores(vectors, histories))
     )
 
-    known = {
-        i: t for i, t in trained_item_texts(args.cold_data, ITEM_DESCRIPTION).items() if not cold[i]
-    }
+    known = trained_item_texts(args.cold_data, ITEM_DESCRIPTION)
     cold_texts = cold_item_texts(args.cold_data)
     items, item_txt = cold_texts["item"].to_numpy(), cold_texts["text"].to_pylist()
     neighbors = []
     for k in NEIGHBORS:
-        with torch.no_grad():
-            collab.copy_(saved[0])
-            content.copy_(saved[1])
+        restore()
         t0 = time.perf_counter()
         neighbor_rows(built, items, item_txt, known, k)
         seconds = time.perf_counter() - t0
@@ -214,9 +225,7 @@ def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log
 
     grid = []
     for lr in LRS:
-        with torch.no_grad():
-            collab.copy_(saved[0])
-            content.copy_(saved[1])
+        restore()
         t0 = time.perf_counter()
 
         def snapshot(step: int, lr: float = lr, t0: float = t0) -> None:
@@ -240,9 +249,7 @@ def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log
     best = max(grid, key=lambda e: e["val"]["all"]["ndcg@100"])
     results["inferred_grid"] = grid
     results["inferred"] = best
-    with torch.no_grad():
-        collab.copy_(saved[0])
-        content.copy_(saved[1])
+    restore()
     results["cold_items"] = int(len(cold_idx))
     results["cold_items_with_text"] = int(len(items))
     log["cold_items"] = results
@@ -285,20 +292,11 @@ def warm_reference(args: argparse.Namespace, log: dict) -> None:
     """The warm model on the same measures: cold items and cold users trained from the start."""
     built = load(args.warm_data, args.warm_export)
     cold_manifest = load_manifest(args.cold_data)
-    split_cfg = cold_manifest.config["split"]
-    cold = cold_mask(
-        cold_manifest.seed, cold_manifest.num_items, split_cfg["cold_item_fraction"], "items"
-    )
-    cold_users = cold_mask(
-        cold_manifest.seed, cold_manifest.num_users, split_cfg["cold_user_fraction"], "users"
-    )
+    cold = dataset_cold_mask(cold_manifest, "items")
+    cold_users = dataset_cold_mask(cold_manifest, "users")
     rows = corpus_rows(args.warm_data)
     warm_user_rows = [r for r in rows if not cold_users[int(r["user"])]]
-    tasks = {
-        (split, scope): cold_item_task(warm_user_rows, split, cold, scope == "cold_only")
-        for split in ("val", "test")
-        for scope in ("all", "cold_only")
-    }
+    tasks = item_tasks(warm_user_rows, cold)
     uv = user_vectors(built, warm_user_rows)
     log["cold_items"]["warm_model"] = evaluate_items(tasks, score_table(uv, built))
     fold_rows = [r for r in rows if cold_users[int(r["user"])] and len(r["train"])]

@@ -16,12 +16,17 @@ and every later reader derives the same set without a file.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cllm4rec_dist.data.format import SPLITS
+from cllm4rec_dist.data.id_maps import indices_of, read_id_file
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.data.manifest import Manifest
 
 # Distinct streams of np.random.default_rng([seed, stream]) for the two draws.
 _ITEM_STREAM, _USER_STREAM = 0xC01D, 0xC01E
@@ -71,24 +76,46 @@ def trained_item_texts(data_dir: str | Path, item_description_kind: int) -> dict
     }
 
 
-def cold_user_rows(data_dir: str | Path) -> list[dict]:
-    """The cold users' pairs as recommendation rows ({"user", "train", "val", "test"}, items
-    ascending), user ascending: what the collator and the evaluation rule take."""
-    table = _read_parts(data_dir, COLD_USER_PAIRS, USER_PAIR_SCHEMA)
-    users = table["user"].to_numpy()
-    items = table["item"].to_numpy()
-    splits = table["split"].to_numpy()
+def rows_of_pairs(users: np.ndarray, items: np.ndarray, splits: np.ndarray) -> list[dict]:
+    """(user, item, split code) pairs as recommendation rows ({"user", "train", "val", "test"},
+    items ascending, a repeated pair once), user ascending: what the collator and the
+    evaluation rule take."""
     order = np.lexsort((items, users))
     users, items, splits = users[order], items[order], splits[order]
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]]) if len(users) else []
-    ends = np.r_[starts[1:], len(users)] if len(users) else []
+    first = np.r_[True, (users[1:] != users[:-1]) | (items[1:] != items[:-1])]
+    users, items, splits = users[first], items[first], splits[first]
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]) if len(users) else []
     rows = []
-    for lo, hi in zip(starts, ends):
+    for lo, hi in zip(bounds[:-1], bounds[1:]):
         row: dict = {"user": int(users[lo])}
         for code, name in enumerate(SPLITS):
             row[name] = items[lo:hi][splits[lo:hi] == code]
         rows.append(row)
     return rows
+
+
+def cold_user_rows(data_dir: str | Path) -> list[dict]:
+    """The cold users' pairs as recommendation rows (``rows_of_pairs``)."""
+    table = _read_parts(data_dir, COLD_USER_PAIRS, USER_PAIR_SCHEMA)
+    return rows_of_pairs(
+        table["user"].to_numpy(), table["item"].to_numpy(), table["split"].to_numpy()
+    )
+
+
+def history_rows(path: str | Path, data_dir: str | Path) -> list[dict]:
+    """A (user, item) raw-id file of new users' histories as recommendation rows: the items
+    are the user's train items, val and test empty (``rows_of_pairs``)."""
+    table = read_id_file(path, ("user", "item"))
+    users = indices_of(path, table["user"], data_dir, "users")
+    items = indices_of(path, table["item"], data_dir, "items")
+    return rows_of_pairs(users, items, np.zeros(len(users), dtype=np.int8))
+
+
+def dataset_cold_mask(manifest: Manifest, kind: str) -> np.ndarray:
+    """bool [n]: whether each id of ``kind`` is cold in this dataset (``cold_mask``)."""
+    fraction = manifest.config.get("split", {}).get(f"cold_{kind[:-1]}_fraction", 0.0)
+    n = manifest.num_items if kind == "items" else manifest.num_users
+    return cold_mask(manifest.seed, n, fraction, kind)
 
 
 __all__ = [
@@ -100,5 +127,8 @@ __all__ = [
     "cold_item_texts",
     "cold_mask",
     "cold_user_rows",
+    "dataset_cold_mask",
+    "history_rows",
+    "rows_of_pairs",
     "trained_item_texts",
 ]

@@ -1,5 +1,5 @@
 """A prepared dataset's id maps (``id_maps/{users,items}.parquet``: raw_id, index), and the files
-of raw ids users hand in (new items' texts, new users' histories) mapped through them."""
+of raw ids users hand in (new items' texts, new users' histories) read and mapped through them."""
 
 from __future__ import annotations
 
@@ -67,19 +67,3 @@ def indices_of(
             "add them with data prep's id_maps_from (the grow step) first"
         )
     return index.to_numpy().astype(np.int64)
-
-
-def history_rows(path: str | Path, data_dir: str | Path) -> list[dict]:
-    """A (user, item) raw-id file as recommendation rows ({"user", "train", "val", "test"}: the
-    items are the user's history, val and test empty), user ascending, duplicates once."""
-    table = read_id_file(path, ("user", "item"))
-    users = indices_of(path, table["user"], data_dir, "users")
-    items = indices_of(path, table["item"], data_dir, "items")
-    order = np.lexsort((items, users))
-    users, items = users[order], items[order]
-    empty = np.zeros(0, dtype=np.int64)
-    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]) if len(users) else []
-    return [
-        {"user": int(users[lo]), "train": np.unique(items[lo:hi]), "val": empty, "test": empty}
-        for lo, hi in zip(bounds[:-1], bounds[1:])
-    ]

@@ -24,8 +24,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from cllm4rec_dist.data.cold import cold_ids, cold_user_rows
-from cllm4rec_dist.data.id_maps import history_rows, raw_ids_by_index
+from cllm4rec_dist.data.cold import cold_user_rows, dataset_cold_mask, history_rows
+from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
 from cllm4rec_dist.distributed import env
 
@@ -77,17 +77,16 @@ def _user_rows(cfg: TrainConfig, manifest: Any, rank: int, world: int) -> tuple[
 
 def _excluded_cold(cfg: TrainConfig, manifest: Any) -> np.ndarray:
     """The dataset's cold items when ``predict.cold_items=exclude`` (none otherwise)."""
-    fraction = manifest.config.get("split", {}).get("cold_item_fraction", 0.0)
-    if cfg.predict.cold_items == "include" or not fraction:
+    if cfg.predict.cold_items == "include":
         return np.zeros(0, dtype=np.int64)
-    return cold_ids(manifest.seed, manifest.num_items, fraction, "items")
+    return np.flatnonzero(dataset_cold_mask(manifest, "items")).astype(np.int64)
 
 
 def _add_exclusions(batch: Any, extra: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """The batch's exclusion CSR with ``extra`` items appended to every row."""
-    offsets, items = batch.exclude_offsets.cpu(), batch.exclude_items.cpu()
     if len(extra) == 0:
         return batch.exclude_offsets, batch.exclude_items
+    offsets, items = batch.exclude_offsets.cpu(), batch.exclude_items.cpu()
     more = torch.from_numpy(extra)
     rows = [torch.cat([items[offsets[r] : offsets[r + 1]], more]) for r in range(len(offsets) - 1)]
     new_offsets = torch.zeros(len(rows) + 1, dtype=torch.int64)

@@ -39,7 +39,6 @@ from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES
 
 ITEM_DESCRIPTION = next(k for k, v in CONTENT_TEMPLATES.items() if v == "item_description")
 PLACEMENTS = ("copy", "linear")
-METHODS = ("text_neighbors", "lm")
 
 
 def description_rows(items: np.ndarray, texts: list[str]) -> list[dict]:
@@ -86,31 +85,35 @@ def infer_content_rows(
 
 def neighbor_rows(
     built: Any, items: np.ndarray, texts: list[str], known: dict[int, str], k: int
-) -> None:
+) -> int:
     """Set both rows (collaborative and content) of ``items`` from the ``k`` items of ``known``
-    (trained item -> description) nearest to each text in TF-IDF cosine (module docstring)."""
+    (trained item -> description; the items being inferred are left out of it) nearest to
+    each text in TF-IDF cosine (module docstring). Returns how many known items were used."""
+    new = set(np.asarray(items).tolist())
+    known = {i: t for i, t in known.items() if i not in new}
     if not known:
         raise ValueError("text_neighbors needs trained items with a description")
     ids = torch.from_numpy(np.array(items, dtype=np.int64))
     known_items = np.fromiter(known, dtype=np.int64)
     vectors = tfidf_matrix([*texts, *known.values()])
-    new, old = vectors[: len(items)], vectors[len(items) :]
+    new_vectors, old = vectors[: len(items)], vectors[len(items) :]
     k = min(k, len(known_items))
-    for name in ("item_collab", "item_content"):
-        weight = built.tables[name].weight
-        norms = weight.detach().norm(dim=1)
-        for lo in range(0, len(items), 1024):  # [chunk, trained items] similarities at a time
-            sim = (new[lo : lo + 1024] @ old.T).toarray()
-            top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-            w = torch.from_numpy(np.take_along_axis(sim, top, 1)).float()
-            w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
-            rows = torch.from_numpy(known_items[top])
-            with torch.no_grad():
+    weights = [built.tables[name].weight for name in ("item_collab", "item_content")]
+    norms = [w.detach().norm(dim=1) for w in weights]
+    for lo in range(0, len(items), 1024):  # [chunk, trained items] similarities at a time
+        sim = (new_vectors[lo : lo + 1024] @ old.T).toarray()
+        top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+        w = torch.from_numpy(np.take_along_axis(sim, top, 1)).float()
+        w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
+        rows = torch.from_numpy(known_items[top])
+        with torch.no_grad():
+            for weight, norm in zip(weights, norms):  # the same neighbours for both copies
                 mean = (w.unsqueeze(-1) * weight[rows]).sum(1)
-                length = (w * norms[rows]).sum(1, keepdim=True)
+                length = (w * norm[rows]).sum(1, keepdim=True)
                 weight[ids[lo : lo + 1024]] = (
                     mean / mean.norm(dim=1, keepdim=True).clamp_min(1e-12) * length
                 )
+    return len(known)
 
 
 def alignment(collab: Tensor, content: Tensor) -> dict[str, float]:
@@ -164,7 +167,6 @@ def place(built: Any, items: np.ndarray, how: str, ridge: float = 1.0) -> dict[s
 
 __all__ = [
     "ITEM_DESCRIPTION",
-    "METHODS",
     "neighbor_rows",
     "PLACEMENTS",
     "alignment",

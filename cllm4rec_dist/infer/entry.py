@@ -19,8 +19,13 @@ import numpy as np
 import pyarrow.compute as pc
 from safetensors.torch import save_file
 
-from cllm4rec_dist.data.cold import cold_item_texts, cold_user_rows, trained_item_texts
-from cllm4rec_dist.data.id_maps import IdFileError, history_rows, indices_of, read_id_file
+from cllm4rec_dist.data.cold import (
+    cold_item_texts,
+    cold_user_rows,
+    history_rows,
+    trained_item_texts,
+)
+from cllm4rec_dist.data.id_maps import IdFileError, indices_of, read_id_file
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.infer.cold_items import (
     ITEM_DESCRIPTION,
@@ -114,14 +119,9 @@ def infer_items(cfg: Any) -> dict[str, Any]:
     inf = cfg.infer
     record: dict[str, Any] = {"kind": "items", "count": int(len(items)), "method": inf.method}
     if inf.method == "text_neighbors":
-        new = set(items.tolist())
-        known = {
-            i: t
-            for i, t in trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION).items()
-            if i not in new
-        }
-        neighbor_rows(built, items, texts, known, inf.neighbors)
-        record.update(neighbors=inf.neighbors, trained_items_with_text=len(known))
+        known = trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION)
+        used = neighbor_rows(built, items, texts, known, inf.neighbors)
+        record.update(neighbors=inf.neighbors, trained_items_with_text=used)
     else:
         losses = infer_content_rows(
             built, items, texts, steps=inf.steps, lr=inf.item_lr, batch_size=inf.batch_size

@@ -31,7 +31,7 @@ import pyarrow.compute as pc
 import ray
 from omegaconf import DictConfig, OmegaConf
 
-from cllm4rec_dist.data.cold import COLD_ITEM_TEXTS, COLD_USER_PAIRS
+from cllm4rec_dist.data.cold import COLD_ITEM_TEXTS, COLD_USER_PAIRS, cold_ids
 from cllm4rec_dist.data.format import CORPORA, SCHEMA_VERSION, SPLITS
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.manifest import ManifestError, load_manifest
@@ -296,8 +296,8 @@ def _cold_summary(
     return {
         "item_fraction": cfg.split.cold_item_fraction,
         "user_fraction": cfg.split.cold_user_fraction,
-        "items": int(round(cfg.split.cold_item_fraction * num_items)),
-        "users": int(round(cfg.split.cold_user_fraction * num_users)),
+        "items": len(cold_ids(cfg.seed, num_items, cfg.split.cold_item_fraction, "items")),
+        "users": len(cold_ids(cfg.seed, num_users, cfg.split.cold_user_fraction, "users")),
         "user_pairs": held["user_pairs"],
         "item_train_pairs_dropped": held["item_train_pairs"],
         "item_texts": held["item_texts"],
