@@ -65,14 +65,15 @@ def uptime() -> str:
 
 def measure_rates(rows: int, dim: int, cols: int) -> dict[str, float]:
     """One torch thread (a rank's setting), at the item head's shape: the [rows, dim] x
-    [dim, cols] product's FLOP/s and the element-wise rate of ``exp(a - b)`` (two ops) over
-    as many logits, in CPU time of this thread (best of 5), as the steps are measured. These
-    are the planner's matmul and element-wise rates."""
+    [dim, cols] product's FLOP/s and the element-wise rate of ``a.sub_(b).exp_()`` (two ops,
+    in place, as the item heads run them) over as many logits, in CPU time of this thread (best
+    of 5), as the steps are measured. These are the planner's matmul and element-wise rates."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         a, w = torch.randn(rows, dim), torch.randn(cols, dim)
         logits, shift = torch.empty(rows, cols), torch.randn(rows, 1)
+        buf = torch.empty(rows, cols)
 
         def best(fn) -> float:
             fn()
@@ -84,7 +85,8 @@ def measure_rates(rows: int, dim: int, cols: int) -> dict[str, float]:
             return min(times)
 
         mm = best(lambda: torch.mm(a, w.T, out=logits))
-        ew = best(lambda: torch.exp(logits - shift))
+        # Into a buffer already touched, as the heads' in-place passes write their logits.
+        ew = best(lambda: torch.sub(logits, shift, out=buf).exp_())
     finally:
         torch.set_num_threads(threads)
     return {
@@ -190,7 +192,7 @@ def run_stages(bench: Bench, args: argparse.Namespace) -> dict:
     bench.row(
         "prepare", f"{total / wall:,.0f} inter/s {manifest.num_users / wall:,.0f} users/s", data
     )
-    plans = planner_forecast(bench, data, manifest)
+    plans = planner_forecast(bench, data)
 
     bench.run(
         "pretrain", bench.ds("pretrain", f"data.dir={data}", f"run.dir={pre}", "stage.epochs=1")
@@ -249,14 +251,19 @@ def run_stages(bench: Bench, args: argparse.Namespace) -> dict:
     }  # fmt: skip
 
 
-def planner_forecast(bench: Bench, data: Path, manifest) -> dict:
+def planner_forecast(bench: Bench, data: Path) -> dict:
     """Measures this machine's rates at the item head's shape, runs launchers/plan.py for both
     training stages with them, and prints the stage time it implies (steps x step time)."""
     # The shape of the collaborative step's item head, as the planner sees it: every rank's
-    # scored rows against one block of the local item shard.
+    # scored rows against one block of the local item shard (full softmax), or against the
+    # rank's share of the step's candidates (sampled softmax, scored at once).
     first = plan(bench, data, "pretrain", {})
-    rows = RANKS * round(first["step_time_s"]["collaborative"]["scored_rows"])
-    cols, dim = min(CHUNK_ITEMS, math.ceil(manifest.num_items / RANKS)), first["backbone"]["hidden"]
+    step = first["step_time_s"]["collaborative"]
+    rows = RANKS * round(step["scored_rows"])
+    cols = math.ceil(step["head_items"] / RANKS)
+    if first["softmax"] == "full":
+        cols = min(CHUNK_ITEMS, cols)
+    dim = first["backbone"]["hidden"]
     rates = measure_rates(rows, dim, cols)
     print(
         f"  planner rates, measured here (one thread, CPU time): matmul "
@@ -271,7 +278,8 @@ def planner_forecast(bench: Bench, data: Path, manifest) -> dict:
         n = step["steps_per_epoch"]
         print(
             f"  planner forecast {stage}: {n:,} steps of {step['batch']} users x "
-            f"{step['total']:.4f} s = {n * step['total']:,.1f} s of {phase} per rank",
+            f"{step['total']:.4f} s = {n * step['total']:,.1f} s of {phase} per rank; "
+            f"softmax {p['softmax']}",
             flush=True,
         )
     return plans

@@ -15,7 +15,7 @@ from omegaconf import MISSING
 
 from cllm4rec_dist.data.collate import REC_TARGETS
 from cllm4rec_dist.model.options import DEBUG_INITS, DTYPES, MODES, SOURCES, one_of
-from cllm4rec_dist.model.sampling import SOFTMAX_KINDS
+from cllm4rec_dist.model.sampling import SOFTMAX_CHOICES
 from cllm4rec_dist.train.phases import PHASES
 from cllm4rec_dist.train.schedule import SCHEDULES
 
@@ -62,8 +62,11 @@ class TablesConfig:
 @dataclass
 class SoftmaxConfig:
     # The item losses' softmax in training (evaluation always ranks all items exactly):
-    # full | popularity | in_batch (model/sampling.py; when to use which: docs/model.md).
-    kind: str = "full"
+    # auto | full | popularity | in_batch (model/sampling.py; when to use which: docs/model.md).
+    # auto: full on catalogs of at most full_max_items items (the manifest's count), popularity
+    # above, where the full head's cost, linear in the catalog, bounds the step.
+    kind: str = "auto"
+    full_max_items: int = 32768
     num_samples: int = 8192  # popularity: candidates drawn per step, shared by all rows
     alpha: float = 0.75  # popularity: q ∝ (train count + 1)^alpha
 
@@ -80,6 +83,11 @@ class DataConfig:
     # Per-rank batches shrink (from the sizes above) so that one pass over a corpus takes at
     # least this many steps on every rank: small catalogs get enough updates per epoch.
     min_steps_per_epoch: int = 16
+    # ... and grow so that it takes at most this many, by at most max_batch_growth times: on a
+    # large catalog the fixed cost of a step stays small against its work (1 M users on 2
+    # ranks: 128 per rank instead of 32), and activations at most that many times larger.
+    max_steps_per_epoch: int = 2000
+    max_batch_growth: int = 4
     shuffle_buffer: int = 1000
     # DataLoader processes per rank that read and collate the next batches while the current
     # step runs (0 = on the training thread).
@@ -263,10 +271,11 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.tables.eps > 0, "tables.eps", "must be > 0")
     sm = cfg.softmax
     _require(
-        sm.kind in SOFTMAX_KINDS,
+        sm.kind in SOFTMAX_CHOICES,
         "softmax.kind",
-        f"{sm.kind!r} is not one of {one_of(SOFTMAX_KINDS)}",
+        f"{sm.kind!r} is not one of {one_of(SOFTMAX_CHOICES)}",
     )
+    _require(sm.full_max_items >= 1, "softmax.full_max_items", "must be >= 1")
     _require(sm.num_samples >= 1, "softmax.num_samples", "must be >= 1")
     _require(sm.alpha >= 0, "softmax.alpha", "must be >= 0")
     _require(o.lr >= 0, "optim.lr", "must be >= 0")
@@ -281,6 +290,12 @@ def validate(cfg: TrainConfig) -> None:
     _require(d.shuffle_buffer > 0, "data.shuffle_buffer", "must be > 0")
     _require(d.num_workers >= 0, "data.num_workers", "must be >= 0")
     _require(d.min_steps_per_epoch >= 1, "data.min_steps_per_epoch", "must be >= 1")
+    _require(d.max_batch_growth >= 1, "data.max_batch_growth", "must be >= 1")
+    _require(
+        d.max_steps_per_epoch >= d.min_steps_per_epoch,
+        "data.max_steps_per_epoch",
+        "must be >= data.min_steps_per_epoch",
+    )
     c, r = cfg.checkpoint, cfg.run
     _require(c.every_steps >= 0, "checkpoint.every_steps", "must be >= 0 (0 = each epoch)")
     _require(c.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")

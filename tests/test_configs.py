@@ -93,6 +93,10 @@ def test_data_prep_configs_compose():
         ("stage.rec_target=some", "stage.rec_target"),
         ("stage.patience=-1", "stage.patience"),
         ("data.min_steps_per_epoch=0", "data.min_steps_per_epoch"),
+        ("data.max_steps_per_epoch=8", "data.max_steps_per_epoch"),  # below the minimum, 16
+        ("data.max_batch_growth=0", "data.max_batch_growth"),
+        ("softmax.full_max_items=0", "softmax.full_max_items"),
+        ("softmax.kind=auto_full", "softmax.kind"),
         ("data.num_workers=-1", "data.num_workers"),
         ("run.max_steps=0", "run.max_steps"),
         ("softmax.kind=uniform", "softmax.kind"),

@@ -34,12 +34,15 @@ from cllm4rec_dist.distributed.comm import (
 )
 from cllm4rec_dist.distributed.env import Group, world
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
-from cllm4rec_dist.model.sampling import ItemSampler, Negatives
+from cllm4rec_dist.model.sampling import ItemSampler, Negatives, unique_pairs
 from cllm4rec_dist.model.tables import check_ids
 from cllm4rec_dist.ops.topk import NEG_INF, csr_rows, masked_topk, sorted_topk
 
 # Item columns per logits block (the memory planner models this default).
 CHUNK_ITEMS = 16384
+# Logits per block of the sampled head's rows (4 Mi fp32 = 16 MiB, under glibc's largest
+# dynamic mmap threshold of 32 MiB, so freed blocks are reused instead of mapped afresh).
+BLOCK_ELEMENTS = 4 * 2**20
 
 
 @dataclass
@@ -184,7 +187,8 @@ def _local_stats(scorer: ItemParallelScorer, g: _Gathered, weight: Tensor) -> tu
     for c0 in range(0, weight.shape[0], scorer.chunk_items):
         block = g.hidden @ weight[c0 : c0 + scorer.chunk_items].float().T
         m_new = torch.maximum(m, block.amax(dim=1))
-        s = s * torch.exp(m - m_new) + torch.exp(block - m_new.unsqueeze(1)).sum(dim=1)
+        # In place: a fresh logits-sized tensor per pass costs its page faults (3x slower).
+        s = s * torch.exp(m - m_new) + block.sub_(m_new.unsqueeze(1)).exp_().sum(dim=1)
         m = m_new
     return m, s
 
@@ -236,7 +240,7 @@ class _ShardedNLL(torch.autograd.Function):
         grad_weight = torch.empty_like(weight, dtype=torch.float32)
         for c0 in range(0, weight.shape[0], scorer.chunk_items):
             w = weight[c0 : c0 + scorer.chunk_items].float()
-            p = torch.exp(g.hidden @ w.T - ctx.lse.unsqueeze(1)) * coef
+            p = (g.hidden @ w.T).sub_(ctx.lse.unsqueeze(1)).exp_().mul_(coef)
             grad_hidden.addmm_(p, w)
             grad_weight[c0 : c0 + w.shape[0]] = p.T @ g.hidden
         t_rows, t_items = _local_targets(scorer, g)
@@ -293,22 +297,30 @@ class _ShardedSampledNLL(torch.autograd.Function):
         correction = negatives.log_correction.to(weight.device)[mine][order]
         rows_all = g.hidden.shape[0]
         t_rows, t_items = _local_targets(scorer, g)
-        pairs = torch.unique(torch.stack([t_rows, t_items], 1), dim=0)
-        u_rows, u_items = pairs[:, 0].contiguous(), pairs[:, 1].contiguous()
+        u_rows, u_items = unique_pairs(t_rows, t_items, weight.shape[0])
         first = torch.searchsorted(cand, u_items)
         width = torch.searchsorted(cand, u_items, right=True) - first
         hit_rows = torch.repeat_interleave(u_rows, width)
         starts = torch.repeat_interleave(first - (torch.cumsum(width, 0) - width), width)
         hit_cols = starts + torch.arange(hit_rows.numel(), device=starts.device)
-        logits = _candidate_logits(g.hidden, weight, cand, correction, hit_rows, hit_cols)
+        # Per block of rows: the candidates' max and their sum of exp relative to it, so no
+        # block is computed twice.
+        m_cand = g.hidden.new_full((rows_all,), NEG_INF)
+        s_cand = g.hidden.new_zeros(rows_all)
+        w_cand = weight[cand].float()
+        for r0, r1, block in _candidate_blocks(g.hidden, w_cand, correction, hit_rows, hit_cols):
+            m_block = block.amax(dim=1)
+            safe = torch.where(torch.isfinite(m_block), m_block, torch.zeros_like(m_block))
+            s_cand[r0:r1] = block.sub_(safe.unsqueeze(1)).exp_().sum(dim=1)
+            m_cand[r0:r1] = m_block
         u_logits = (g.hidden[u_rows] * weight[u_items].float()).sum(1)
-        m_local = logits.amax(dim=1) if cand.numel() else g.hidden.new_full((rows_all,), NEG_INF)
-        m_local = m_local.scatter_reduce(0, u_rows, u_logits, reduce="amax")
+        m_local = m_cand.scatter_reduce(0, u_rows, u_logits, reduce="amax")
         m = all_reduce(m_local.clone(), dist.ReduceOp.MAX, scorer.group)
         # A row with nothing in its denominator on any rank keeps m = -inf: shift by 0 there
         # (its sum is 0 and its loss is masked below).
         shift = torch.where(torch.isfinite(m), m, torch.zeros_like(m))
-        s_local = torch.exp(logits - shift.unsqueeze(1)).sum(dim=1)
+        # m_cand <= shift wherever it is finite; exp(-inf) = 0 where the row had no candidate.
+        s_local = s_cand * torch.exp(m_cand - shift)
         s_local = s_local.index_add(0, u_rows, torch.exp(u_logits - shift[u_rows]))
         t_logits = (g.hidden[t_rows] * weight[t_items].float()).sum(1)
         t_sum = g.hidden.new_zeros(rows_all).index_add_(0, t_rows, t_logits)
@@ -330,13 +342,17 @@ class _ShardedSampledNLL(torch.autograd.Function):
         scorer, g = ctx.scorer, ctx.g
         grad_all = _gather_upstream(grad_loss, g, scorer.group)
         coef = grad_all * ctx.count
-        logits = _candidate_logits(g.hidden, weight, ctx.cand, ctx.correction, *ctx.hits)
-        p = torch.exp(logits - ctx.lse.unsqueeze(1)) * coef.unsqueeze(1)
+        w_cand = weight[ctx.cand].float()
+        grad_hidden = g.hidden.new_zeros(g.hidden.shape)
+        grad_cand = g.hidden.new_zeros(w_cand.shape)
+        for r0, r1, block in _candidate_blocks(g.hidden, w_cand, ctx.correction, *ctx.hits):
+            p = block.sub_(ctx.lse[r0:r1].unsqueeze(1)).exp_().mul_(coef[r0:r1].unsqueeze(1))
+            grad_hidden[r0:r1] = p @ w_cand
+            grad_cand.addmm_(p.T, g.hidden[r0:r1])
         (t_rows, t_items), (u_rows, u_items) = ctx.targets, ctx.distinct
         w_u, w_t = weight[u_items].float(), weight[t_items].float()
         p_u = torch.exp((g.hidden[u_rows] * w_u).sum(1) - ctx.lse[u_rows]) * coef[u_rows]
         g_t = -grad_all[t_rows]
-        grad_hidden = p @ weight[ctx.cand].float()
         grad_hidden.index_add_(0, u_rows, p_u.unsqueeze(1) * w_u)
         grad_hidden.index_add_(0, t_rows, g_t.unsqueeze(1) * w_t)
         # Sparse item gradient: one value row per scored row (candidates, distinct targets,
@@ -344,7 +360,7 @@ class _ShardedSampledNLL(torch.autograd.Function):
         # table convention.
         values = torch.cat(
             [
-                p.T @ g.hidden,
+                grad_cand,
                 p_u.unsqueeze(1) * g.hidden[u_rows],
                 g_t.unsqueeze(1) * g.hidden[t_rows],
             ]
@@ -355,19 +371,26 @@ class _ShardedSampledNLL(torch.autograd.Function):
         return (*_input_grads(ctx, grad_hidden, grad_weight), None, None, None, None)
 
 
-def _candidate_logits(
-    hidden: Tensor,
-    weight: Tensor,
-    cand: Tensor,
-    correction: Tensor,
-    hit_rows: Tensor,
-    hit_cols: Tensor,
-) -> Tensor:
-    """[R, S_local] corrected candidate logits, -inf where a candidate is one of the row's
-    own targets (an accidental hit: the target is already in the denominator, exactly)."""
-    logits = hidden @ weight[cand].float().T - correction
-    logits[hit_rows, hit_cols] = NEG_INF
-    return logits
+def _candidate_blocks(
+    hidden: Tensor, w_cand: Tensor, correction: Tensor, hit_rows: Tensor, hit_cols: Tensor
+):
+    """Yields (r0, r1, [r1 - r0, S_local] corrected candidate logits) over blocks of rows, -inf
+    where a candidate is one of the row's own targets (an accidental hit: the target is already
+    in the denominator, exactly). ``hit_rows`` is sorted. A block holds at most
+    ``BLOCK_ELEMENTS`` logits: small enough for the allocator to reuse it, where one block of
+    every row faults in fresh pages at each pass (a third of the step at 1 M users on CPU)."""
+    rows, n_cand = hidden.shape[0], w_cand.shape[0]
+    if n_cand == 0:
+        return
+    step = max(1, BLOCK_ELEMENTS // n_cand)
+    starts = torch.arange(0, rows + step, step, device=hit_rows.device)
+    bounds = torch.searchsorted(hit_rows, starts).tolist()  # each block's slice of the hits
+    for i, r0 in enumerate(range(0, rows, step)):
+        r1 = min(r0 + step, rows)
+        block = (hidden[r0:r1] @ w_cand.T).sub_(correction)
+        h0, h1 = bounds[i], bounds[i + 1]
+        block[hit_rows[h0:h1] - r0, hit_cols[h0:h1]] = NEG_INF
+        yield r0, r1, block
 
 
 __all__ = ["ItemParallelScorer"]

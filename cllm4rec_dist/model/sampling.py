@@ -35,6 +35,8 @@ from cllm4rec_dist.ops.topk import csr_rows
 
 SoftmaxKind = Literal["full", "popularity", "in_batch"]
 SOFTMAX_KINDS: tuple[str, ...] = get_args(SoftmaxKind)
+# What `softmax.kind` accepts: a kind, or "auto", which picks one from the catalog's size.
+SOFTMAX_CHOICES: tuple[str, ...] = ("auto", *SOFTMAX_KINDS)
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads targets into the seed
 
 
@@ -86,6 +88,26 @@ class ItemSampler:
         return Negatives(items, (self.log_q[items.cpu()] + math.log(n)).float())
 
 
+def resolve_kind(kind: str, num_items: int, full_max_items: int) -> str:
+    """The softmax a run uses. ``auto``: the exact full softmax on catalogs of at most
+    ``full_max_items`` items, where the head is a small part of the step (every catalog the
+    recipe was tuned on, docs/results.md), and popularity-sampled negatives above, where the
+    full head's cost, linear in the catalog, bounds the step (docs/model.md, "Sampled softmax")."""
+    if kind not in SOFTMAX_CHOICES:
+        raise ValueError(f"softmax kind {kind!r} is not one of {', '.join(SOFTMAX_CHOICES)}")
+    if kind != "auto":
+        return kind
+    return "full" if num_items <= full_max_items else "popularity"
+
+
+def unique_pairs(rows: Tensor, items: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
+    """The distinct (row, item) pairs, sorted by row then item, as (rows, items). One int64 key
+    per pair: ``torch.unique(dim=0)`` compares rows one by one in Python-level loops (a tenth of
+    a sampled step at 2,000 pairs)."""
+    keys = torch.unique(rows.to(torch.int64) * num_items + items.to(torch.int64))
+    return keys.div(num_items, rounding_mode="floor"), keys.remainder(num_items)
+
+
 def _step_seed(seed: int, targets: Tensor) -> int:
     """A 63-bit seed from the run seed and the step's targets (their order included)."""
     weights = torch.arange(1, targets.numel() + 1, dtype=torch.int64)
@@ -105,8 +127,7 @@ def sampled_nll_reference(
     hit = torch.zeros(cand.shape, dtype=torch.int64, device=h.device).index_add(0, pair_rows, same)
     cand = cand.masked_fill(hit > 0, float("-inf"))
     # Each distinct (row, target) once in the denominator, -inf padded to [N, S + P].
-    pairs = torch.unique(torch.stack([pair_rows, pair_items], 1), dim=0)
-    u_rows, u_items = pairs[:, 0], pairs[:, 1]
+    u_rows, u_items = unique_pairs(pair_rows, pair_items, weight.shape[0])
     own = torch.full((n, u_rows.numel()), float("-inf"), dtype=h.dtype, device=h.device)
     u_logits = (h[u_rows] * weight[u_items].float()).sum(1)
     own = own.index_put((u_rows, torch.arange(u_rows.numel(), device=h.device)), u_logits)
@@ -151,9 +172,12 @@ class SampledSoftmaxScorer:
 
 
 __all__ = [
+    "SOFTMAX_CHOICES",
     "SOFTMAX_KINDS",
     "ItemSampler",
     "Negatives",
     "SampledSoftmaxScorer",
+    "resolve_kind",
     "sampled_nll_reference",
+    "unique_pairs",
 ]

@@ -59,6 +59,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from cllm4rec_dist.distributed.item_parallel import BLOCK_ELEMENTS as SAMPLED_BLOCK_ELEMENTS
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS as SCORER_CHUNK_ITEMS
 from cllm4rec_dist.distributed.table_checkpoint import EXPORT_BLOCK_ROWS
 from cllm4rec_dist.model.interfaces import INIT_DRAW_ROWS
@@ -128,6 +129,17 @@ class RunShape:
     reduce_bucket_size: int = DS_REDUCE_BUCKET_SIZE
     max_live_parameters: int = DS_MAX_LIVE_PARAMETERS
     chunk_items: int = SCORER_CHUNK_ITEMS
+    softmax: str = "full"  # resolved (model/sampling.resolve_kind): full | popularity | in_batch
+    num_samples: int = 0  # popularity: candidates per step
+
+    def head_items(self, scored_rows: float) -> int:
+        """Items a step scores each gathered row against, over all shards: every item (full),
+        the shared candidates (popularity), or the step's targets of all ranks (in_batch)."""
+        if self.softmax == "popularity":
+            return self.num_samples
+        if self.softmax == "in_batch":
+            return int(min(self.world_size * scored_rows, self.num_items))
+        return self.num_items
 
 
 @dataclass(frozen=True)
@@ -259,29 +271,47 @@ def table_static(num_users: int, num_items: int, dim: int, world_size: int) -> l
     ]
 
 
-def table_transient(num_items: int, dim: int, world_size: int) -> list[Term]:
-    """The item head's dense gradient over the local shard, its sum with the lookup's sparse
-    gradient and the Adagrad update's temporary: three shard-sized fp32 tensors."""
-    return [
-        Term(
-            "item table gradient + update temporaries",
-            3 * FP32 * shard(num_items, world_size) * dim,
-            "dense: the item head is tied to the table",
-        )
-    ]
+def table_transient(
+    num_items: int, dim: int, world_size: int, touched_rows: int | None = None
+) -> list[Term]:
+    """The item head's gradient over the local shard, its sum with the lookup's sparse gradient
+    and the Adagrad update's temporary: three shard-sized fp32 tensors with the full softmax;
+    with a sampled one, three of the rows it touched (``touched_rows``: its candidates and the
+    targets on this shard, repeats included)."""
+    rows, note = shard(num_items, world_size), "dense: the item head is tied to the table"
+    if touched_rows is not None:
+        rows, note = min(rows, touched_rows), "sparse: the sampled head's candidates and targets"
+    return [Term("item table gradient + update temporaries", 3 * FP32 * rows * dim, note)]
 
 
 def scorer_transient(
-    scored_rows: int, num_items: int, hidden: int, world_size: int, chunk_items: int
+    scored_rows: int,
+    num_items: int,
+    hidden: int,
+    world_size: int,
+    chunk_items: int,
+    sampled: bool = False,
 ) -> list[Term]:
-    """Item-parallel scorer: gathered hidden rows and a logits block with its exponential."""
+    """Item-parallel scorer: gathered hidden rows and a logits block with its exponential. The
+    full softmax walks its shard in blocks of every row x ``chunk_items`` items; a sampled one
+    walks the rows in blocks of at most ``SAMPLED_BLOCK_ELEMENTS`` logits against its share of
+    the ``num_items`` candidates."""
     if scored_rows == 0:
         return []
     rows = world_size * scored_rows
-    cols = min(chunk_items, shard(num_items, world_size))
+    cols = shard(num_items, world_size)
+    block_rows = rows
+    if sampled:
+        block_rows = min(rows, max(1, SAMPLED_BLOCK_ELEMENTS // max(cols, 1)))
+    else:
+        cols = min(chunk_items, cols)
     return [
         Term("scorer gathered hidden rows", FP32 * rows * hidden, f"{rows:,} rows from all ranks"),
-        Term("scorer logits block (x2)", 2 * FP32 * rows * cols, f"[{rows:,}, {cols:,}] fp32"),
+        Term(
+            "scorer logits block (x2)",
+            2 * FP32 * block_rows * cols,
+            f"[{block_rows:,}, {cols:,}] fp32",
+        ),
     ]
 
 
@@ -329,10 +359,22 @@ def phase_transient(run: RunShape, phase: Phase, seq_len: int) -> list[Term]:
             )
         )
     terms += scorer_transient(
-        phase.scored_rows, run.num_items, shape.hidden, run.world_size, run.chunk_items
+        phase.scored_rows,
+        run.head_items(phase.scored_rows),
+        shape.hidden,
+        run.world_size,
+        run.chunk_items,
+        sampled=run.softmax != "full",
     )
     if phase.scored_rows:
-        terms += table_transient(run.num_items, shape.hidden, run.world_size)
+        # Sampled: this shard's candidates, plus the distinct and the listed targets that live
+        # on it (about one rank's rows' worth each).
+        touched = (
+            None
+            if run.softmax == "full"
+            else shard(run.head_items(phase.scored_rows), run.world_size) + 2 * phase.scored_rows
+        )
+        terms += table_transient(run.num_items, shape.hidden, run.world_size, touched)
     terms += backbone_transient(
         shape, run.dtype, run.zero_stage, run.reduce_bucket_size, run.max_live_parameters
     )

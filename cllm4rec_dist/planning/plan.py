@@ -16,6 +16,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
 from cllm4rec_dist.config import STAGES, TrainConfig, validate
+from cllm4rec_dist.model.sampling import resolve_kind
 from cllm4rec_dist.planning.backbone import backbone_shape
 from cllm4rec_dist.planning.memory import (
     DS_MAX_LIVE_PARAMETERS,
@@ -28,7 +29,8 @@ from cllm4rec_dist.planning.memory import (
     shard,
 )
 from cllm4rec_dist.planning.steptime import Hardware, StepEstimate, StepPhase, step_time
-from cllm4rec_dist.train.phases import plan_pass, stage_phases
+from cllm4rec_dist.train.phases import Phase as TrainPhase
+from cllm4rec_dist.train.phases import PhasePass, plan_pass, stage_phases
 
 # Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter
 # (bench/measure_memory.py's `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters):
@@ -116,14 +118,27 @@ class Plan:
     commands: dict[str, str]
     device_memory_gib: float | None
     device: str
+    softmax: str = "full"  # the item losses' softmax, resolved from the catalog's size
 
 
-def phases(cfg: TrainConfig, prompt_tokens: int) -> tuple[tuple[Phase, ...], dict[str, int]]:
+def phase_batch(cfg: TrainConfig, phase: TrainPhase, users: int, world_size: int) -> PhasePass:
+    """A phase's per-rank batch and steps per epoch as the trainer sizes them from the catalog
+    (train/phases.plan_pass). The content corpus is not counted here: its configured batch,
+    0 steps."""
+    if phase.corpus == "content":
+        return PhasePass(phase, phase.batch_size(cfg.data), 0)
+    return plan_pass(phase, shard(users, world_size), cfg.data, cfg.stage.max_steps_per_phase)
+
+
+def phases(
+    cfg: TrainConfig, prompt_tokens: int, users: int, world_size: int
+) -> tuple[tuple[Phase, ...], dict[str, int]]:
     """The phases the stage trains, as one rank's step sees them, and their longest sequence."""
     d = cfg.data
     out, seq = [], {}
     for phase in stage_phases(cfg.stage):
-        b, seq[phase.name] = phase.batch_size(d), phase.max_length(d, prompt_tokens)
+        b = phase_batch(cfg, phase, users, world_size).batch_size
+        seq[phase.name] = phase.max_length(d, prompt_tokens)
         tokens, main = b * seq[phase.name], b * int(getattr(d, phase.main_length_key))
         if phase.head == "items":
             out.append(Phase(phase.name, tokens, scored_rows=main))
@@ -180,12 +195,13 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
         raise ValueError("plan.nodes and plan.gpus_per_node must be >= 1")
     users, items, vocab, _ = _counts(cfg)
     shape = backbone_shape(cfg.model, vocab)
-    run_phases, seq = phases(cfg, p.prompt_tokens)
+    world = p.nodes * p.gpus_per_node
+    run_phases, seq = phases(cfg, p.prompt_tokens, users, world)
     run = RunShape(
         backbone=shape,
         dtype=cfg.model.dtype,
         zero_stage=int(cfg.deepspeed.zero_stage),
-        world_size=p.nodes * p.gpus_per_node,
+        world_size=world,
         num_users=users,
         num_items=items,
         phases=run_phases,
@@ -194,6 +210,8 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
         overhead_bytes=overhead_gib(p) * GiB,
         reduce_bucket_size=_zero_key(cfg, "reduce_bucket_size", DS_REDUCE_BUCKET_SIZE),
         max_live_parameters=_zero_key(cfg, "stage3_max_live_parameters", DS_MAX_LIVE_PARAMETERS),
+        softmax=resolve_kind(cfg.softmax.kind, items, cfg.softmax.full_max_items),
+        num_samples=cfg.softmax.num_samples,
     )
     return run, seq
 
@@ -219,10 +237,8 @@ def step_phases(cfg: PlanRoot, users: int, mean_items: float) -> list[StepPhase]
     items = min(mean_items, float(d.max_items))
     out = []
     for phase in stage_phases(cfg.stage):
-        by_user = phase.corpus != "content"  # content documents are not counted here
-        rows = shard(users, w) if by_user else 10**12
-        run = plan_pass(phase, rows, d, cfg.stage.max_steps_per_phase)
-        b, steps = run.batch_size, run.steps if by_user else 0
+        run = phase_batch(cfg, phase, users, w)
+        b, steps = run.batch_size, run.steps
         seq = phase.max_length(d, p.prompt_tokens)
         prompts = phase.prompt_blocks * p.prompt_tokens
         if phase.head == "items":
@@ -275,7 +291,15 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
     hw, (_, _, _, mean_items) = rates(p), _counts(cfg)
     steps = {
         ph.name: (
-            step_time(ph, shape, run.dtype, run.world_size, run.num_items, hw, run.zero_stage),
+            step_time(
+                ph,
+                shape,
+                run.dtype,
+                run.world_size,
+                run.head_items(ph.scored_rows),
+                hw,
+                run.zero_stage,
+            ),
             ph,
         )
         for ph in step_phases(cfg, run.num_users, mean_items)
@@ -307,6 +331,8 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
         commands,
         p.device_memory_gib,
         p.device,
+        run.softmax
+        + (f", {run.num_samples:,} candidates per step" if run.softmax == "popularity" else ""),
     )
 
 
@@ -327,6 +353,7 @@ def render_text(plan: Plan) -> str:
         + (", activation checkpointing" if bb["gradient_checkpointing"] else ""),
         f"tables    {plan.num_users:,} users, {plan.num_items:,} items, dim {bb['hidden']}: "
         f"{shard(plan.num_users, w):,} user / {shard(plan.num_items, w):,} item rows per rank",
+        f"softmax   {plan.softmax} (training's item losses; evaluation ranks every item)",
         "",
         f"per-rank {'device' if plan.device == 'cuda' else 'process'} memory (GiB)",
     ]
@@ -391,6 +418,7 @@ def render_json(plan: Plan) -> str:
         "num_users": plan.num_users,
         "num_items": plan.num_items,
         "backbone": plan.backbone,
+        "softmax": plan.softmax,
         "memory_bytes": {
             "static": [asdict(t) for t in m.static],
             "transient": {k: [asdict(t) for t in v] for k, v in m.transient.items()},
@@ -406,6 +434,7 @@ def render_json(plan: Plan) -> str:
                 "batch": ph.documents,
                 "steps_per_epoch": ph.steps_per_epoch,
                 "scored_rows": ph.scored_rows,
+                "head_items": est.head_items,
                 **{t.name: t.bytes for t in est.terms},
             }
             for name, (est, ph) in plan.steps.items()

@@ -8,7 +8,8 @@ scorer's logits and its collectives, each at a rate of the machine (``Hardware``
   that when the backbone trains and 2x when it is frozen (the backward still computes the
   activations' gradients, for the ID embeddings, but no weight gradients).
 - item head: every rank scores the ``W * rows`` gathered hidden rows against its ``ceil(I / W)``
-  items. The item-parallel softmax (``distributed/item_parallel.py``) makes four products of
+  items (``I``: every item with the full softmax; the step's candidates with a sampled one,
+  ``memory.RunShape.head_items``). The item-parallel softmax (``distributed/item_parallel.py``) makes four products of
   that size: the forward's logits, the backward's recomputed logits (they are not kept, to
   bound memory), the hidden rows' gradient and the item shard's gradient: ``8 W rows ceil(I/W) h``.
 - item head element-wise: about six passes per logit (forward: shift, exp, row sum; backward:
@@ -75,6 +76,7 @@ class StepPhase:
 class StepEstimate:
     phase: str
     terms: tuple[Term, ...]  # Term.bytes holds seconds here
+    head_items: int = 0  # items the head scores each row against, over all shards
 
     @property
     def seconds(self) -> float:
@@ -97,7 +99,8 @@ def step_time(
     hw: Hardware,
     zero_stage: int = 0,
 ) -> StepEstimate:
-    """The modelled seconds of one step of ``phase`` on one rank (see the module docstring)."""
+    """The modelled seconds of one step of ``phase`` on one rank (see the module docstring);
+    ``num_items``: the items the head scores each row against (all, or the candidates)."""
     w, h = world_size, shape.hidden
     logits = w * phase.scored_rows * shard(num_items, w) if phase.scored_rows else 0.0
     head_flops = HEAD_PRODUCTS * 2 * logits * h
@@ -131,12 +134,12 @@ def step_time(
         Term(
             "item table update",
             update / hw.elementwise_per_s,
-            f"{TABLE_UPDATE_PASSES} passes over the dense shard gradient",
+            f"{TABLE_UPDATE_PASSES} passes over the shard rows the head writes",
         ),
         Term("collectives", comm / hw.network_bytes_per_s, f"{comm / 2**20:,.1f} MiB per rank"),
         Term("fixed cost per step", hw.step_overhead_s, "dispatch, element-wise layers, latency"),
     )
-    return StepEstimate(phase.name, terms)
+    return StepEstimate(phase.name, terms, num_items if phase.scored_rows else 0)
 
 
 __all__ = ["Hardware", "StepEstimate", "StepPhase", "backbone_flops", "step_time"]

@@ -31,7 +31,7 @@ from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
 from cllm4rec_dist.model.prompts import PromptBuilder
-from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer
+from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer, resolve_kind
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
 from cllm4rec_dist.train.export import load_export
@@ -92,7 +92,7 @@ def build_tables(
     return tables
 
 
-def build_item_sampler(cfg: TrainConfig, manifest: Manifest) -> ItemSampler:
+def build_item_sampler(cfg: TrainConfig, manifest: Manifest, kind: str) -> ItemSampler:
     """The sampled-softmax proposal from the training counts: each rank counts its share of
     the recommendation rows and the counts are summed, so no rank reads the whole corpus."""
     rank, world_size = env.rank(), env.world_size()
@@ -103,11 +103,11 @@ def build_item_sampler(cfg: TrainConfig, manifest: Manifest) -> ItemSampler:
     sm = cfg.softmax
     log.info(
         "sampled softmax: %s negatives%s over %d items",
-        sm.kind,
-        f" ({sm.num_samples} per step, alpha {sm.alpha})" if sm.kind == "popularity" else "",
+        kind,
+        f" ({sm.num_samples} per step, alpha {sm.alpha})" if kind == "popularity" else "",
         manifest.num_items,
     )
-    return ItemSampler(counts, sm.kind, sm.num_samples, sm.alpha, seed=cfg.run.seed)
+    return ItemSampler(counts, kind, sm.num_samples, sm.alpha, seed=cfg.run.seed)
 
 
 def build(cfg: TrainConfig) -> TrainingParts:
@@ -133,8 +133,15 @@ def build(cfg: TrainConfig) -> TrainingParts:
         if isinstance(item_table, PartitionedTable)
         else DenseItemScorer(item_table)
     )
-    if cfg.softmax.kind != "full":
-        scorer = SampledSoftmaxScorer(scorer, build_item_sampler(cfg, manifest))
+    softmax = resolve_kind(cfg.softmax.kind, manifest.num_items, cfg.softmax.full_max_items)
+    log.info(
+        "item softmax: %s (softmax.kind=%s, %d items)",
+        softmax,
+        cfg.softmax.kind,
+        manifest.num_items,
+    )
+    if softmax != "full":
+        scorer = SampledSoftmaxScorer(scorer, build_item_sampler(cfg, manifest, softmax))
     if cfg.stage.init_from:
         load_export(
             Path(cfg.stage.init_from),

@@ -105,9 +105,18 @@ def plan_pass(phase: Phase, rows: int, data: Any, max_steps: int | None) -> Phas
 
     The batch adapts to the catalog: a rank takes at least ``data.min_steps_per_epoch`` steps
     per pass, so a small catalog is not trained with a handful of updates per epoch, and never
-    skips a phase for want of one batch. ``max_steps`` (stage.max_steps_per_phase) caps the pass.
+    skips a phase for want of one batch. On a large catalog it grows towards
+    ``data.max_steps_per_epoch`` steps per pass, by at most ``data.max_batch_growth`` times, so
+    that the fixed cost of a step (dispatch, collectives' latency) stays a small part of it
+    while activations stay within a few times what the configured batch needs (a 1 B backbone
+    is sized by its batch). The row-wise Adagrad of the tables is invariant to the gradient's
+    scale, and a user's row still gets one update per pass, so the recipe holds.
+    ``max_steps`` (stage.max_steps_per_phase) caps the pass.
     """
-    batch = max(min(phase.batch_size(data), rows // max(data.min_steps_per_epoch, 1)), 1)
+    configured = phase.batch_size(data)
+    batch = min(configured, rows // max(data.min_steps_per_epoch, 1))
+    grown = min(-(-rows // max(data.max_steps_per_epoch, 1)), configured * data.max_batch_growth)
+    batch = max(batch, grown, 1)
     steps = rows // batch
     if max_steps is not None:
         steps = min(steps, max_steps)

@@ -125,3 +125,15 @@ def test_two_rank_sampled_softmax_matches_reference():
 
 def test_single_process_sampled_softmax_matches_reference():
     check_against_reference([_all_cases(0, 1)])
+
+
+@pytest.mark.distributed
+def test_sampled_softmax_in_blocks_of_rows_matches_reference(monkeypatch):
+    """Blocks of one or a few rows (the hits of a row split from the others', rows without
+    candidates on a shard) give the reference's losses and gradients on 1 and 2 ranks."""
+    from cllm4rec_dist.distributed import item_parallel
+
+    for block in (1, 7):  # one row per block; a few rows, uneven last block
+        monkeypatch.setattr(item_parallel, "BLOCK_ELEMENTS", block)
+        check_against_reference([_all_cases(0, 1)])
+        check_against_reference(run_ranks_serialized(_all_cases, 2))

@@ -12,7 +12,13 @@ import torch
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.splits import train_item_counts
 from cllm4rec_dist.model.heads import DenseItemScorer
-from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer, sampled_nll_reference
+from cllm4rec_dist.model.sampling import (
+    ItemSampler,
+    SampledSoftmaxScorer,
+    resolve_kind,
+    sampled_nll_reference,
+    unique_pairs,
+)
 from cllm4rec_dist.model.tables import DenseTable
 
 
@@ -140,3 +146,25 @@ def test_train_item_counts_over_rank_shares_sum_to_the_whole(tiny_dataset):
     whole = train_item_counts(data, manifest.num_items)
     shares = sum(train_item_counts(data, manifest.num_items, rank=r, world_size=2) for r in (0, 1))
     assert np.array_equal(whole, shares) and whole.sum() == manifest.counts.interactions["train"]
+
+
+def test_auto_softmax_is_full_up_to_the_threshold_then_popularity():
+    assert resolve_kind("auto", 32768, 32768) == "full"
+    assert resolve_kind("auto", 32769, 32768) == "popularity"
+    for kind in ("full", "popularity", "in_batch"):
+        assert resolve_kind(kind, 10**7, 32768) == kind  # an explicit kind is kept
+    with pytest.raises(ValueError, match="softmax kind 'uniform'"):
+        resolve_kind("uniform", 10, 10)
+
+
+def test_unique_pairs_equals_unique_rows_of_the_pair_matrix():
+    gen = torch.Generator().manual_seed(0)
+    rows, items = (
+        torch.randint(0, 50, (400,), generator=gen),
+        torch.randint(0, 7, (400,), generator=gen),
+    )
+    want = torch.unique(torch.stack([rows, items], 1), dim=0)
+    got_rows, got_items = unique_pairs(rows, items, 7)
+    assert torch.equal(torch.stack([got_rows, got_items], 1), want)
+    empty = unique_pairs(rows[:0], items[:0], 7)
+    assert empty[0].numel() == 0 and empty[1].numel() == 0

@@ -95,13 +95,13 @@ def test_counts_from_plan_keys_need_no_dataset(tmp_path):
 
 def test_stage_phases_follow_the_stage_config():
     cfg = _compose(["data.dir=/tmp/x", "stage=finetune", "stage.phases=[recommendation,content]"])
-    got, seq = phases(cfg, prompt_tokens=10)
+    got, seq = phases(cfg, prompt_tokens=10, users=10**5, world_size=2)
     assert [p.name for p in got] == ["recommendation", "content"]
     rec = got[0]
     assert rec.scored_rows == cfg.data.rec_batch_size
     assert seq["recommendation"] == 20 + cfg.data.max_items
     pretrain = ["stage.content_warmup_epochs=1", "stage.phases=[collaborative,content]"]
-    pre, _ = phases(_compose(["data.dir=/tmp/x", *pretrain]), prompt_tokens=10)
+    pre, _ = phases(_compose(["data.dir=/tmp/x", *pretrain]), 10, users=10**5, world_size=2)
     assert [p.name for p in pre] == ["content", "collaborative"]  # warm-up first
 
 
@@ -141,3 +141,40 @@ def test_launcher_prints_json(tiny_dataset):
     mem = out["memory_bytes"]
     assert mem["training_peak"] > mem["overhead"] > 0
     assert mem["peak_phase"] in ("collaborative", "content")
+
+
+def test_a_large_catalog_plans_the_batch_and_softmax_the_trainer_uses():
+    """Above softmax.full_max_items the head scores the sampled candidates, not every item, and
+    above data.max_steps_per_epoch steps per pass the batch grows: memory and step time follow."""
+    base = [
+        "data.dir=/nonexistent",
+        "plan.num_items=100000",
+        "plan.vocab_size=1000",
+        "plan.mean_items=20",
+        "plan.device=cpu",
+        "plan.gpus_per_node=2",
+    ]
+    small = make_plan(_compose([*base, "plan.num_users=100000"]), [])
+    large = make_plan(_compose([*base, "plan.num_users=1000000"]), [])
+    full = make_plan(_compose([*base, "plan.num_users=1000000", "softmax.kind=full"]), [])
+    _, small_phase = small.steps["collaborative"]
+    est, phase = large.steps["collaborative"]
+    assert small_phase.documents == 32 and small_phase.steps_per_epoch == 1562
+    # 500k rows per rank: 2,000 steps would take 250 per step; growth stops at 4 x 32.
+    assert phase.documents == 128 and phase.steps_per_epoch == 3906
+    grown = make_plan(
+        _compose([*base, "plan.num_users=1000000", "data.max_batch_growth=16"]), []
+    ).steps["collaborative"][1]
+    assert grown.documents == 250 and grown.steps_per_epoch == 2000
+    assert large.softmax.startswith("popularity") and full.softmax == "full"
+    heads = {t.name: t.note for t in est.terms}
+    assert heads["item head matmuls"].endswith("[64, 4,096]")  # 8,192 candidates over 2 shards
+    full_heads = {t.name: t.note for t in full.steps["collaborative"][0].terms}
+    assert full_heads["item head matmuls"].endswith("[64, 50,000]")
+    assert est.seconds < full.steps["collaborative"][0].seconds
+    # The sampled head's block: rows of 4 Mi logits against this shard's share of candidates.
+    block = {t.name: t.note for t in large.memory.transient["collaborative"]}
+    assert block["scorer logits block (x2)"] == "[1,024, 4,096] fp32"  # 8,192 candidates / 2
+    assert "softmax   popularity, 8,192 candidates per step" in render_text(large)
+    table = {t.name: t.note for t in large.memory.transient["collaborative"]}
+    assert table["item table gradient + update temporaries"].startswith("sparse")

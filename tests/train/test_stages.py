@@ -233,3 +233,19 @@ def test_sampled_softmax_trains_on_two_ranks(tiny_dataset, tmp_path):
             assert test0 is not None and 0 <= test0["recall@20"] <= 1
             if kind != "full":
                 assert losses0 != runs["finetune", "full"][0][0], kind
+
+
+def _built_softmax(rank, world, overrides):
+    from cllm4rec_dist.model.sampling import SampledSoftmaxScorer
+    from cllm4rec_dist.train.builder import build
+
+    scorer = build(compose_train("pretrain", overrides)).scorer
+    return scorer.sampler.kind if isinstance(scorer, SampledSoftmaxScorer) else "full"
+
+
+def test_auto_softmax_follows_the_catalog_size(tiny_dataset, tmp_path):
+    """softmax.kind=auto (the default): the exact full softmax on a catalog of at most
+    softmax.full_max_items items, popularity-sampled negatives above."""
+    base = [f"data.dir={tiny_dataset}", f"run.dir={tmp_path}", "tables.partitioned=false"]
+    assert run_ranks(_built_softmax, 1, base)[0] == "full"
+    assert run_ranks(_built_softmax, 1, [*base, "softmax.full_max_items=1"])[0] == "popularity"
