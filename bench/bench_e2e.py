@@ -279,7 +279,7 @@ def planner_forecast(bench: Bench, data: Path) -> dict:
         print(
             f"  planner forecast {stage}: {n:,} steps of {step['batch']} users x "
             f"{step['total']:.4f} s = {n * step['total']:,.1f} s of {phase} per rank; "
-            f"softmax {p['softmax']}",
+            f"softmax {p['softmax_description']}",
             flush=True,
         )
     return plans

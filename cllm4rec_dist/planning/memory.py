@@ -132,6 +132,10 @@ class RunShape:
     softmax: str = "full"  # resolved (model/sampling.resolve_kind): full | popularity | in_batch
     num_samples: int = 0  # popularity: candidates per step
 
+    @property
+    def sampled(self) -> bool:
+        return self.softmax != "full"
+
     def head_items(self, scored_rows: float) -> int:
         """Items a step scores each gathered row against, over all shards: every item (full),
         the shared candidates (popularity), or the step's targets of all ranks (in_batch)."""
@@ -358,22 +362,14 @@ def phase_transient(run: RunShape, phase: Phase, seq_len: int) -> list[Term]:
                 f"[{phase.word_logits:,}, {shape.vocab:,}]",
             )
         )
+    items = run.head_items(phase.scored_rows)
     terms += scorer_transient(
-        phase.scored_rows,
-        run.head_items(phase.scored_rows),
-        shape.hidden,
-        run.world_size,
-        run.chunk_items,
-        sampled=run.softmax != "full",
+        phase.scored_rows, items, shape.hidden, run.world_size, run.chunk_items, run.sampled
     )
     if phase.scored_rows:
         # Sampled: this shard's candidates, plus the distinct and the listed targets that live
         # on it (about one rank's rows' worth each).
-        touched = (
-            None
-            if run.softmax == "full"
-            else shard(run.head_items(phase.scored_rows), run.world_size) + 2 * phase.scored_rows
-        )
+        touched = shard(items, run.world_size) + 2 * phase.scored_rows if run.sampled else None
         terms += table_transient(run.num_items, shape.hidden, run.world_size, touched)
     terms += backbone_transient(
         shape, run.dtype, run.zero_stage, run.reduce_bucket_size, run.max_live_parameters

@@ -119,6 +119,7 @@ class Plan:
     device_memory_gib: float | None
     device: str
     softmax: str = "full"  # the item losses' softmax, resolved from the catalog's size
+    num_samples: int = 0  # popularity: candidates per step
 
 
 def phase_batch(cfg: TrainConfig, phase: TrainPhase, users: int, world_size: int) -> PhasePass:
@@ -331,13 +332,18 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
         commands,
         p.device_memory_gib,
         p.device,
-        run.softmax
-        + (f", {run.num_samples:,} candidates per step" if run.softmax == "popularity" else ""),
+        run.softmax,
+        run.num_samples,
     )
 
 
 def _gib(n: float) -> str:
     return f"{n / GiB:9.2f}"
+
+
+def describe_softmax(plan: Plan) -> str:
+    extra = f", {plan.num_samples:,} candidates per step" if plan.softmax == "popularity" else ""
+    return plan.softmax + extra
 
 
 def render_text(plan: Plan) -> str:
@@ -353,7 +359,7 @@ def render_text(plan: Plan) -> str:
         + (", activation checkpointing" if bb["gradient_checkpointing"] else ""),
         f"tables    {plan.num_users:,} users, {plan.num_items:,} items, dim {bb['hidden']}: "
         f"{shard(plan.num_users, w):,} user / {shard(plan.num_items, w):,} item rows per rank",
-        f"softmax   {plan.softmax} (training's item losses; evaluation ranks every item)",
+        f"softmax   {describe_softmax(plan)} (training's item losses; evaluation ranks every item)",
         "",
         f"per-rank {'device' if plan.device == 'cuda' else 'process'} memory (GiB)",
     ]
@@ -419,6 +425,7 @@ def render_json(plan: Plan) -> str:
         "num_items": plan.num_items,
         "backbone": plan.backbone,
         "softmax": plan.softmax,
+        "softmax_description": describe_softmax(plan),
         "memory_bytes": {
             "static": [asdict(t) for t in m.static],
             "transient": {k: [asdict(t) for t in v] for k, v in m.transient.items()},

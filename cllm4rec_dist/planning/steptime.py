@@ -9,8 +9,8 @@ scorer's logits and its collectives, each at a rate of the machine (``Hardware``
   activations' gradients, for the ID embeddings, but no weight gradients).
 - item head: every rank scores the ``W * rows`` gathered hidden rows against its ``ceil(I / W)``
   items (``I``: every item with the full softmax; the step's candidates with a sampled one,
-  ``memory.RunShape.head_items``). The item-parallel softmax (``distributed/item_parallel.py``) makes four products of
-  that size: the forward's logits, the backward's recomputed logits (they are not kept, to
+  ``memory.RunShape.head_items``). The item-parallel softmax (``distributed/item_parallel.py``)
+  makes four products of that size: the forward's logits, the backward's recomputed logits (they are not kept, to
   bound memory), the hidden rows' gradient and the item shard's gradient: ``8 W rows ceil(I/W) h``.
 - item head element-wise: about six passes per logit (forward: shift, exp, row sum; backward:
   shift, exp, scale by the upstream gradient). At a small width ``h`` these cost as much as the
