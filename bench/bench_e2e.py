@@ -44,7 +44,7 @@ from e2e_procs import StageRun, dir_bytes, run_stage  # bench/ is on sys.path as
 from e2e_readout import cpu_step_seconds, read_log, tensorboard_rates
 
 from cllm4rec_dist.data.manifest import load_manifest
-from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS
+from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS, block_columns
 
 REPO = Path(__file__).resolve().parents[1]
 GB = 1e9
@@ -262,7 +262,7 @@ def planner_forecast(bench: Bench, data: Path) -> dict:
     rows = RANKS * round(step["scored_rows"])
     cols = math.ceil(step["head_items"] / RANKS)
     if first["softmax"] == "full":
-        cols = min(CHUNK_ITEMS, cols)
+        cols = min(block_columns(rows, CHUNK_ITEMS, "cpu"), cols)
     dim = first["backbone"]["hidden"]
     rates = measure_rates(rows, dim, cols)
     print(

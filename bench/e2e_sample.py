@@ -34,6 +34,9 @@ from cllm4rec_dist.eval.metrics import hits_matrix, recall_ndcg
 
 K = 20
 LAMBDAS = (100.0, 500.0, 2500.0)
+# While the largest λ tried is the best, the grid goes on upwards (x5), up to this: a sample
+# this sparse can want more shrinkage than a full catalog.
+LAMBDA_MAX = 312500.0
 
 
 def split_pairs(data: Path, split: str, step: int) -> tuple[np.ndarray, np.ndarray]:
@@ -133,13 +136,16 @@ def main() -> None:
     def local(topk: np.ndarray) -> np.ndarray:
         return np.where(topk >= 0, kept[np.maximum(topk, 0)], -1)
 
-    by_lambda, best = {}, None
-    for lam in LAMBDAS:
+    by_lambda, best, grid = {}, None, list(LAMBDAS)
+    while grid:
+        lam = grid.pop(0)
         b = solver.weights(lam)
         val = score(local(ease_topk(x, b, x)), full["val"])
         by_lambda[str(lam)] = val[f"ndcg@{K}"]
         if best is None or val[f"ndcg@{K}"] > by_lambda[str(best[0])]:
             best = (lam, b)
+        if not grid and best[0] == lam and lam * 5 <= LAMBDA_MAX:
+            grid.append(lam * 5)
     lam, b = best
     seen_test = (full["train"] + full["val"])[:, kept].tocsr()
     ease = score(local(ease_topk(x, b, seen_test)), full["test"])

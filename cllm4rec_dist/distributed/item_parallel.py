@@ -38,8 +38,14 @@ from cllm4rec_dist.model.sampling import ItemSampler, Negatives, unique_pairs
 from cllm4rec_dist.model.tables import check_ids
 from cllm4rec_dist.ops.topk import NEG_INF, csr_rows, masked_topk, sorted_topk
 
-# Item columns per logits block (the memory planner models this default).
+# Item columns per logits block of the full softmax, at most (the memory planner models this
+# bound). A GPU takes it whole: few kernel launches. A CPU takes cache-sized blocks of about
+# CPU_BLOCK_ELEMENTS logits (1 MiB fp32), at least CPU_MIN_COLUMNS wide: at 128-1,024 rows x
+# 12,101 items forward + backward run 1.3-1.5x faster than in 16,384-column blocks, and at 16
+# rows the whole width stays best (bench/bench_item_head.py, docs/benchmarks.md).
 CHUNK_ITEMS = 16384
+CPU_BLOCK_ELEMENTS = 2**18
+CPU_MIN_COLUMNS = 1024
 # Logits per block of the sampled head's rows (4 Mi fp32 = 16 MiB, under glibc's largest
 # dynamic mmap threshold of 32 MiB, so freed blocks are reused instead of mapped afresh).
 BLOCK_ELEMENTS = 4 * 2**20
@@ -65,7 +71,8 @@ class ItemParallelScorer:
 
     Every method is collective over the table's group: all ranks call it, in the same order,
     possibly with zero rows, and (for the losses) backpropagate through the result.
-    ``chunk_items`` bounds the logits block per rank to [W * max rows, chunk_items].
+    ``chunk_items`` bounds the logits block per rank to [W * max rows, chunk_items]; on a CPU
+    the block is narrower when there are many rows (:func:`block_columns`).
     """
 
     def __init__(
@@ -87,6 +94,9 @@ class ItemParallelScorer:
     @property
     def num_items(self) -> int:
         return self.table.num_rows
+
+    def block_columns(self, rows: int) -> int:
+        return block_columns(rows, self.chunk_items, self.table.weight.device.type)
 
     def _gather(self, hidden: Tensor, pair_rows: Tensor, pair_items: Tensor) -> _Gathered:
         """Gather hidden [N, H] and (row, item) pairs [T] of every rank (see :class:`_Gathered`)."""
@@ -179,13 +189,22 @@ class ItemParallelScorer:
         return top, torch.where(top == NEG_INF, -1, top_i)
 
 
+def block_columns(rows: int, chunk_items: int, device: str) -> int:
+    """Item columns of the full softmax's logits block for ``rows`` gathered rows on ``device``
+    (a torch device type), at most ``chunk_items``."""
+    if device != "cpu":
+        return chunk_items
+    return min(chunk_items, max(CPU_MIN_COLUMNS, CPU_BLOCK_ELEMENTS // max(rows, 1)))
+
+
 def _local_stats(scorer: ItemParallelScorer, g: _Gathered, weight: Tensor) -> tuple[Tensor, Tensor]:
     """Online softmax over the local shard, chunked: (max [R], sum exp(l - max) [R])."""
     rows_all = g.hidden.shape[0]
     m = g.hidden.new_full((rows_all,), NEG_INF)
     s = g.hidden.new_zeros(rows_all)
-    for c0 in range(0, weight.shape[0], scorer.chunk_items):
-        block = g.hidden @ weight[c0 : c0 + scorer.chunk_items].float().T
+    cols = scorer.block_columns(rows_all)
+    for c0 in range(0, weight.shape[0], cols):
+        block = g.hidden @ weight[c0 : c0 + cols].float().T
         m_new = torch.maximum(m, block.amax(dim=1))
         # In place: a fresh logits-sized tensor per pass costs its page faults (3x slower).
         s = s * torch.exp(m - m_new) + block.sub_(m_new.unsqueeze(1)).exp_().sum(dim=1)
@@ -238,11 +257,12 @@ class _ShardedNLL(torch.autograd.Function):
         grad_hidden = g.hidden.new_zeros(rows_all, dim)
         # Every row is written by exactly one chunk below: no zero fill (pages of a big shard).
         grad_weight = torch.empty_like(weight, dtype=torch.float32)
-        for c0 in range(0, weight.shape[0], scorer.chunk_items):
-            w = weight[c0 : c0 + scorer.chunk_items].float()
+        cols = scorer.block_columns(rows_all)
+        for c0 in range(0, weight.shape[0], cols):
+            w = weight[c0 : c0 + cols].float()
             p = (g.hidden @ w.T).sub_(ctx.lse.unsqueeze(1)).exp_().mul_(coef)
             grad_hidden.addmm_(p, w)
-            grad_weight[c0 : c0 + w.shape[0]] = p.T @ g.hidden
+            torch.mm(p.T, g.hidden, out=grad_weight[c0 : c0 + w.shape[0]])
         t_rows, t_items = _local_targets(scorer, g)
         t_grad = grad_all[t_rows].unsqueeze(1)
         grad_hidden.index_add_(0, t_rows, -t_grad * weight[t_items].float())

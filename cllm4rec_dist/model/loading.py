@@ -15,6 +15,7 @@ Modes (``cfg.mode``): ``frozen`` (no backbone parameter trains: the paper's sett
 
 from __future__ import annotations
 
+import fcntl
 import importlib.util
 import json
 import logging
@@ -123,37 +124,41 @@ def smollm2_cache(cache_dir: str | Path) -> Path:
     """Directory holding SmolLM2 as safetensors + tokenizer, converted from the GGUF if needed.
 
     ``save_pretrained`` refuses a GGUF-loaded model, so the weights are copied into a model built
-    from the same config. Conversion writes a private temporary directory and renames it into
-    place, so ranks that convert at the same time do not see half-written files.
+    from the same config. One process converts at a time (an exclusive lock beside the copy), so
+    ranks that start together convert once and never see, or replace, a copy being read.
     """
     gguf = smollm2_gguf_file()
     source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
     target = Path(cache_dir) / f"smollm2-{gguf.stem}"
     marker = target / "cllm4rec_source.json"
-    if marker.is_file() and json.loads(marker.read_text()) == source:
+    if _converted(marker, source):
         return target
-    log.info("converting %s to safetensors under %s (once)", gguf, target)
-    tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    loaded = AutoModelForCausalLM.from_pretrained(
-        gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-    )
-    lm = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
-    lm.load_state_dict(loaded.state_dict())
-    lm.save_pretrained(tmp)
-    AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
-    (tmp / marker.name).write_text(json.dumps(source))
-    if marker.is_file() and json.loads(marker.read_text()) == source:
-        # Another process finished the same conversion meanwhile (and may be reading it).
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # One converter at a time: ranks that start together wait for the first one's copy. Without
+    # the lock a second rank could replace the directory while the first was reading it.
+    with open(target.with_name(f"{target.name}.lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _converted(marker, source):
+            return target
+        log.info("converting %s to safetensors under %s (once)", gguf, target)
+        # Written aside and renamed into place: a killed conversion leaves no half-written copy.
+        tmp = target.with_name(f"{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        return target
-    shutil.rmtree(target, ignore_errors=True)  # a stale conversion of another GGUF
-    try:
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        lm = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        lm.load_state_dict(loaded.state_dict())
+        lm.save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
+        (tmp / marker.name).write_text(json.dumps(source))
+        shutil.rmtree(target, ignore_errors=True)  # a stale conversion of another GGUF
         tmp.rename(target)
-    except OSError:
-        # Another process renamed its copy first; theirs is complete, drop ours.
-        shutil.rmtree(tmp, ignore_errors=True)
     return target
+
+
+def _converted(marker: Path, source: dict) -> bool:
+    return marker.is_file() and json.loads(marker.read_text()) == source
 
 
 def debug_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:

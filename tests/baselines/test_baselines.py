@@ -6,7 +6,11 @@ import torch
 from topk_reference import masked_topk_reference
 
 from cllm4rec_dist.baselines.ease import EaseSolver, evaluate_ease, gram
-from cllm4rec_dist.baselines.popularity import evaluate_popularity
+from cllm4rec_dist.baselines.popularity import (
+    PopularityScorer,
+    evaluate_popularity,
+    popularity_scorer,
+)
 from cllm4rec_dist.baselines.ranking import masked_topk_rows, train_matrix
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
@@ -47,6 +51,27 @@ def test_popularity_matches_naive(tiny_dataset):
         want = naive_metrics(data, split, lambda row: counts, [5, 10])
         for key, value in want.items():
             assert got[split][key] == np.float64(value) or abs(got[split][key] - value) < 1e-9
+
+
+@pytest.mark.parametrize("k", [0, 1, 7, 30])
+def test_popularity_scorer_matches_full_ranking(k):
+    """The one-order scorer against the plain reference (full masked top-K over a one-column
+    table): ties (counts drawn from 0..4), users excluding nothing, many, or all but a few."""
+    rng = np.random.default_rng(k)
+    counts = rng.integers(0, 5, size=30).astype(np.float64)
+    excluded = [[], list(range(30)), list(range(3, 30)), sorted(rng.choice(30, 12, replace=False))]
+    excluded += [sorted(rng.choice(30, int(rng.integers(0, 30)), replace=False)) for _ in range(20)]
+    offsets = torch.tensor(np.cumsum([0] + [len(e) for e in excluded]))
+    items = torch.tensor([i for e in excluded for i in e], dtype=torch.int64)
+    hidden = torch.ones(len(excluded), 1)
+    want = popularity_scorer(counts).topk(hidden, k, offsets, items)
+    got = PopularityScorer(counts).topk(hidden, k, offsets, items)
+    torch.testing.assert_close(got[0], want[0], rtol=0, atol=0)
+    assert torch.equal(got[1], want[1])
+    empty = PopularityScorer(counts).topk(hidden[:0], k, offsets[:1], items[:0])
+    assert empty[0].shape == empty[1].shape == (0, k)
+    with pytest.raises(ValueError, match="k=31"):
+        PopularityScorer(counts).topk(hidden, 31, offsets, items)
 
 
 @pytest.mark.parametrize("dtype,tol", [(np.float64, 1e-12), (np.float32, 2e-5)])

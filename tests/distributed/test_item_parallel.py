@@ -163,3 +163,23 @@ def test_two_rank_scorer_matches_dense():
 
 def test_single_process_scorer_matches_dense():
     check_against_dense([_all_cases(0, 1)])
+
+
+def test_cpu_blocks_hold_a_cache_sized_share_of_the_columns():
+    """On a CPU the logits block narrows with the rows (about CPU_BLOCK_ELEMENTS logits, at least
+    CPU_MIN_COLUMNS wide, never wider than chunk_items); on a GPU it is chunk_items wide."""
+    from cllm4rec_dist.distributed.item_parallel import (
+        CHUNK_ITEMS,
+        CPU_BLOCK_ELEMENTS,
+        CPU_MIN_COLUMNS,
+        block_columns,
+    )
+
+    assert block_columns(16, CHUNK_ITEMS, "cpu") == CHUNK_ITEMS
+    assert block_columns(128, CHUNK_ITEMS, "cpu") == CPU_BLOCK_ELEMENTS // 128
+    assert block_columns(10**6, CHUNK_ITEMS, "cpu") == CPU_MIN_COLUMNS
+    assert block_columns(0, CHUNK_ITEMS, "cpu") == CHUNK_ITEMS
+    assert block_columns(128, 3, "cpu") == 3  # an explicit small chunk (the parity cases) holds
+    assert block_columns(10**6, CHUNK_ITEMS, "cuda") == CHUNK_ITEMS
+    scorer = ItemParallelScorer(PartitionedTable(8, 2))
+    assert scorer.block_columns(512) == block_columns(512, CHUNK_ITEMS, "cpu")

@@ -196,6 +196,56 @@ def test_smollm2_gguf_converts_once_and_predicts_english(tmp_path):
     assert float(nll.exp()) < 1000  # random init is ~50k; the pretrained model far below
 
 
+def test_smollm2_conversion_runs_once_when_ranks_start_together(tmp_path, monkeypatch):
+    """Ranks that start together: one converts, the others wait and load its complete copy
+    (threads stand in for ranks: flock locks each open() of the lock file on its own)."""
+    import threading
+    import time
+
+    from cllm4rec_dist.model import loading
+
+    gguf = tmp_path / "SmolLM2-test.gguf"
+    gguf.write_bytes(b"gguf")
+    conversions = []
+
+    class FakeLM:
+        config = None
+
+        def state_dict(self):
+            return {}
+
+        def load_state_dict(self, state):
+            pass
+
+        def save_pretrained(self, path):
+            conversions.append(path)
+            time.sleep(0.2)  # long enough for the other threads to arrive mid-conversion
+            path.mkdir(parents=True)
+            (path / "model.safetensors").write_text("weights")
+
+    class FakeTokenizer:
+        def save_pretrained(self, path):
+            (path / "tokenizer.json").write_text("{}")
+
+    monkeypatch.setattr(loading, "smollm2_gguf_file", lambda: gguf)
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: FakeLM())
+    monkeypatch.setattr(loading.AutoModelForCausalLM, "from_config", lambda *a, **k: FakeLM())
+    monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: FakeTokenizer())
+    seen = []
+
+    def rank():
+        target = loading.smollm2_cache(tmp_path / "cache")
+        seen.append(sorted(p.name for p in target.iterdir()))
+
+    threads = [threading.Thread(target=rank) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(conversions) == 1
+    assert seen == [["cllm4rec_source.json", "model.safetensors", "tokenizer.json"]] * 3
+
+
 def test_identity_debug_init_carries_embeddings_unrotated():
     """debug_init=identity: v/o projections are the identity and MLP outputs zero, so one token's
     last hidden state is the final norm of (its embedding + each layer's normalised copy of the
