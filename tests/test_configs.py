@@ -79,6 +79,7 @@ def test_data_prep_configs_compose():
         ("model.dtype=fp16", "model.dtype"),
         ("stage.mask_fraction=1.5", "stage.mask_fraction"),
         ("eval.select_metric=ndcg@7", "eval.select_metric"),
+        ("eval.val_max_users=-1", "eval.val_max_users"),
         ("data.collab_batch_size=0", "data.collab_batch_size"),
         # Issue 13: values that used to fail mid-run or be accepted silently.
         ("run.log_every_steps=0", "run.log_every_steps"),

@@ -3,6 +3,10 @@
 Each rank reads its share of the recommendation corpus; the number of batches is the same on all
 ranks (ranks that run out of users pass empty batches) because scoring is collective when the item
 table is partitioned. Per-user metric sums are all-reduced at the end.
+
+A run's per-epoch validation may rank a user sample instead (``eval.val_max_users``): the users
+whose index hashes below a fraction of the hash range, the same users every epoch, on any world
+size and shard layout, and unrelated to how prep split or ordered them.
 """
 
 from __future__ import annotations
@@ -23,6 +27,27 @@ if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
 
 
+def sample_fraction(evaluated_users: int, max_users: int) -> float:
+    """Share of the users that a sample of about ``max_users`` takes (1.0: all; max_users 0 = all)."""
+    if max_users <= 0 or evaluated_users <= max_users:
+        return 1.0
+    return max_users / evaluated_users
+
+
+def in_sample(user: int, fraction: float) -> bool:
+    """Whether ``user`` (a global index) is in the hash sample of ``fraction`` of the users."""
+    if fraction >= 1.0:
+        return True
+    # splitmix64's finaliser: consecutive indices land far apart, so the sample is uniform.
+    z = (user + 0x9E3779B97F4A7C15) & _MASK64
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return (z ^ (z >> 31)) < fraction * 2.0**64
+
+
+_MASK64 = 2**64 - 1
+
+
 @torch.no_grad()
 def evaluate_ranking(
     data_dir: str,
@@ -33,8 +58,10 @@ def evaluate_ranking(
     collate_eval: Callable[[list[dict], str], Any],
     user_vectors: Callable[[Any], Tensor],
     scorer: Any,
+    user_fraction: float = 1.0,
 ) -> dict[str, float]:
-    """Recall@k / NDCG@k over all evaluated users of ``split`` ("val" or "test").
+    """Recall@k / NDCG@k over all evaluated users of ``split`` ("val" or "test"), or over the
+    hash sample of ``user_fraction`` of them (:func:`in_sample`).
 
     ``collate_eval(rows, split)`` builds a RecBatch (targets = held-out items of the split,
     exclusions = train items, plus val items for test); ``user_vectors(batch)`` gives [B, H];
@@ -43,11 +70,20 @@ def evaluate_ranking(
     if split not in ("val", "test"):
         raise ValueError(f"split must be 'val' or 'test', got {split!r}")
     rank, world = env.rank(), env.world_size()
-    n_batches = math.ceil(max(rows_per_rank(manifest, "recommendation", world)) / batch_size)
+    rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
+    if user_fraction < 1.0:
+        # Only the sample's rows are kept; the ranks agree on the batch count from their sizes.
+        kept = [row for row in rows if in_sample(int(row["user"]), user_fraction)]
+        sizes = torch.zeros(world, dtype=torch.int64)
+        sizes[rank] = len(kept)
+        longest = int(env.all_reduce_sum(sizes).max())
+        rows = iter(kept)
+    else:
+        longest = max(rows_per_rank(manifest, "recommendation", world))
+    n_batches = math.ceil(longest / batch_size)
     k_max = max(ks)
     # A cut-off beyond the catalog ranks every item: the list is padded with -1 (no item).
     k = min(k_max, manifest.num_items)
-    rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
     sums = MetricSums(list(ks))
     for _ in range(n_batches):
         batch = collate_eval(list(islice(rows, batch_size)), split)
@@ -59,7 +95,9 @@ def evaluate_ranking(
     return MetricSums.means_from(list(ks), reduced)
 
 
-def evaluate(built: Any, cfg: TrainConfig, split: str) -> dict[str, float]:
+def evaluate(
+    built: Any, cfg: TrainConfig, split: str, user_fraction: float = 1.0
+) -> dict[str, float]:
     """Evaluate the trained CLLM4Rec model held by ``built`` (see train/builder.py)."""
     built.model.eval()
     try:
@@ -72,6 +110,7 @@ def evaluate(built: Any, cfg: TrainConfig, split: str) -> dict[str, float]:
             built.collate_eval,
             built.model.user_vectors,
             built.scorer,
+            user_fraction,
         )
     finally:
         built.model.train()

@@ -23,7 +23,7 @@ import torch
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.distributed import env
-from cllm4rec_dist.eval.evaluate import evaluate
+from cllm4rec_dist.eval.evaluate import evaluate, sample_fraction
 from cllm4rec_dist.train.builder import TrainingParts
 from cllm4rec_dist.train.checkpoint import Checkpointer
 from cllm4rec_dist.train.export import export_model
@@ -212,7 +212,7 @@ class Trainer:
         validate = every > 0 and (st.epoch + 1) % every == 0
         value = float("-inf")
         if validate:
-            metrics = self.evaluate("val")
+            metrics = self.evaluate("val", self.val_fraction)
             self.monitor.scalars("val", metrics, st.global_step)
             st.history.append({"epoch": st.epoch, **metrics})
             value = metrics[self.cfg.eval.select_metric]
@@ -287,11 +287,25 @@ class Trainer:
         window.reset()
 
     # ----- evaluation -----------------------------------------------------------------------
-    def evaluate(self, split: str) -> dict[str, float]:
-        metrics = evaluate(self.b, self.cfg, split)
+    @property
+    def val_fraction(self) -> float:
+        """Share of the users the per-epoch validation ranks (eval.val_max_users)."""
+        users = self.b.manifest.counts.evaluated_users["val"]
+        return sample_fraction(users, self.cfg.eval.val_max_users)
+
+    def evaluate(self, split: str, user_fraction: float = 1.0) -> dict[str, float]:
+        metrics = evaluate(self.b, self.cfg, split, user_fraction)
+        if metrics["users"] == 0 and user_fraction < 1:
+            raise NothingToTrain(
+                f"{self.cfg.data.dir}: the validation sample holds no user; raise "
+                f"eval.val_max_users (now {self.cfg.eval.val_max_users}) or set it to 0 (all)"
+            )
         if metrics["users"] == 0:
             raise NothingToTrain(f"{self.cfg.data.dir}: no user has {split} items to evaluate")
         if self.rank == 0:
             shown = ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k != "users")
-            log.info("%s (%d users): %s", split, int(metrics["users"]), shown)
+            sample = (
+                " (a hash sample of the users: eval.val_max_users)" if user_fraction < 1 else ""
+            )
+            log.info("%s (%d users): %s%s", split, int(metrics["users"]), shown, sample)
         return metrics

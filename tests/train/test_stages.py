@@ -249,3 +249,26 @@ def test_auto_softmax_follows_the_catalog_size(tiny_dataset, tmp_path):
     base = [f"data.dir={tiny_dataset}", f"run.dir={tmp_path}", "tables.partitioned=false"]
     assert run_ranks(_built_softmax, 1, base)[0] == "full"
     assert run_ranks(_built_softmax, 1, [*base, "softmax.full_max_items=1"])[0] == "popularity"
+
+
+def test_validation_ranks_a_user_sample_and_the_test_every_user(tiny_dataset, tmp_path):
+    """eval.val_max_users below the catalog's users: each epoch's validation ranks about that
+    many (the same users every epoch); the test still ranks all of them."""
+    from cllm4rec_dist.data.manifest import load_manifest
+
+    evaluated = load_manifest(str(tiny_dataset)).counts.evaluated_users
+    result, _ = run_stage(
+        "finetune",
+        [
+            f"data.dir={tiny_dataset}",
+            f"run.dir={tmp_path / 'run'}",
+            "stage.epochs=2",
+            "stage.max_steps_per_phase=1",
+            f"eval.val_max_users={evaluated['val'] // 2}",
+        ],
+    )
+    history = json.loads((tmp_path / "run" / "metrics.json").read_text())["validation_history"]
+    sampled = [h["users"] for h in history]
+    assert len(sampled) == 2 and sampled[0] == sampled[1]
+    assert 0 < sampled[0] < evaluated["val"]
+    assert result["test"]["users"] == evaluated["test"]
