@@ -12,16 +12,19 @@ size and shard layout, and unrelated to how prep split or ordered them.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from itertools import islice
+from collections.abc import Callable, Iterator
+from itertools import compress, islice
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
 from cllm4rec_dist.distributed import env
+from cllm4rec_dist.distributed.comm import gather_sizes
 from cllm4rec_dist.eval.metrics import MetricSums
+from cllm4rec_dist.ops.hashing import mix64
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
@@ -34,18 +37,21 @@ def sample_fraction(evaluated_users: int, max_users: int) -> float:
     return max_users / evaluated_users
 
 
-def in_sample(user: int, fraction: float) -> bool:
-    """Whether ``user`` (a global index) is in the hash sample of ``fraction`` of the users."""
+def in_sample(users: np.ndarray, fraction: float) -> np.ndarray:
+    """bool [n]: which ``users`` (global indices) are in the hash sample of ``fraction`` of them:
+    those whose SplitMix64 hash lies below that fraction of its range (consecutive indices land
+    far apart, so the sample is uniform)."""
+    users = np.asarray(users, dtype=np.uint64)
     if fraction >= 1.0:
-        return True
-    # splitmix64's finaliser: consecutive indices land far apart, so the sample is uniform.
-    z = (user + 0x9E3779B97F4A7C15) & _MASK64
-    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
-    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
-    return (z ^ (z >> 31)) < fraction * 2.0**64
+        return np.ones(users.shape, dtype=bool)
+    # An integer bound, so the comparison is exact: h < ceil(f * 2^64) <=> h < f * 2^64.
+    return mix64(users) < np.uint64(math.ceil(fraction * 2.0**64))
 
 
-_MASK64 = 2**64 - 1
+def _sample_rows(rows: Iterator[dict], fraction: float, chunk: int = 4096) -> Iterator[dict]:
+    """The rows of the users :func:`in_sample` keeps, hashed a chunk of rows at a time."""
+    while batch := list(islice(rows, chunk)):
+        yield from compress(batch, in_sample([row["user"] for row in batch], fraction))
 
 
 @torch.no_grad()
@@ -73,10 +79,8 @@ def evaluate_ranking(
     rows = iter_rows(data_dir, "recommendation", rank=rank, world_size=world, shuffle=False)
     if user_fraction < 1.0:
         # Only the sample's rows are kept; the ranks agree on the batch count from their sizes.
-        kept = [row for row in rows if in_sample(int(row["user"]), user_fraction)]
-        sizes = torch.zeros(world, dtype=torch.int64)
-        sizes[rank] = len(kept)
-        longest = int(env.all_reduce_sum(sizes).max())
+        kept = list(_sample_rows(rows, user_fraction))
+        longest = int(gather_sizes([len(kept)], env.device()).max())
         rows = iter(kept)
     else:
         longest = max(rows_per_rank(manifest, "recommendation", world))

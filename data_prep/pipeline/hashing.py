@@ -10,9 +10,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_MUL1 = np.uint64(0xBF58476D1CE4E5B9)
-_MUL2 = np.uint64(0x94D049BB133111EB)
+from cllm4rec_dist.ops.hashing import mix64
 
 
 def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
@@ -29,15 +27,6 @@ def bucket_of(values: pa.Array | pa.ChunkedArray, buckets: int) -> np.ndarray:
     hashes = pd.util.hash_array(encoded.dictionary.to_numpy(zero_copy_only=False), categorize=False)
     per_id = (hashes % np.uint64(buckets)).astype(np.int32)
     return per_id[encoded.indices.to_numpy(zero_copy_only=False)]
-
-
-def mix64(x: np.ndarray | np.uint64) -> np.ndarray:
-    """SplitMix64 finaliser, element-wise on uint64 (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        z = np.asarray(x, dtype=np.uint64) + _GOLDEN
-        z = (z ^ (z >> np.uint64(30))) * _MUL1
-        z = (z ^ (z >> np.uint64(27))) * _MUL2
-        return z ^ (z >> np.uint64(31))
 
 
 def split_keys(seed: int, users: np.ndarray, items: np.ndarray) -> np.ndarray:

@@ -25,15 +25,19 @@ def test_sample_fraction_from_the_users_count():
 
 
 def test_the_sample_is_uniform_and_fixed():
-    users = range(200_000)
+    users = np.arange(200_000)
     for fraction in (0.01, 0.1, 0.5):
-        picked = [u for u in users if in_sample(u, fraction)]
+        picked = users[in_sample(users, fraction)].tolist()
         assert abs(len(picked) / 200_000 - fraction) < 0.05 * fraction + 1e-3
         # Uniform over the index range, not a block of it: each tenth holds its share.
         tenths = np.bincount(np.asarray(picked) // 20_000, minlength=10) / 20_000
         assert np.all(np.abs(tenths - fraction) < 0.15 * fraction + 2e-3)
-        assert picked == [u for u in users if in_sample(u, fraction)]
-    assert all(in_sample(u, 1.0) for u in range(100))
+        assert picked == users[in_sample(users, fraction)].tolist()
+        # One user at a time gives the same answer as the whole array at once.
+        assert [u for u in range(2_000) if in_sample([u], fraction)[0]] == [
+            u for u in picked if u < 2_000
+        ]
+    assert in_sample(np.arange(100), 1.0).all()
 
 
 def naive_sample_metrics(data_dir, split, counts, fraction):
@@ -41,7 +45,7 @@ def naive_sample_metrics(data_dir, split, counts, fraction):
     sums = MetricSums(KS)
     for row in iter_rows(data_dir, "recommendation", rank=0, world_size=1, shuffle=False):
         target = np.asarray(row[split])
-        if len(target) == 0 or not in_sample(int(row["user"]), fraction):
+        if len(target) == 0 or not in_sample([row["user"]], fraction)[0]:
             continue
         seen = set(row["train"].tolist()) | (set(row["val"].tolist()) if split == "test" else set())
         order = [i for i in np.lexsort((np.arange(len(counts)), -counts)) if i not in seen]
