@@ -9,8 +9,10 @@ time the training thread waits for the next batch), so the shares add up to the 
 
 Variants (Hydra overrides of the finetune/pretrain configs):
 
-- ``old d=64``: the defaults before this change: batch 16 per phase, no loader worker.
+- ``old d=64``: the defaults when the issue was filed: batch 16 per phase, no loader worker,
+  a debug backbone of 2 layers x 4 heads.
 - ``new d=64``: the current defaults (hundreds of users per step, one loader worker).
+- ``new b=16``: the current defaults at the old batch size, for the step model below.
 - ``new d=256``: the current defaults with a medium debug backbone (hidden 256, 4 layers).
 
 For each variant and phase (recommendation = finetuning, collaborative = pretraining) it prints
@@ -18,8 +20,11 @@ users/s, tokens/s (non-padding), the share of step time per part and the model-F
 utilisation (MFU): counted FLOPs (backbone matmuls and attention over the padded grid, x2 for
 a frozen backbone's backward of activations only, plus the item head's three [N, H] x [H, I]
 products) over the step time, against the fp32 matmul rate measured in the same run with the same
-thread count. The last line is ``ratio X.XX mfu YY.Y%``: finetuning users/s of ``new d=64``
-over ``old d=64``, and the MFU of ``new d=256``'s finetuning step.
+thread count. The line before the last fits step time = fixed cost + cost per user to the new
+defaults' finetuning at two batch sizes (``step_model``): it says how far the users/s ratio can
+go by batch size alone and what per-user cost a 5x ratio needs. The last line is
+``ratio X.XX mfu YY.Y%``: finetuning users/s of ``new d=64`` over ``old d=64``, and the MFU of
+``new d=256``'s finetuning step.
 
     .venv/bin/python bench/bench_trainer.py [--work /tmp/bench_trainer] [--steps 20]
 """
@@ -49,12 +54,15 @@ REPO = Path(__file__).resolve().parents[1]
 PARTS = ("loader", "forward", "backward", "optimizer")
 VARIANTS = {
     "old d=64": [
+        "model.num_layers=2",
+        "model.num_heads=4",
         "data.rec_batch_size=16",
         "data.collab_batch_size=16",
         "data.content_batch_size=16",
         "data.num_workers=0",
     ],
     "new d=64": [],
+    "new b=16": ["data.rec_batch_size=16", "data.collab_batch_size=16"],
     "new d=256": [
         "model.hidden_size=256",
         "model.intermediate_size=1024",
@@ -160,6 +168,7 @@ def bench_phase(cfg, built, phase: str, steps: int, warmup: int, peak: float) ->
         "tokens_s": tokens / total,
         "shares": {p: totals[p] / total for p in PARTS},
         "mfu": flops / total / peak,
+        "ms_user_at_peak": 1000 * flops / users / peak,
         "ms_step": 1000 * total / steps,
     }
 
@@ -198,7 +207,33 @@ def main() -> None:
         / results[("old d=64", "recommendation")]["users_s"]
     )
     mfu = results[("new d=256", "recommendation")]["mfu"]
+    rec = {name: results[(name, "recommendation")] for name in VARIANTS}
+    print(step_model(rec["new b=16"], rec["new d=64"], rec["old d=64"]["users_s"]))
     print(f"ratio {ratio:.2f} mfu {100 * mfu:.1f}%")
+
+
+def step_model(small: dict, large: dict, old_users_s: float) -> str:
+    """Fit step time = F + c * users to the new defaults at two batch sizes and say what it bounds.
+
+    At B users per step the new loop runs B / (F + B c) users/s, so its ratio over the old loop
+    is at most 1 / (c * old users/s) at any batch size, and a 5x ratio at the default batch
+    needs c <= 1 / (5 * old users/s) - F / B. ``ms_user_at_peak``: the default step's counted
+    FLOPs per user at the measured matmul rate, a floor under c for this model.
+    """
+    b_small = small["users_s"] * small["ms_step"] / 1e3
+    b_large = large["users_s"] * large["ms_step"] / 1e3
+    c = (large["ms_step"] - small["ms_step"]) / (b_large - b_small)
+    fixed = small["ms_step"] - b_small * c
+    if c <= 0 or fixed <= 0:
+        return f"step model: not identifiable from this run (F {fixed:.1f} ms, c {c:.3f} ms/user)"
+    ceiling = 1e3 / (c * old_users_s)
+    needed = max(1e3 / (5 * old_users_s) - fixed / b_large, 0.0)
+    return (
+        f"step model (new d=64 finetuning): {fixed:.1f} ms per step + {c:.3f} ms per user; "
+        f"ratio at most {ceiling:.2f} at any batch size; 5x at {b_large:.0f} users per step "
+        f"needs <= {needed:.3f} ms per user; its counted FLOPs take "
+        f"{large['ms_user_at_peak']:.3f} ms per user at the measured matmul rate"
+    )
 
 
 if __name__ == "__main__":

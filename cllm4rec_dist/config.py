@@ -37,8 +37,8 @@ class ModelConfig:
     path: str | None = None
     cache_dir: str = "${oc.env:CLLM4REC_CACHE,${oc.env:HOME,/tmp}/.cache/cllm4rec_dist}"
     hidden_size: int = 64
-    num_layers: int = 2
-    num_heads: int = 4
+    num_layers: int = 1  # the debug backbone's depth and heads: configs/model/debug.yaml
+    num_heads: int = 1
     intermediate_size: int = 128
     max_position_embeddings: int = 512
     dtype: str = "fp32"  # fp32 | bf16

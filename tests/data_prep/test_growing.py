@@ -79,8 +79,9 @@ def _users_in(data: Path, corpus: str) -> set[int]:
 def _pretrain_old(old: Path, run: Path) -> Path:
     cmd = [sys.executable, str(REPO / "launchers" / "pretrain.py"), f"data.dir={old}"]
     cmd += [f"run.dir={run}", "stage.epochs=1", "stage.max_steps_per_phase=2"]
+    # The sizes the in-process configs below get (train_testkit.TINY's depth, then these).
     cmd += ["model.hidden_size=16", "model.intermediate_size=32", "model.num_heads=2"]
-    cmd += ["data.num_workers=0", "run.progress_bar=false"]
+    cmd += ["model.num_layers=2", "data.num_workers=0", "run.progress_bar=false"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return run / "export"
