@@ -170,6 +170,7 @@ def bench_phase(cfg, built, phase: str, steps: int, warmup: int, peak: float) ->
         "mfu": flops / total / peak,
         "ms_user_at_peak": 1000 * flops / users / peak,
         "ms_step": 1000 * total / steps,
+        "users_step": users / steps,
     }
 
 
@@ -202,14 +203,10 @@ def main() -> None:
                 f"tokens/s {r['ms_step']:7.1f} ms/step  mfu {100 * r['mfu']:5.1f}%  [{shares}]",
                 flush=True,
             )
-    ratio = (
-        results[("new d=64", "recommendation")]["users_s"]
-        / results[("old d=64", "recommendation")]["users_s"]
-    )
-    mfu = results[("new d=256", "recommendation")]["mfu"]
     rec = {name: results[(name, "recommendation")] for name in VARIANTS}
+    ratio = rec["new d=64"]["users_s"] / rec["old d=64"]["users_s"]
     print(step_model(rec["new b=16"], rec["new d=64"], rec["old d=64"]["users_s"]))
-    print(f"ratio {ratio:.2f} mfu {100 * mfu:.1f}%")
+    print(f"ratio {ratio:.2f} mfu {100 * rec['new d=256']['mfu']:.1f}%")
 
 
 def step_model(small: dict, large: dict, old_users_s: float) -> str:
@@ -220,8 +217,7 @@ def step_model(small: dict, large: dict, old_users_s: float) -> str:
     needs c <= 1 / (5 * old users/s) - F / B. ``ms_user_at_peak``: the default step's counted
     FLOPs per user at the measured matmul rate, a floor under c for this model.
     """
-    b_small = small["users_s"] * small["ms_step"] / 1e3
-    b_large = large["users_s"] * large["ms_step"] / 1e3
+    b_small, b_large = small["users_step"], large["users_step"]
     c = (large["ms_step"] - small["ms_step"]) / (b_large - b_small)
     fixed = small["ms_step"] - b_small * c
     if c <= 0 or fixed <= 0:

@@ -16,7 +16,12 @@ from bench_trainer import VARIANTS, step_model  # noqa: E402
 
 def _row(users: int, fixed_ms: float, per_user_ms: float) -> dict:
     ms = fixed_ms + users * per_user_ms
-    return {"users_s": users / ms * 1e3, "ms_step": ms, "ms_user_at_peak": 0.05}
+    return {
+        "users_s": users / ms * 1e3,
+        "ms_step": ms,
+        "users_step": users,
+        "ms_user_at_peak": 0.05,
+    }
 
 
 def test_step_model_recovers_the_line_and_its_bounds():
@@ -38,7 +43,7 @@ def test_step_model_checks_the_5x_figure_it_prints():
 
 
 def test_step_model_says_when_the_rows_do_not_fit_a_line():
-    bad = {"users_s": 9000, "ms_step": 10, "ms_user_at_peak": 0.05}
+    bad = {"users_s": 9000, "ms_step": 10, "users_step": 90, "ms_user_at_peak": 0.05}
     assert "not identifiable" in step_model(_row(16, 30.0, 0.5), bad, old_users_s=500.0)
 
 
