@@ -13,6 +13,7 @@ from typing import Any, Literal, get_args
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from cllm4rec_dist.cli.checks import non_finite_problem
 from cllm4rec_dist.data.collate import REC_TARGETS
 from cllm4rec_dist.model.options import DEBUG_INITS, DTYPES, MODES, SOURCES, one_of
 from cllm4rec_dist.model.sampling import SOFTMAX_CHOICES
@@ -228,6 +229,8 @@ class TrainConfig:
 class ConfigError(ValueError):
     """A config value is invalid; the message names the key."""
 
+    traceback_hint = False  # cli/errors.py: the one line says all a traceback would
+
 
 def _require(ok: bool, key: str, msg: str) -> None:
     if not ok:
@@ -236,6 +239,10 @@ def _require(ok: bool, key: str, msg: str) -> None:
 
 def validate(cfg: TrainConfig) -> None:
     """Check values that types alone cannot; raise ConfigError naming the key."""
+    # No float of the schema takes nan or inf (deepspeed.extra goes to DeepSpeed as it is).
+    problem = non_finite_problem(cfg, skip=("deepspeed.extra",))
+    if problem:
+        raise ConfigError(problem)
     m, s, d, ds = cfg.model, cfg.stage, cfg.data, cfg.deepspeed
     _require(m.source in SOURCES, "model.source", f"{m.source!r} is not one of {one_of(SOURCES)}")
     _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")

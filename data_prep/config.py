@@ -17,6 +17,8 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
+from cllm4rec_dist.cli.checks import non_finite_values
+
 # Users per RNG chunk of the synthetic generator: each chunk draws from its own stream seeded by
 # (seed, chunk), so the data does not depend on how chunks are grouped into Ray tasks.
 SYNTHETIC_CHUNK_USERS = 256
@@ -168,7 +170,9 @@ def register_configs() -> None:
 
 def check_config(cfg: Any) -> None:
     """Reject values that would fail later or silently do something else; messages name the key."""
-    problems = []
+    problems = [
+        f"{key} must be a finite number, got {value}" for key, value in non_finite_values(cfg)
+    ]
     if cfg.split.val_fraction < 0 or cfg.split.test_fraction < 0:
         problems.append("split.val_fraction and split.test_fraction must be >= 0")
     if cfg.split.val_fraction + cfg.split.test_fraction >= 1:

@@ -28,10 +28,28 @@ stage() {
   fi
 }
 
-rm -rf "$OUT"
+# $OUT is replaced only when it is the demo's own (its marker, or the layout an earlier demo left):
+# DEMO_OUT pointed at anything else is refused, never emptied.
+MARKER="$OUT/.cllm4rec-output.json"
+if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ]; then
+  if grep -qs '"command": "demo"' "$MARKER" || { [ ! -e "$MARKER" ] && [ -f "$OUT/logs/prepare.log" ] \
+    && [ -f "$OUT/data/manifest.json" ]; }; then
+    rm -rf "$OUT"
+  else
+    echo "error: $OUT holds files the demo did not write; set DEMO_OUT to a new or empty directory" >&2
+    exit 2
+  fi
+elif [ -e "$OUT" ] && [ ! -d "$OUT" ]; then
+  echo "error: $OUT exists and is not a directory; set DEMO_OUT to a new or empty directory" >&2
+  exit 2
+fi
 mkdir -p "$LOGS"
-echo "== 1/4 data prep (synthetic catalog) -> $OUT/data"
+printf '{"command": "demo"}\n' > "$MARKER"
+# A few cold items and users (held out of training, docs/data_prep.md "Split rule") so that the
+# README's infer_items and fold_in commands have rows to infer on this catalog.
+echo "== 1/4 data prep (synthetic catalog, 5 % cold items and users) -> $OUT/data"
 "$PY" launchers/prepare.py source=synthetic output_dir="$OUT/data" progress=false \
+  split.cold_item_fraction=0.05 split.cold_user_fraction=0.05 \
   > "$LOGS/prepare.log" 2>&1 || { tail -n 30 "$LOGS/prepare.log" >&2; exit 1; }
 
 echo "== 2/4 pretraining on 2 ranks -> $OUT/pretrain"

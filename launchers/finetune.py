@@ -5,10 +5,13 @@
 CPU: prefix DS_ACCELERATOR=cpu. Overrides use Hydra syntax.
 """
 
-import runpy
-import sys
-from pathlib import Path
+from cllm4rec_dist.cli.app import CONFIGS, run_app
 
 if __name__ == "__main__":
-    sys.argv[1:1] = ["--config-name", "finetune"]
-    runpy.run_path(str(Path(__file__).with_name("train.py")), run_name="__main__")
+    run_app(
+        CONFIGS,
+        "finetune",
+        task="cllm4rec_dist.train.entry:run_stage",
+        schema="cllm4rec_dist.config:register",
+        loading="torch, DeepSpeed and the model stack",
+    )

@@ -8,18 +8,13 @@ Without infer.users_file the dataset's cold users (data prep split.cold_user_fra
 folded in from their train items.
 """
 
-import hydra
-
-from cllm4rec_dist.config import register
-from cllm4rec_dist.infer.entry import run_fold_in
-
-register()
-
-
-@hydra.main(config_path="../configs", config_name="infer", version_base="1.3")
-def main(cfg) -> None:
-    run_fold_in(cfg)
-
+from cllm4rec_dist.cli.app import CONFIGS, run_app
 
 if __name__ == "__main__":
-    main()
+    run_app(
+        CONFIGS,
+        "infer",
+        task="cllm4rec_dist.infer.entry:run_fold_in",
+        schema="cllm4rec_dist.config:register",
+        loading="torch and the model stack",
+    )

@@ -8,18 +8,13 @@ Without infer.items_file the dataset's cold items (data prep split.cold_item_fra
 inferred. Then predict with stage.init_from=<dir>/export predict.cold_items=include.
 """
 
-import hydra
-
-from cllm4rec_dist.config import register
-from cllm4rec_dist.infer.entry import run_infer_items
-
-register()
-
-
-@hydra.main(config_path="../configs", config_name="infer", version_base="1.3")
-def main(cfg) -> None:
-    run_infer_items(cfg)
-
+from cllm4rec_dist.cli.app import CONFIGS, run_app
 
 if __name__ == "__main__":
-    main()
+    run_app(
+        CONFIGS,
+        "infer",
+        task="cllm4rec_dist.infer.entry:run_infer_items",
+        schema="cllm4rec_dist.config:register",
+        loading="torch and the model stack",
+    )

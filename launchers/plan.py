@@ -7,26 +7,13 @@ Takes the same groups and overrides as launchers/pretrain.py (stage=finetune pla
 plus plan.* (configs/plan.yaml); allocates nothing. docs/scale-out.md explains the estimate.
 """
 
-import hydra
-from hydra.core.hydra_config import HydraConfig
-
-from cllm4rec_dist.planning.plan import (
-    make_plan,
-    register_plan,
-    render_json,
-    render_text,
-    training_overrides,
-)
-
-register_plan()
-
-
-@hydra.main(config_path="../configs", config_name="plan", version_base="1.3")
-def main(cfg) -> None:
-    overrides = training_overrides(list(HydraConfig.get().overrides.task))
-    plan = make_plan(cfg, overrides)
-    print(render_json(plan) if cfg.plan.format == "json" else render_text(plan))
-
+from cllm4rec_dist.cli.app import CONFIGS, run_app
 
 if __name__ == "__main__":
-    main()
+    run_app(
+        CONFIGS,
+        "plan",
+        task="cllm4rec_dist.planning.plan:run_plan",
+        schema="cllm4rec_dist.planning.plan:register_plan",
+        loading="the planner (torch, the model configs)",
+    )

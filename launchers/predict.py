@@ -6,18 +6,13 @@
 Seen items are masked (train items, plus validation items with predict.split=test).
 """
 
-import hydra
-
-from cllm4rec_dist.config import register
-from cllm4rec_dist.train.entry import run_predict
-
-register()
-
-
-@hydra.main(config_path="../configs", config_name="predict", version_base="1.3")
-def main(cfg) -> None:
-    run_predict(cfg)
-
+from cllm4rec_dist.cli.app import CONFIGS, run_app
 
 if __name__ == "__main__":
-    main()
+    run_app(
+        CONFIGS,
+        "predict",
+        task="cllm4rec_dist.train.entry:run_predict",
+        schema="cllm4rec_dist.config:register",
+        loading="torch, DeepSpeed and the model stack",
+    )

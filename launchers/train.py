@@ -9,18 +9,13 @@ CPU: prefix DS_ACCELERATOR=cpu. Overrides use Hydra syntax. ``launchers/pretrain
 ``finetune.py`` and ``evaluate.py`` are this launcher with their config name.
 """
 
-import hydra
-
-from cllm4rec_dist.config import register
-from cllm4rec_dist.train.entry import run_stage
-
-register()
-
-
-@hydra.main(config_path="../configs", config_name="pretrain", version_base="1.3")
-def main(cfg) -> None:
-    run_stage(cfg)
-
+from cllm4rec_dist.cli.app import CONFIGS, run_app
 
 if __name__ == "__main__":
-    main()
+    run_app(
+        CONFIGS,
+        "pretrain",
+        task="cllm4rec_dist.train.entry:run_stage",
+        schema="cllm4rec_dist.config:register",
+        loading="torch, DeepSpeed and the model stack",
+    )

@@ -1,5 +1,5 @@
-"""Imports point down the layering: ops <- model <- distributed/data <- eval <- train <- infer
-<- launchers."""
+"""Imports point down the layering: cli <- ops <- model <- distributed/data <- eval <- train <-
+infer <- launchers (cli, what every command shares with the terminal, sits below everything)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,19 @@ PACKAGE = Path(__file__).resolve().parents[1] / "cllm4rec_dist"
 
 # package folder -> packages it must not import
 FORBIDDEN = {
+    "cli": (
+        "ops",
+        "model",
+        "distributed",
+        "data",
+        "eval",
+        "train",
+        "infer",
+        "baselines",
+        "planning",
+        "testing",
+        "config",
+    ),  # fmt: skip
     "ops": ("infer", "train", "eval", "data", "distributed", "model"),
     "model": ("infer", "train", "eval", "data", "distributed"),
     "distributed": ("infer", "train", "eval", "data"),

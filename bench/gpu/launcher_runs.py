@@ -44,6 +44,7 @@ SMOLLM2_SHAPE = [
 # What every run shares: bf16, ZeRO-2 over a fully trained backbone (so DeepSpeed has an engine),
 # batches of 128 users (ml-100k: 7 steps an epoch), one throughput window per epoch.
 COMMON = [
+    "stage.init_from=none",  # finetuning from random tables: the check times steps, not quality
     "model.mode=full",
     "model.dtype=bf16",
     "deepspeed=zero2",

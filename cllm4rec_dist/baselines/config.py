@@ -42,6 +42,7 @@ class BaselineConfig:
     )
     multvae: MultVAEConfig = field(default_factory=MultVAEConfig)
     output: str | None = None  # JSON file for the metrics
+    progress: bool = True  # a progress bar (splits, the λ grid, Mult-VAE's epochs)
 
 
 def register_baseline() -> None:

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 import scipy.linalg
 import scipy.sparse as sp
+from tqdm import tqdm
 
 from cllm4rec_dist.baselines.ranking import evaluate_rows, sparse_row_scorer, train_matrix
 
@@ -112,19 +113,23 @@ def evaluate_ease(
     lambdas: tuple[float, ...] = DEFAULT_LAMBDAS,
     select: str | None = None,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Tune λ on validation ``select`` (default NDCG at the largest k); returns
-    {"val", "test", "lambda", "val_by_lambda"} for the chosen λ."""
+    {"val", "test", "lambda", "val_by_lambda"} for the chosen λ (``progress``: a bar over the
+    grid; each λ's timings are logged at DEBUG)."""
     select = select or f"ndcg@{max(ks)}"
     x = train_matrix(data_dir, manifest.num_users, manifest.num_items)
     solver = EaseSolver(gram(x))
     best, spare, by_lambda = None, None, {}
-    for lam in lambdas:
+    bar = tqdm(lambdas, desc="EASE λ grid", disable=not progress, leave=False)
+    for lam in bar:
         start = time.perf_counter()
         b = solver.weights(lam, out=spare)
         solved = time.perf_counter()
         val = evaluate_rows(data_dir, manifest, "val", ks, batch_size, sparse_row_scorer(x, b))
-        log.info(
+        bar.set_postfix({"λ": f"{lam:g}", select: f"{val[select]:.4f}"})
+        log.debug(
             "EASE lambda=%g (%d items, %s): B in %.1f s, validation in %.1f s, %s=%.4f",
             lam,
             solver.num_items,

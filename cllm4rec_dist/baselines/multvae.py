@@ -24,6 +24,7 @@ import scipy.sparse as sp
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from tqdm import tqdm
 
 from cllm4rec_dist.baselines.config import MultVAEConfig
 from cllm4rec_dist.baselines.ranking import RowScorer, evaluate_rows, train_matrix
@@ -101,11 +102,12 @@ def evaluate_multvae(
     cfg: MultVAEConfig,
     select: str | None = None,
     batch_size: int = 256,
+    progress: bool = False,
 ) -> dict[str, Any]:
     """Train on the training rows, pick the epoch on validation ``select`` (default NDCG at the
     largest k); returns {"val", "test", "epoch", "beta", "epochs_run", "history"} (beta: the KL
     weight reached at the end of the picked epoch; history: validation ``select`` per evaluated
-    epoch)."""
+    epoch). ``progress``: a bar over the epochs (each epoch's line is logged at DEBUG)."""
     select = select or f"ndcg@{max(ks)}"
     if cfg.epochs < 1 or cfg.batch_size < 1 or cfg.eval_every < 1:
         raise ValueError("multvae epochs, batch_size and eval_every must be >= 1")
@@ -113,6 +115,8 @@ def evaluate_multvae(
         torch.set_num_threads(cfg.threads)
     x = train_matrix(data_dir, manifest.num_users, manifest.num_items)
     train_users = np.flatnonzero(np.diff(x.indptr))
+    if len(train_users) == 0:
+        raise ValueError(f"{data_dir}: no user has train items; Mult-VAE has nothing to fit")
     steps_per_epoch = math.ceil(len(train_users) / cfg.batch_size)
     total_steps = max(1, cfg.epochs * steps_per_epoch)
     # Own RNG state (init, shuffling, dropout, sampling): seeded runs are reproducible and the
@@ -123,7 +127,10 @@ def evaluate_multvae(
         model = MultVAE(manifest.num_items, list(cfg.dims), cfg.dropout, gen)
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         best, history, step, epoch = None, [], 0, 0
-        for epoch in range(1, cfg.epochs + 1):
+        bar = tqdm(
+            range(1, cfg.epochs + 1), desc="Mult-VAE epochs", disable=not progress, leave=False
+        )
+        for epoch in bar:
             model.train()
             order = train_users[torch.randperm(len(train_users), generator=gen).numpy()]
             for lo in range(0, len(order), cfg.batch_size):
@@ -139,7 +146,8 @@ def evaluate_multvae(
             model.eval()
             val = evaluate_rows(data_dir, manifest, "val", ks, batch_size, _scorer(model, x))
             history.append([epoch, val[select]])
-            log.info(
+            bar.set_postfix({select: f"{val[select]:.4f}"})
+            log.debug(
                 "Mult-VAE epoch %d: loss %.4f, validation %s=%.4f",
                 epoch,
                 loss.item(),
@@ -150,6 +158,7 @@ def evaluate_multvae(
                 best = (epoch, val, copy.deepcopy(model.state_dict()))
             elif epoch - best[0] >= cfg.patience:
                 break
+        bar.close()
         best_epoch, val, state = best
         model.load_state_dict(state)
         model.eval()

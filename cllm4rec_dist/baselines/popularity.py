@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm import tqdm
 
 from cllm4rec_dist.data.splits import eval_targets, train_item_counts
 from cllm4rec_dist.eval.evaluate import evaluate_ranking
@@ -73,9 +74,10 @@ def popularity_scorer(counts: np.ndarray) -> DenseItemScorer:
 
 
 def evaluate_popularity(
-    data_dir: str, manifest: Any, ks: list[int], batch_size: int = 256
+    data_dir: str, manifest: Any, ks: list[int], batch_size: int = 256, progress: bool = False
 ) -> dict[str, Any]:
-    """{"val": metrics, "test": metrics} of the most-popular ranking."""
+    """{"val": metrics, "test": metrics} of the most-popular ranking (``progress``: a bar over
+    the two splits)."""
     scorer = PopularityScorer(train_item_counts(data_dir, manifest.num_items))
     return {
         split: evaluate_ranking(
@@ -88,5 +90,5 @@ def evaluate_popularity(
             user_vectors=lambda batch: torch.ones(batch.users.shape[0], 1),
             scorer=scorer,
         )
-        for split in ("val", "test")
+        for split in tqdm(("val", "test"), desc="popularity", disable=not progress, leave=False)
     }

@@ -80,11 +80,13 @@ def rows_of_pairs(users: np.ndarray, items: np.ndarray, splits: np.ndarray) -> l
     """(user, item, split code) pairs as recommendation rows ({"user", "train", "val", "test"},
     items ascending, a repeated pair once), user ascending: what the collator and the
     evaluation rule take."""
+    if len(users) == 0:
+        return []
     order = np.lexsort((items, users))
     users, items, splits = users[order], items[order], splits[order]
     first = np.r_[True, (users[1:] != users[:-1]) | (items[1:] != items[:-1])]
     users, items, splits = users[first], items[first], splits[first]
-    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True]) if len(users) else []
+    bounds = np.flatnonzero(np.r_[True, users[1:] != users[:-1], True])
     rows = []
     for lo, hi in zip(bounds[:-1], bounds[1:]):
         row: dict = {"user": int(users[lo])}

@@ -32,7 +32,8 @@ class IdFileError(ValueError):
 
 
 def read_id_file(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
-    """A Parquet or ``.csv`` file's ``columns``, as strings (raw ids are strings everywhere)."""
+    """A Parquet or ``.csv`` file's ``columns``, as strings (raw ids are strings everywhere);
+    IdFileError naming the file when it is missing, unreadable, lacks a column or has no row."""
     file = Path(path)
     if not file.exists():
         raise IdFileError(f"{file}: not found")
@@ -49,6 +50,8 @@ def read_id_file(path: str | Path, columns: tuple[str, ...]) -> pa.Table:
     missing = [c for c in columns if c not in table.column_names]
     if missing:
         raise IdFileError(f"{file}: missing column(s) {missing} (it has {table.column_names})")
+    if table.num_rows == 0:
+        raise IdFileError(f"{file}: no rows (columns {', '.join(columns)}, nothing below them)")
     return table.select(list(columns)).cast(pa.schema([(c, pa.string()) for c in columns]))
 
 

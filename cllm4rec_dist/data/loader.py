@@ -9,6 +9,9 @@ them, and resume stays exact without saving loader state.
 With W workers, worker w collates the steps ``start + w, start + w + W, ...`` (it reads, but
 does not collate, the rows of the others' steps); the DataLoader takes batches from the workers
 in turn, so they arrive in step order. ``num_workers=0`` runs everything on the calling thread.
+An error in a worker (a shard whose sha256 differs) is raised in the training process as it
+was raised, not as torch's re-raise with the worker's traceback in its message, so the trainer
+reports it as the one line it is.
 """
 
 from __future__ import annotations
@@ -41,6 +44,14 @@ class PhasePosition:
     steps: int
 
 
+@dataclass(frozen=True)
+class _WorkerError:
+    """An error raised in a worker, sent in place of the next batch (exceptions pickle by their
+    arguments: the message, not the traceback)."""
+
+    error: Exception
+
+
 class PhaseBatches(IterableDataset):
     """Collated batches ``start_step .. steps - 1`` of one phase on one rank.
 
@@ -52,6 +63,15 @@ class PhaseBatches(IterableDataset):
         self.position, self.collate = position, collate
 
     def __iter__(self) -> Iterator[Any]:
+        if get_worker_info() is None:
+            yield from self._batches()
+            return
+        try:
+            yield from self._batches()
+        except (ValueError, OSError) as err:  # bad data: the trainer's user errors are of these
+            yield _WorkerError(err)
+
+    def _batches(self) -> Iterator[Any]:
         p = self.position
         rows = iter_rows(
             p.data_dir,
@@ -81,14 +101,19 @@ class PhaseBatches(IterableDataset):
 
 def phase_loader(
     position: PhasePosition, collate: Callable[[list[dict], Any], Any], num_workers: int
-) -> DataLoader:
-    """A DataLoader over :class:`PhaseBatches` (already batched: ``batch_size=None``)."""
-    return DataLoader(
+) -> Iterator[Any]:
+    """The batches of a DataLoader over :class:`PhaseBatches` (already batched:
+    ``batch_size=None``); a worker's error is raised here as it was raised there."""
+    loader = DataLoader(
         PhaseBatches(position, collate),
         batch_size=None,
         num_workers=num_workers,
         prefetch_factor=4 if num_workers > 0 else None,
     )
+    for batch in loader:
+        if isinstance(batch, _WorkerError):
+            raise batch.error
+        yield batch
 
 
 __all__ = ["PhaseBatches", "PhasePosition", "phase_loader"]

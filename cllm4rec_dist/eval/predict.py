@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from cllm4rec_dist.cli.outputs import begin_staged, publish, staging_path
 from cllm4rec_dist.data.cold import cold_user_rows, dataset_cold_mask, history_rows
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
@@ -33,6 +34,7 @@ if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
 
 
+COMMAND = "predict"
 # Users per Parquet row group (and the most results a rank holds before writing them).
 ROW_GROUP_USERS = 65536
 SCHEMA = pa.schema(
@@ -96,9 +98,18 @@ def _add_exclusions(batch: Any, extra: np.ndarray) -> tuple[torch.Tensor, torch.
     return new_offsets.to(device), flat.to(device)
 
 
+def is_predictions(path: Path) -> bool:
+    """Predictions written before output directories were marked: a manifest listing parts."""
+    try:
+        return "parts" in json.loads((Path(path) / "manifest.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
 @torch.no_grad()
 def predict(built: Any, cfg: TrainConfig) -> Path:
-    """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir."""
+    """Collective: write this rank's part; rank 0 writes the manifest. Returns the output dir,
+    replaced as a whole (built in a temporary sibling, then renamed)."""
     rank, world = env.rank(), env.world_size()
     out_dir = Path(cfg.predict.output_dir)
     data_dir = Path(cfg.data.dir)
@@ -111,9 +122,12 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
     cold = _excluded_cold(cfg, manifest)
     user_ids = raw_ids_by_index(data_dir, "users")
     item_ids = raw_ids_by_index(data_dir, "items")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    if rank == 0:
+        begin_staged(out_dir, COMMAND, is_predictions)
+    env.barrier()
+    staging = staging_path(out_dir)
     name = f"part-rank{rank:05d}.parquet"
-    tmp = out_dir / f".{name}.tmp"
+    tmp = staging / f".{name}.tmp"
     built.model.eval()
     written = 0
     # Streamed: a row group is written every ROW_GROUP_USERS users, so memory stays at one
@@ -136,7 +150,7 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
                 pending = []
         if pending:
             writer.write_table(pa.concat_tables(pending))
-    tmp.replace(out_dir / name)
+    tmp.replace(staging / name)
     counts = env.all_reduce_sum(
         torch.nn.functional.one_hot(torch.tensor(rank), world).double() * written
     )
@@ -144,7 +158,7 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
         parts = [
             {"path": f"part-rank{r:05d}.parquet", "rows": int(counts[r])} for r in range(world)
         ]
-        (out_dir / "manifest.json").write_text(
+        (staging / "manifest.json").write_text(
             json.dumps(
                 {
                     "k": k,
@@ -159,5 +173,6 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
                 indent=2,
             )
         )
+        publish(staging, out_dir, COMMAND, is_predictions)
     env.barrier()
     return out_dir

@@ -19,6 +19,8 @@ import numpy as np
 import pyarrow.compute as pc
 from safetensors.torch import save_file
 
+from cllm4rec_dist.cli.console import grid, paths
+from cllm4rec_dist.cli.outputs import MARKER, staged_dir
 from cllm4rec_dist.data.cold import (
     cold_item_texts,
     cold_user_rows,
@@ -34,13 +36,31 @@ from cllm4rec_dist.infer.cold_items import (
     place,
 )
 from cllm4rec_dist.infer.fold_in import fold_in_users
-from cllm4rec_dist.train.entry import fail_on_user_error, start
+from cllm4rec_dist.train.entry import fail_on_user_error, init_export, start
 
 log = logging.getLogger(__name__)
 
 
 class InferInputError(ValueError):
     """Nothing to infer, or an output that would overwrite its input."""
+
+
+# The command that writes an export of each kind of inferred rows (its output marker).
+COMMANDS = {"items": "infer_items", "users": "fold_in"}
+
+
+def _inferred_by(kind: str):
+    """An export this command wrote before exports were marked: its last inferred record is
+    of ``kind``."""
+
+    def check(path: Path) -> bool:
+        try:
+            inferred = json.loads((Path(path) / "meta.json").read_text()).get("inferred") or []
+            return inferred[-1].get("kind") == kind
+        except (OSError, ValueError, TypeError, AttributeError, IndexError):
+            return False
+
+    return check
 
 
 def _new_items(cfg: Any) -> tuple[np.ndarray, list[str]]:
@@ -71,11 +91,15 @@ def write_export(built: Any, cfg: Any, record: dict[str, Any]) -> Path:
     made this dataset's (a grown catalog's export has the grown sizes, its new rows as loaded),
     and ``record`` appended to ``meta.json["inferred"]``."""
     src, out = Path(cfg.stage.init_from), Path(cfg.infer.output_dir)
-    if out.resolve() == src.resolve():
-        raise InferInputError(f"infer.output_dir={out} is stage.init_from: write a new export")
-    tmp = out.with_name(out.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp, ignore=shutil.ignore_patterns("*.safetensors"))
+    with staged_dir(out, COMMANDS[record["kind"]], _inferred_by(record["kind"])) as tmp:
+        _write_into(tmp, src, built, cfg, record)
+    return out
+
+
+def _write_into(tmp: Path, src: Path, built: Any, cfg: Any, record: dict[str, Any]) -> None:
+    shutil.copytree(
+        src, tmp, ignore=shutil.ignore_patterns("*.safetensors", MARKER), dirs_exist_ok=True
+    )
     for name, table in built.tables.items():
         weight = table.weight.detach().cpu().contiguous()
         save_file({"weight": weight}, str(tmp / "tables" / f"{name}.safetensors"))
@@ -89,19 +113,31 @@ def write_export(built: Any, cfg: Any, record: dict[str, Any]) -> Path:
     )
     meta.setdefault("inferred", []).append({**record, "from": str(src)})
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
-    return out
 
 
-def _build(cfg: Any) -> Any:
+def check_output(cfg: Any, kind: str) -> None:
+    """Before any work: ``infer.output_dir`` is not the export read, and may be written."""
+    from cllm4rec_dist.cli.outputs import check_output_dir
+
+    src, out = Path(cfg.stage.init_from), Path(cfg.infer.output_dir)
+    if out.resolve() == src.resolve():
+        raise InferInputError(f"infer.output_dir={out} is stage.init_from: write a new export")
+    check_output_dir(out, COMMANDS[kind], _inferred_by(kind))
+
+
+def _begin(cfg: Any, kind: str) -> None:
+    """Validate, then refuse (before reading anything) a world of several ranks, a missing
+    export and an output it may not write."""
     start(cfg)
     if env.world_size() != 1:
         raise InferInputError(
             "inferring rows runs in one process: launch it with python, not deepspeed"
         )
-    if not cfg.stage.init_from:
-        raise InferInputError("stage.init_from must name the export to infer rows for")
+    init_export(cfg, "infer")
+    check_output(cfg, kind)
+
+
+def _build(cfg: Any) -> Any:
     from cllm4rec_dist.train.builder import build
 
     return build(cfg)
@@ -110,10 +146,12 @@ def _build(cfg: Any) -> Any:
 def infer_items(cfg: Any) -> dict[str, Any]:
     """Rows for the new items from their text (``infer.method``), written as a new export;
     returns the record written to its meta.json."""
+    _begin(cfg, "items")
     items, texts = _new_items(cfg)
     if len(items) == 0:
         raise InferInputError(
-            "no new items: the dataset has no cold items and infer.items_file is unset"
+            f"no new items: the dataset {cfg.data.dir} has no cold items "
+            "(data prep split.cold_item_fraction); name them with infer.items_file"
         )
     built = _build(cfg)
     inf = cfg.infer
@@ -138,10 +176,12 @@ def infer_items(cfg: Any) -> dict[str, Any]:
 
 def fold_in(cfg: Any) -> dict[str, Any]:
     """Fit the new users' collaborative rows from their history, write the export."""
+    _begin(cfg, "users")
     rows = _new_users(cfg)
     if not rows:
         raise InferInputError(
-            "no new users: the dataset has no cold users and infer.users_file is unset"
+            f"no new users: the dataset {cfg.data.dir} has no cold users "
+            "(data prep split.cold_user_fraction); name them with infer.users_file"
         )
     built = _build(cfg)
     inf = cfg.infer
@@ -161,14 +201,19 @@ def fold_in(cfg: Any) -> dict[str, Any]:
     return {**record, "export": str(out)}
 
 
+def summary(record: dict[str, Any]) -> str:
+    """The terminal's end of an inference: what was fitted (a row of its record), and where."""
+    shown = {k: v for k, v in record.items() if k != "export" and not isinstance(v, dict | list)}
+    lines = [grid(list(shown), [list(shown.values())]), paths({"export": record["export"]})]
+    return "\n".join(lines)
+
+
 def run_infer_items(cfg: Any) -> None:
-    out = fail_on_user_error(infer_items, cfg, (InferInputError,))
-    print(json.dumps(out, indent=2))
+    print(summary(fail_on_user_error(infer_items, cfg, (InferInputError,))))
 
 
 def run_fold_in(cfg: Any) -> None:
-    out = fail_on_user_error(fold_in, cfg, (InferInputError,))
-    print(json.dumps(out, indent=2))
+    print(summary(fail_on_user_error(fold_in, cfg, (InferInputError,))))
 
 
 __all__ = [

@@ -15,7 +15,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from cllm4rec_dist.config import STAGES, TrainConfig, validate
+from cllm4rec_dist.config import STAGES, ConfigError, TrainConfig, validate
 from cllm4rec_dist.model.sampling import resolve_kind
 from cllm4rec_dist.planning.backbone import backbone_shape
 from cllm4rec_dist.planning.memory import (
@@ -187,13 +187,28 @@ def overhead_gib(plan_cfg: PlanConfig) -> float:
     return CPU_OVERHEAD_GIB if plan_cfg.device == "cpu" else CUDA_OVERHEAD_GIB
 
 
+def check_plan(p: PlanConfig) -> None:
+    """ConfigError naming the first plan.* key whose value cannot describe a cluster or catalog
+    (non-finite values are refused by ``validate`` for every key)."""
+    positive = ("nodes", "gpus_per_node", "num_users", "num_items", "vocab_size",
+                "device_memory_gib", "mean_items", *DEFAULT_RATES["cpu"])  # fmt: skip
+    for key in positive:
+        value = getattr(p, key)
+        if value is not None and value <= 0 and not (key == "step_overhead_s" and value == 0):
+            raise ConfigError(f"invalid config `plan.{key}`: must be > 0, got {value}")
+    for key in ("overhead_gib", "prompt_tokens"):
+        if getattr(p, key) is not None and getattr(p, key) < 0:
+            raise ConfigError(f"invalid config `plan.{key}`: must be >= 0, got {getattr(p, key)}")
+    if p.device not in ("cuda", "cpu"):
+        raise ConfigError(f"invalid config `plan.device`: {p.device!r} is not cuda or cpu")
+    if p.format not in ("text", "json"):
+        raise ConfigError(f"invalid config `plan.format`: {p.format!r} is not text or json")
+
+
 def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
     """The numbers ``memory.estimate`` needs, from a composed plan config."""
     p = cfg.plan
-    if p.device not in ("cuda", "cpu"):
-        raise ValueError(f"plan.device {p.device!r} is not cuda or cpu")
-    if p.nodes < 1 or p.gpus_per_node < 1:
-        raise ValueError("plan.nodes and plan.gpus_per_node must be >= 1")
+    check_plan(p)
     users, items, vocab, _ = _counts(cfg)
     shape = backbone_shape(cfg.model, vocab)
     world = p.nodes * p.gpus_per_node
@@ -263,7 +278,9 @@ def launch_commands(
 ) -> dict[str, str]:
     """The one-node ``deepspeed`` command and the cluster ``sbatch`` line for these overrides."""
     if launcher not in LAUNCHERS:
-        raise ValueError(f"plan.launcher {launcher!r} is not one of {', '.join(LAUNCHERS)}")
+        raise ConfigError(
+            f"invalid config `plan.launcher`: {launcher!r} is not one of {', '.join(LAUNCHERS)}"
+        )
     args = " ".join(shlex.quote(o) for o in overrides)
     prefix = "DS_ACCELERATOR=cpu " if device == "cpu" else ""
     one_node = (
@@ -460,6 +477,19 @@ def render_json(plan: Plan) -> str:
     return json.dumps(out, indent=2)
 
 
+def run_plan(cfg: PlanRoot) -> None:
+    """``launchers/plan.py``: print the plan of a composed config (text or JSON); a bad value
+    or a missing dataset is one line, exit 2."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from cllm4rec_dist.cli.errors import reported
+    from cllm4rec_dist.data.manifest import ManifestError
+
+    with reported(ConfigError, ManifestError, FileNotFoundError):
+        plan = make_plan(cfg, training_overrides(list(HydraConfig.get().overrides.task)))
+    print(render_json(plan) if cfg.plan.format == "json" else render_text(plan))
+
+
 def training_overrides(task_overrides: list[str]) -> list[str]:
     """Hydra task overrides minus the planner's own (``plan.*``)."""
     return [o for o in task_overrides if not o.lstrip("+~").startswith("plan.")]
@@ -477,6 +507,7 @@ __all__ = [
     "render_json",
     "render_text",
     "rates",
+    "run_plan",
     "run_shape",
     "step_phases",
     "training_overrides",

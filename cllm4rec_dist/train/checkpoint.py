@@ -133,17 +133,20 @@ def save_checkpoint(
     table_optimizer: Any,
     dataset: dict[str, Any] | None = None,
     keep_last: int = CheckpointConfig.keep_last,
+    rewrite: bool = False,
 ) -> Path:
     """Collective: every rank writes its part; rank 0 publishes it as ``latest``.
 
     dataset: the fingerprint of the training data (``Manifest.fingerprint``), checked on load.
     keep_last: complete checkpoints kept besides this one and the best (older ones are pruned).
+    rewrite: this run wrote the checkpoint of this step itself (the end of the stage saves the
+    last epoch's step again, finished): replaced without a warning.
     """
     root = checkpoint_root(run_dir)
     path = root / f"step{state.global_step:08d}"
     rank, world = env.rank(), env.world_size()
     if rank == 0 and path.exists():  # a half-written attempt, or the run went back to a step
-        if (path / "COMPLETE").exists():
+        if (path / "COMPLETE").exists() and not rewrite:
             log.warning(
                 "replacing the existing checkpoint %s (training reached its step again)", path
             )
@@ -170,6 +173,77 @@ def save_checkpoint(
         _prune(root, keep={path.name, state.best_checkpoint}, keep_last=keep_last)
     env.barrier()
     return path
+
+
+def has_checkpoints(run_dir: str | Path) -> bool:
+    """Whether ``run_dir`` holds checkpoint directories (complete or not)."""
+    return any(p.is_dir() for p in checkpoint_root(run_dir).glob("step*"))
+
+
+# Keys whose value decides what a checkpoint holds or what the documents it was trained on look
+# like: the backbone (its source, size, dtype, which parameters train and their optimizer
+# state, how ZeRO partitions them) and the stage. Resuming with another value fails inside
+# DeepSpeed or silently continues another model. The dataset itself is checked by fingerprint.
+RESUME_KEYS = (
+    "model", "deepspeed.zero_stage", "deepspeed.offload_optimizer", "data.max_items",
+    "data.max_text_tokens", "stage.name", "stage.phases", "stage.content_warmup_epochs",
+)  # fmt: skip
+# Under ``model``: where the converted backbone is cached, and activation recomputation, change
+# neither the checkpoint nor the model.
+RESUME_FREE = ("model.cache_dir", "model.gradient_checkpointing")
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def resume_conflicts(saved: dict[str, Any], current: dict[str, Any]) -> list[str]:
+    """``key: saved -> current`` for each key of RESUME_KEYS that both resolved configs (nested
+    dicts) hold and that differs (a key only one holds is a schema change, not a choice)."""
+    old, new = _flat(saved), _flat(current)
+    differ = []
+    for key in sorted(old.keys() & new.keys()):
+        watched = any(key == k or key.startswith(k + ".") for k in RESUME_KEYS)
+        free = any(key == k or key.startswith(k + ".") for k in RESUME_FREE)
+        if watched and not free and old.get(key) != new.get(key):
+            differ.append(f"{key}: {old[key]} -> {new[key]}")
+    return differ
+
+
+def check_resume_config(run_dir: str | Path, current: dict[str, Any]) -> None:
+    """CheckpointError naming the keys when ``run_dir``'s saved config.yaml differs from
+    ``current`` (a resolved config) in a key of RESUME_KEYS."""
+    import yaml
+
+    path = Path(run_dir) / "config.yaml"
+    try:
+        saved = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return  # no record to compare with (a run from before it was written): resume as asked
+    conflicts = resume_conflicts(saved if isinstance(saved, dict) else {}, current)
+    if conflicts:
+        shown = "; ".join(conflicts[:4]) + ("; ..." if len(conflicts) > 4 else "")
+        raise CheckpointError(
+            f"{run_dir}: its checkpoints were made with another model or data config ({shown}); "
+            "relaunch with the same values, give another run.dir, or checkpoint.resume=false to "
+            "start over (the earlier checkpoints are kept aside)"
+        )
+
+
+def set_aside(run_dir: str | Path) -> Path:
+    """Rename ``run_dir``'s checkpoints to ``checkpoints.before-<UTC time>`` (a run that starts
+    over must not resume from, or prune, the earlier run's checkpoints); returns the new path."""
+    import time
+
+    root = checkpoint_root(run_dir)
+    moved = root.with_name(f"{root.name}.before-{time.strftime('%Y%m%d-%H%M%S', time.gmtime())}")
+    root.rename(moved)
+    return moved
 
 
 def _prune(root: Path, keep: set, keep_last: int) -> None:
@@ -293,14 +367,18 @@ class Checkpointer:
         self.dataset = built.manifest.fingerprint
         self.every_steps, self.keep_last = cfg.every_steps, cfg.keep_last
         self.keep_best, self.resume = cfg.keep_best, cfg.resume
+        self._saved_steps: set[int] = set()  # steps this run has written a checkpoint of
 
     def save(self, state: TrainerState) -> Path:
         """Collective. With keep_best off, the best checkpoint is pruned like any other."""
         if not self.keep_best:
             state = dataclasses.replace(state, best_checkpoint=None)
-        return save_checkpoint(
-            self.run_dir, state, *self._parts, dataset=self.dataset, keep_last=self.keep_last
-        )
+        path = save_checkpoint(
+            self.run_dir, state, *self._parts, dataset=self.dataset, keep_last=self.keep_last,
+            rewrite=state.global_step in self._saved_steps,
+        )  # fmt: skip
+        self._saved_steps.add(state.global_step)
+        return path
 
     def maybe_save(self, state: TrainerState) -> None:
         if self.every_steps and state.global_step % self.every_steps == 0:

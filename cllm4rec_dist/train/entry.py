@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from omegaconf import OmegaConf
 
+from cllm4rec_dist.cli.console import metrics_grid, paths
+from cllm4rec_dist.cli.errors import report as report_error
+from cllm4rec_dist.cli.errors import reported
+from cllm4rec_dist.cli.outputs import check_output_dir, claim_output_dir
 from cllm4rec_dist.config import ConfigError, TrainConfig, validate
 from cllm4rec_dist.distributed import env
 
 log = logging.getLogger("cllm4rec_dist")
+# The explicit value of stage.init_from that trains from random tables (finetune refuses null).
+NO_INIT = "none"
 
 
 def setup_logging() -> None:
@@ -36,8 +39,7 @@ def start(cfg: TrainConfig) -> None:
     try:
         validate(cfg)
     except ConfigError as err:
-        log.error("%s", err)
-        sys.exit(2)
+        report_error(err, traceback_hint=False)
     env.init_distributed()
 
 
@@ -49,16 +51,18 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from cllm4rec_dist.data.samples import ShardError
     from cllm4rec_dist.distributed.table_checkpoint import TableCheckpointError
     from cllm4rec_dist.train.checkpoint import CheckpointError
-    from cllm4rec_dist.train.export import ExportMismatchError
+    from cllm4rec_dist.train.export import ExportFileError, ExportMismatchError
     from cllm4rec_dist.train.state import TrainerStateError
 
     return (
         FileNotFoundError,
+        ConfigError,
         IdFileError,
         ManifestError,
         ShardError,
         TableCheckpointError,
         CheckpointError,
+        ExportFileError,
         ExportMismatchError,
         TrainerStateError,
     )
@@ -68,13 +72,8 @@ def fail_on_user_error(
     fn: Any, cfg: TrainConfig, extra: tuple[type[BaseException], ...] = ()
 ) -> Any:
     """``fn(cfg)``, a user error (``user_errors()`` or ``extra``) printed as one line, exit 2."""
-    try:
+    with reported(*user_errors(), *extra):
         return fn(cfg)
-    except (*user_errors(), *extra) as err:
-        if os.environ.get("CLLM4REC_DEBUG"):
-            raise
-        log.error("%s: %s (CLLM4REC_DEBUG=1 shows the traceback)", type(err).__name__, err)
-        sys.exit(2)
 
 
 def run_predict(cfg: TrainConfig) -> None:
@@ -85,44 +84,147 @@ def run_stage(cfg: TrainConfig) -> dict[str, Any]:
     return fail_on_user_error(_run_stage, cfg)
 
 
+def init_export(cfg: TrainConfig, command: str) -> None:
+    """Check ``stage.init_from`` for ``command``: predict and evaluate need an export;
+    finetune needs one or ``none`` (then trains from random tables), which becomes null here."""
+    if OmegaConf.is_missing(cfg.stage, "init_from"):
+        cfg.stage.init_from = None
+    init = cfg.stage.init_from
+    if command in ("predict", "evaluate", "infer") and (not init or init.lower() == NO_INIT):
+        raise ConfigError(
+            f"invalid config `stage.init_from`: {command} needs an export directory "
+            "(<run>/export or <run>/best)"
+        )
+    if command == "finetune" and not init:
+        raise ConfigError(
+            "invalid config `stage.init_from`: finetune starts from a pretraining export "
+            "(stage.init_from=<pretraining run>/export); stage.init_from=none trains from "
+            "random tables"
+        )
+    if init and init.lower() == NO_INIT:
+        cfg.stage.init_from = None
+
+
 def _run_predict(cfg: TrainConfig) -> None:
     """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
     start(cfg)
-    if not cfg.stage.init_from:
-        log.error("invalid config `stage.init_from`: predict needs an export directory")
-        sys.exit(2)
-    from cllm4rec_dist.eval.predict import predict
+    init_export(cfg, "predict")
+    from cllm4rec_dist.eval.predict import COMMAND, is_predictions, predict
     from cllm4rec_dist.train.builder import build
 
+    check_output_dir(cfg.predict.output_dir, COMMAND, is_predictions)
     out = predict(build(cfg), cfg)
     if env.rank() == 0:
-        print(f"predictions: {out / 'manifest.json'}")
+        summary = OmegaConf.to_container(cfg.predict, resolve=True)
+        users = _predicted_users(out)
+        print(f"predict: top-{summary['k']} items for {users} users")
+        print(paths({"predictions": out, "manifest": out / "manifest.json"}))
+
+
+def _predicted_users(out: Path) -> int:
+    import json
+
+    return int(json.loads((out / "manifest.json").read_text())["users"])
+
+
+def legacy_run_dir(stage: str):
+    """A run directory written before markers existed: its config.yaml is of this stage."""
+
+    def check(path: Path) -> bool:
+        try:
+            saved = OmegaConf.load(path / "config.yaml")
+        except (OSError, ValueError):
+            return False
+        return OmegaConf.select(saved, "stage.name") == stage
+
+    return check
+
+
+def prepare_run_dir(cfg: TrainConfig) -> Path:
+    """Collective. Claim ``run.dir`` for this stage (refused when it holds anything else),
+    check that resuming fits its checkpoints, set them aside when starting over, then record
+    the config."""
+    from cllm4rec_dist.train.checkpoint import check_resume_config, has_checkpoints, set_aside
+
+    run_dir, stage = Path(cfg.run.dir), cfg.stage.name
+    check_output_dir(run_dir, stage, legacy_run_dir(stage))
+    resuming = cfg.checkpoint.resume and has_checkpoints(run_dir)
+    if resuming:
+        check_resume_config(run_dir, OmegaConf.to_container(cfg, resolve=True))
+    env.barrier()
+    if env.rank() == 0:
+        claim_output_dir(run_dir, stage, legacy_run_dir(stage))
+        if not cfg.checkpoint.resume and has_checkpoints(run_dir):
+            moved = set_aside(run_dir)
+            log.warning(
+                "checkpoint.resume=false: starting over; earlier checkpoints kept in %s", moved
+            )
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    env.barrier()
+    return run_dir
 
 
 def _run_stage(cfg: TrainConfig) -> dict[str, Any]:
     """Run one stage (pretrain / finetune / evaluate) described by a composed TrainConfig."""
     start(cfg)
+    init_export(cfg, cfg.stage.name)
     # Imported after the process group exists: builder pulls in DeepSpeed and the model stack.
     from cllm4rec_dist.train.builder import build
     from cllm4rec_dist.train.trainer import NothingToTrain, Trainer, TrainingDiverged
 
-    run_dir = Path(cfg.run.dir)
-    if env.rank() == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-    env.barrier()
+    run_dir = prepare_run_dir(cfg)
     built = build(cfg)
+    trainer = Trainer(cfg, built)
     try:
-        result = Trainer(cfg, built).run()
+        result = trainer.run()
     except TrainingDiverged as err:
-        log.error("%s", err)
-        sys.exit(3)
+        report_error(err, code=3, traceback_hint=False)
     except NothingToTrain as err:
-        log.error("%s", err)
-        sys.exit(2)
+        report_error(err, traceback_hint=False)
     if env.rank() == 0:
-        shown = {k: v for k, v in result.items() if k != "losses"}
-        print(json.dumps(shown, indent=2, default=float))
-        if cfg.stage.epochs > 0:
-            print(f"TensorBoard: tensorboard --logdir {run_dir / 'tensorboard'}")
+        print(stage_summary(cfg, run_dir, result, trainer.state))
     return result
+
+
+def stage_summary(cfg: TrainConfig, run_dir: Path, result: dict[str, Any], state: Any) -> str:
+    """What a stage ends with on the terminal: steps, the metrics by split, the paths written."""
+    stage = cfg.stage.name
+    if result.get("stopped"):
+        return (
+            f"{stage}: stopped after step {result['global_step']} (run.max_steps); the same "
+            f"command resumes it from {run_dir / 'checkpoints'}"
+        )
+    if cfg.stage.epochs > 0:
+        head = f"{stage}: {state.epoch} epochs, {result['global_step']} steps"
+    else:
+        head = f"{stage}: {cfg.stage.init_from}"
+    splits = {s: result[s] for s in ("val", "test") if s in result}
+    best = [h for h in state.history if h.get("epoch") == state.best_epoch]
+    if best and "val" not in splits:
+        head += f"; best validation at epoch {state.best_epoch}"
+        splits = {"val": {k: v for k, v in best[0].items() if k != "epoch"}, **splits}
+    lines = [head]
+    if splits:
+        lines.append(metrics_grid(splits))
+    written = {}
+    for name in ("export", "best"):
+        if cfg.stage.epochs > 0 and (run_dir / name).is_dir():
+            written[name] = run_dir / name
+    if (run_dir / "metrics.json").is_file() and splits:
+        written["metrics"] = run_dir / "metrics.json"
+    if cfg.stage.epochs > 0:
+        written["TensorBoard"] = f"tensorboard --logdir {run_dir / 'tensorboard'}"
+    lines.append(paths(written))
+    return "\n".join(line for line in lines if line)
+
+
+__all__ = [
+    "NO_INIT",
+    "fail_on_user_error",
+    "init_export",
+    "prepare_run_dir",
+    "run_predict",
+    "run_stage",
+    "start",
+    "user_errors",
+]

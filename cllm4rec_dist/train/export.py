@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,8 +26,9 @@ from omegaconf import OmegaConf
 from safetensors import safe_open
 from torch import nn
 
+from cllm4rec_dist.cli.outputs import begin_staged, publish
 from cllm4rec_dist.distributed import env
-from cllm4rec_dist.distributed.table_checkpoint import export_tables
+from cllm4rec_dist.distributed.table_checkpoint import export_tables, safetensors_problem
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
@@ -46,21 +46,44 @@ def _backbone_state(engine: Any, backbone: nn.Module) -> dict[str, torch.Tensor]
     return module.state_dict() if env.rank() == 0 else None
 
 
+def is_training_export(path: Path) -> bool:
+    """An export a training stage wrote before exports were marked (``cli/outputs.py``): a
+    meta.json without the record of inferred rows that infer/ adds."""
+    try:
+        return "inferred" not in json.loads((Path(path) / "meta.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
+
+
+def _save_hf(lm: nn.Module, path: Path) -> None:
+    """``save_pretrained`` without its "Writing model shards" bar, one per export (every
+    validation gain writes one)."""
+    from transformers.utils import logging as hf_logging
+
+    shown = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        lm.save_pretrained(path)
+    finally:
+        if shown:
+            hf_logging.enable_progress_bar()
+
+
 def export_model(built: TrainingParts, cfg: TrainConfig, out_dir: Path, checkpoint: Path) -> None:
-    """Collective. Writes tables (from the saved checkpoint), backbone and meta.json to out_dir."""
+    """Collective. Writes tables (from the saved checkpoint), backbone and meta.json to out_dir
+    (built in a temporary sibling, then renamed: out_dir is always a whole export)."""
     engine = built.engine
     backbone = engine.module if engine is not None else built.model.backbone
     trainable = engine is not None
     state = _backbone_state(engine, backbone) if trainable or cfg.model.source == "debug" else None
     if env.rank() == 0:
-        tmp = out_dir.with_name(out_dir.name + ".tmp")
-        shutil.rmtree(tmp, ignore_errors=True)
+        tmp = begin_staged(out_dir, cfg.stage.name, is_training_export)
         (tmp / "backbone").mkdir(parents=True)
         export_tables(checkpoint / "tables", tmp / "tables")
         if state is not None:
             torch.save(state, tmp / "backbone" / "state.pt")
             if engine is None or not engine.zero_optimization_partition_weights():
-                backbone.lm.save_pretrained(tmp / "backbone" / "hf")
+                _save_hf(backbone.lm, tmp / "backbone" / "hf")
         meta = {
             "num_users": built.manifest.num_users,
             "num_items": built.manifest.num_items,
@@ -73,8 +96,7 @@ def export_model(built: TrainingParts, cfg: TrainConfig, out_dir: Path, checkpoi
             "checkpoint": str(checkpoint.resolve()),
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
-        shutil.rmtree(out_dir, ignore_errors=True)
-        tmp.rename(out_dir)
+        publish(tmp, out_dir, cfg.stage.name, is_training_export)
         log.info("exported model to %s", out_dir)
     env.barrier()
 
@@ -85,12 +107,35 @@ def read_exported_rows(tables_dir: Path, name: str, lo: int, hi: int) -> torch.T
     path = Path(tables_dir) / f"{name}.safetensors"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found (exported table {name!r})")
-    with safe_open(str(path), framework="pt") as f:
+    with _opened(path) as f:
         return f.get_slice("weight")[lo:hi]
 
 
 class ExportMismatchError(ValueError):
     """The export belongs to another dataset than the tables it would initialise."""
+
+
+class ExportFileError(ValueError):
+    """A file of the export is truncated, corrupt or not what its name says."""
+
+
+def _opened(path: Path) -> Any:
+    """``safe_open`` of an exported table, ExportFileError naming it when it is not whole."""
+    problem = safetensors_problem(path)
+    if problem:
+        raise ExportFileError(problem)
+    try:
+        return safe_open(str(path), framework="pt")
+    except Exception as err:  # safetensors raises its own SafetensorError for a bad header
+        raise ExportFileError(f"{path}: unreadable safetensors file ({err})") from None
+
+
+def _exported_rows(path: Path) -> int:
+    with _opened(path) as f:
+        try:
+            return f.get_slice("weight").get_shape()[0]
+        except Exception as err:  # no tensor "weight": not a table this project exported
+            raise ExportFileError(f"{path}: no table `weight` ({err})") from None
 
 
 def _table_rows(tables: dict[str, nn.Module], kind: str) -> int | None:
@@ -112,8 +157,7 @@ def check_export_dataset(
     for name, table in tables.items():
         path = export_dir / "tables" / f"{name}.safetensors"
         if path.exists():
-            with safe_open(str(path), framework="pt") as f:
-                rows = f.get_slice("weight").get_shape()[0]
+            rows = _exported_rows(path)
             if rows != table.num_rows:
                 raise ExportMismatchError(
                     f"{path}: {rows} rows, but this dataset has {table.num_rows} for table "
@@ -153,8 +197,7 @@ def _grown_prefix(
     for name in tables:
         path = export_dir / "tables" / f"{name}.safetensors"
         if path.exists():
-            with safe_open(str(path), framework="pt") as f:
-                rows = f.get_slice("weight").get_shape()[0]
+            rows = _exported_rows(path)
             if rows != prefix[name.split("_")[0]]:
                 raise ExportMismatchError(
                     f"{path}: {rows} rows, but {manifest.data_dir} grew from a dataset with "
@@ -205,7 +248,7 @@ def load_export(
         rows = read_exported_rows(export_dir / "tables", name, lo, end)
         want = (end - lo, table.weight.shape[1])
         if tuple(rows.shape) != want:
-            raise ValueError(
+            raise ExportMismatchError(
                 f"{export_dir}: table {name} rows [{lo}, {end}) have shape "
                 f"{tuple(rows.shape)}, expected {want}"
             )
@@ -213,11 +256,23 @@ def load_export(
             table.weight[: end - lo].copy_(rows)
     state_path = export_dir / "backbone" / "state.pt"
     if meta.get("backbone_state") and state_path.exists():
-        missing, unexpected = backbone.load_state_dict(
-            torch.load(state_path, map_location="cpu", weights_only=True), strict=False
-        )
+        try:
+            state = torch.load(state_path, map_location="cpu", weights_only=True)
+        except Exception as err:  # truncated zip, refused pickle, ...: torch raises several types
+            first = str(err).splitlines()[0] if str(err) else ""
+            raise ExportFileError(
+                f"{state_path}: truncated, corrupt or refused backbone state "
+                f"({type(err).__name__}: {first})"
+            ) from None
+        try:
+            missing, unexpected = backbone.load_state_dict(state, strict=False)
+        except RuntimeError as err:  # a tensor of another shape: another backbone size
+            raise ExportMismatchError(
+                f"{state_path} does not match this backbone ({str(err).splitlines()[-1].strip()})"
+                " (model.* must match the export's meta.json)"
+            ) from None
         if unexpected or [m for m in missing if "lora_" not in m]:
-            raise ValueError(
+            raise ExportMismatchError(
                 f"{state_path} does not match this backbone: missing={missing[:5]} "
                 f"unexpected={unexpected[:5]} (model.source/mode must match the export)"
             )

@@ -31,8 +31,9 @@ import pyarrow.compute as pc
 import ray
 from omegaconf import DictConfig, OmegaConf
 
+from cllm4rec_dist.cli.outputs import check_output_dir, claim_output_dir
 from cllm4rec_dist.data.cold import COLD_ITEM_TEXTS, COLD_USER_PAIRS, cold_ids
-from cllm4rec_dist.data.format import CORPORA, SCHEMA_VERSION, SPLITS
+from cllm4rec_dist.data.format import CORPORA, MANIFEST_NAME, SCHEMA_VERSION, SPLITS, sha256_file
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.manifest import ManifestError, load_manifest
 from data_prep import synthetic
@@ -45,7 +46,7 @@ from data_prep.pipeline.finalize import (
     finalize_bucket,
     tokenizer_sample_per_bucket,
 )
-from data_prep.pipeline.manifest import created_by, file_info, write_manifest
+from data_prep.pipeline.manifest import created_by, file_info, read_manifest, write_manifest
 from data_prep.pipeline.raytools import ray_session, run_all
 from data_prep.pipeline.split import SPLIT_RULE
 from data_prep.pipeline.staging import StagingArea
@@ -54,6 +55,7 @@ from data_prep.pipeline.tokenizer import train_tokenizer
 log = logging.getLogger(__name__)
 WORK_DIR = ".prep_work"
 HYDRA_DIR = ".hydra"
+COMMAND = "prepare"
 
 
 class EmptyDatasetError(ValueError):
@@ -160,11 +162,32 @@ def _id_maps(
     return [remap[b] for b in bucket_index], item_map, len(u_by_index)
 
 
+def is_dataset(path: Path) -> bool:
+    """A directory prepare wrote before output directories were marked: a manifest of this
+    format, or the work folder of an interrupted run."""
+    if (path / WORK_DIR).is_dir():
+        return True
+    try:
+        return "schema_version" in read_manifest(path)
+    except (OSError, ValueError):
+        return False
+
+
+# The files of the old dataset that a grown one reuses: checked against its manifest, since a
+# changed map would hand out duplicate or shifted indices.
+_REUSED = ("id_maps/users.parquet", "id_maps/items.parquet", TOKENIZER)
+
+
 def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
-    """(old dataset dir, the manifest's ``grown_from`` record) for ``id_maps_from``."""
+    """(old dataset dir, the manifest's ``grown_from`` record) for ``id_maps_from``; ValueError
+    naming the file when the old dataset's id maps or tokenizer differ from its manifest."""
     if not cfg.id_maps_from:
         return None, None
     old = Path(cfg.id_maps_from).expanduser().resolve()
+    if old == Path(cfg.output_dir).expanduser().resolve():
+        raise ValueError(
+            f"id_maps_from={cfg.id_maps_from} is output_dir: a grown dataset goes to a new output_dir"
+        )
     try:
         manifest = load_manifest(old)
     except (ManifestError, FileNotFoundError) as err:
@@ -173,6 +196,16 @@ def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
         ) from None
     if manifest.tokenizer_path is None or not manifest.tokenizer_path.exists():
         raise ValueError(f"id_maps_from={cfg.id_maps_from}: the dataset has no tokenizer file")
+    listed = read_manifest(old).get("files", {})
+    for relative in _REUSED:
+        path = old / relative
+        if relative not in listed or not path.is_file():
+            raise ValueError(f"id_maps_from: {path} is missing or not listed in {MANIFEST_NAME}")
+        if sha256_file(path) != listed[relative].get("sha256"):
+            raise ValueError(
+                f"id_maps_from: {path}: sha256 differs from {old / MANIFEST_NAME} (changed after "
+                "it was prepared); growing from it would give ids other indices"
+            )
     record = {
         "dir": str(old),
         "manifest_sha256": manifest.sha256,
@@ -371,16 +404,18 @@ def _manifest(
 
 
 def run_prepare(cfg: DictConfig) -> dict[str, Any]:
-    """Prepare ``cfg.output_dir`` from ``cfg.source``; returns the manifest written there."""
+    """Prepare ``cfg.output_dir`` from ``cfg.source``; returns the manifest written there.
+    output_dir must be absent, empty or prepare's own earlier output (``cli/outputs.py``)."""
     check_config(cfg)
+    output = Path(cfg.output_dir).expanduser().resolve()
+    check_output_dir(output, COMMAND, is_dataset)
     grown_dir, grown = _grown_from(cfg)
     timer = Timer()
     start = time.perf_counter()
     source = OmegaConf.to_container(cfg.source, resolve=True, throw_on_missing=True)
     reader = _open_source(source)
-    output = Path(cfg.output_dir).expanduser().resolve()
     work = output / WORK_DIR
-    output.mkdir(parents=True, exist_ok=True)
+    claim_output_dir(output, COMMAND, is_dataset)
     _record_hydra_config(cfg, output)
     _reset_work(work)
     area = StagingArea(work / "staging", cfg.staging.buckets)

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from cllm4rec_dist.data.format import (
@@ -70,6 +71,11 @@ def _check_id_map(root: Path, name: str, expected: int) -> list[str]:
         problems.append(f"id_maps/{name}.parquet: {table.num_rows} rows, counts say {expected}")
     if not np.array_equal(table["index"].to_numpy(), np.arange(table.num_rows)):
         problems.append(f"id_maps/{name}.parquet: index is not 0..n-1 in order")
+    distinct = pc.count_distinct(table["raw_id"], mode="all").as_py()
+    if distinct != table.num_rows:
+        problems.append(
+            f"id_maps/{name}.parquet: {table.num_rows - distinct} raw id(s) appear more than once"
+        )
     return problems
 
 

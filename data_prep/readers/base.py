@@ -37,6 +37,8 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from data_prep.readers.textutil import printable
+
 log = logging.getLogger(__name__)
 
 INTERACTIONS = pa.schema(
@@ -175,7 +177,10 @@ class RawReader(abc.ABC):
         to_log = max(0, min(count, LOG_FIRST_REJECTS - counter[reason]))
         counter[reason] += count
         for where, detail in itertools.islice(examples, to_log):
-            log.warning("%s: %s: rejected (%s) %s", self.name, where, reason, detail[:200])
+            log.warning(
+                "%s: %s: rejected (%s) %s", self.name, printable(where), reason,
+                printable(detail[:200]),
+            )  # fmt: skip
 
     def known_items(self) -> frozenset[str]:
         """Item ids present in the interactions (runs a pass over them if none finished yet)."""

@@ -56,6 +56,18 @@ def numbered_lines(path: Path, encoding: str = "utf-8") -> Iterator[tuple[str, s
         ) from None
 
 
+def printable(text: str) -> str:
+    """``text`` as a log line can hold it: undecodable bytes (lone surrogates of
+    ``surrogateescape``) shown as ``\\xff``, other lone surrogates as ``\\udXXX``."""
+    if not _SURROGATES.search(text):
+        return text
+    try:
+        raw = text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that is not an escaped byte (a JSON "\\udXXX")
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return raw.decode("utf-8", "backslashreplace")
+
+
 # Why canonical_id refuses an id (the reader adds ``:<field>``).
 BLANK_ID, UNDECODABLE_ID = "blank_id", "undecodable_id"
 

@@ -111,7 +111,16 @@ CASES = [
         AMAZON,
         rejected={"undecodable_id:reviewerID": 2},
         users={"u1"},
-        logged=r"{path}:2: rejected \(undecodable_id:reviewerID\)",
+        # The raw bytes are logged escaped (issue 25 A: the log line raised UnicodeEncodeError).
+        logged=r"{path}:2: rejected \(undecodable_id:reviewerID\) .*u\\xff",
+    ),
+    Case(
+        "sequences-non-utf8-id-logged",
+        {"s.txt": b"u1 1 2 3\nu\xff 1 2 3\n"},
+        {"name": "sequences", "path": "s.txt", "integer_ids": False},
+        rejected={"undecodable_id": 1},
+        users={"u1"},
+        logged=r"{path}:2: rejected \(undecodable_id\) u\\xff 1 2 3",
     ),
     Case(
         "gzip-truncated",
@@ -290,6 +299,8 @@ def test_hostile_input(case: Case, tmp_path: Path, caplog) -> None:
     if case.logged is not None:
         pattern = case.logged.format(path=re.escape(str(path)))
         assert any(re.search(pattern, r.getMessage()) for r in caplog.records), caplog.text
+    for record in caplog.records:  # every line can be written to a UTF-8 log (issue 25 A)
+        record.getMessage().encode("utf-8")
 
 
 def test_tokenizer_training_is_bounded_on_a_huge_word(tmp_path: Path) -> None:

@@ -63,6 +63,7 @@ def test_finetune_then_predict_jobs_on_two_simulated_nodes(tiny_dataset, tmp_pat
         "--ntasks-per-node=1",
         "slurm/finetune.sbatch",
         f"data.dir={tiny_dataset}",
+        "stage.init_from=none",
         *TINY,
         "stage.epochs=1",
         "stage.max_steps_per_phase=2",
