@@ -160,7 +160,11 @@ def explain(err: BaseException, base: Any, config_dir: Path) -> str:
     keys = config_keys(base) + _groups(config_dir)
     if isinstance(err, MissingConfigException):
         missing = re.search(r"Could not find '([^']+)'", text)
-        options = re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
+        options = [
+            o
+            for o in re.findall(r"^\t(\S+)$", text.split("Config search path")[0], re.M)
+            if not o.endswith("_schema")
+        ]  # the schemas registered beside the files
         if missing and "/" in missing.group(1):
             group, _, option = missing.group(1).rpartition("/")
             hint = difflib.get_close_matches(option, options, n=1, cutoff=0.5)
