@@ -132,6 +132,13 @@ def test_every_readme_pipeline_command_runs(tmp_path):
         shown = f"{command}\n{shlex.join(argv)}\n{(proc.stdout + proc.stderr)[-3000:]}"
         assert proc.returncode == 0, shown
         assert "Traceback" not in proc.stdout + proc.stderr, shown
+        # What the terminal shows: the start-up line first (plain python; deepspeed's launcher
+        # prints its own lines before), no false checkpoint warning, a table at the end.
+        if argv[0] == sys.executable:
+            assert proc.stderr.startswith(f"{name}: loading "), shown
+        assert "replacing the existing checkpoint" not in proc.stdout + proc.stderr, shown
+        if name in ("finetune", "evaluate", "baseline"):
+            assert re.search(r"^(split|model) +recall@20 ", proc.stdout, re.M), shown
         run = re.search(r"(?:run\.dir|output_dir)=(\S+)", " ".join(argv))
         for relative in WRITES.get(name, []):
             assert (Path(run.group(1)) / relative).exists(), f"{relative} missing\n{shown}"

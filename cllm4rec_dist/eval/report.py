@@ -12,16 +12,17 @@ import json
 import sys
 from pathlib import Path
 
+from cllm4rec_dist.cli.console import metrics_grid
+
 COLUMNS = ("recall@20", "recall@40", "ndcg@100")
 
 
 def table(rows: dict[str, dict[str, float]]) -> str:
-    width = max(len(name) for name in rows) + 2
-    lines = [f"{'model':<{width}}" + "".join(f"{c:>12}" for c in COLUMNS) + f"{'users':>8}"]
-    for name, metrics in rows.items():
-        cells = "".join(f"{metrics.get(c, float('nan')):>12.4f}" for c in COLUMNS)
-        lines.append(f"{name:<{width}}{cells}{int(metrics.get('users', 0)):>8}")
-    return "\n".join(lines)
+    """One row per model of the COLUMNS metrics and its evaluated users."""
+    picked = {
+        name: {c: m.get(c, float("nan")) for c in (*COLUMNS, "users")} for name, m in rows.items()
+    }
+    return metrics_grid(picked, first="model")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,9 +145,12 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     check that resuming fits its checkpoints, set them aside when starting over, then record
     the config."""
     from cllm4rec_dist.train.checkpoint import check_resume_config, has_checkpoints, set_aside
+    from cllm4rec_dist.train.export import is_training_export
 
     run_dir, stage = Path(cfg.run.dir), cfg.stage.name
     check_output_dir(run_dir, stage, legacy_run_dir(stage))
+    for export in ("export", "best"):  # written at the end: refused now, not after training
+        check_output_dir(run_dir / export, stage, is_training_export)
     resuming = cfg.checkpoint.resume and has_checkpoints(run_dir)
     if resuming:
         check_resume_config(run_dir, OmegaConf.to_container(cfg, resolve=True))
