@@ -57,20 +57,18 @@ def run_app(
 
     _load(schema)()
     preflight(config_dir, config_name, sys.argv[1:], version_base)
-    run = _load(task)
-
-    def main(cfg: Any) -> None:
-        run(cfg)
-
-    hydra.main(config_path=str(config_dir), config_name=config_name, version_base=version_base)(
-        main
-    )()
+    main = hydra.main(
+        config_path=str(config_dir), config_name=config_name, version_base=version_base
+    )
+    main(_load(task))()
 
 
 def preflight(
     config_dir: Path, config_name: str, argv: list[str], version_base: str | None
 ) -> None:
-    """Compose the config the way Hydra will; a mistake is reported as one line (exit 2)."""
+    """Compose the config the way Hydra will; a mistake is reported as one line (exit 2).
+    The command line is read by Hydra's own parser (``hydra._internal``, hydra-core 1.3), so
+    ``--config-name`` and the options that do not run the task are understood as Hydra does."""
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(argv)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from pathlib import Path
@@ -115,16 +116,9 @@ def _run_predict(cfg: TrainConfig) -> None:
     check_output_dir(cfg.predict.output_dir, COMMAND, is_predictions)
     out = predict(build(cfg), cfg)
     if env.rank() == 0:
-        summary = OmegaConf.to_container(cfg.predict, resolve=True)
-        users = _predicted_users(out)
-        print(f"predict: top-{summary['k']} items for {users} users")
+        written = json.loads((out / "manifest.json").read_text())
+        print(f"predict: top-{written['k']} items for {written['users']} users")
         print(paths({"predictions": out, "manifest": out / "manifest.json"}))
-
-
-def _predicted_users(out: Path) -> int:
-    import json
-
-    return int(json.loads((out / "manifest.json").read_text())["users"])
 
 
 def legacy_run_dir(stage: str):
@@ -151,8 +145,7 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     check_output_dir(run_dir, stage, legacy_run_dir(stage))
     for export in ("export", "best"):  # written at the end: refused now, not after training
         check_output_dir(run_dir / export, stage, is_training_export)
-    resuming = cfg.checkpoint.resume and has_checkpoints(run_dir)
-    if resuming:
+    if cfg.checkpoint.resume and has_checkpoints(run_dir):
         check_resume_config(run_dir, OmegaConf.to_container(cfg, resolve=True))
     env.barrier()
     if env.rank() == 0:
