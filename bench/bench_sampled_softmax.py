@@ -28,8 +28,8 @@ from scale_check import peak_rss_bytes  # bench/ is on sys.path when run as a sc
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
+from cllm4rec_dist.distributed.spawn import run_ranks
 from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer
-from cllm4rec_dist.testing.multiprocess import run_ranks
 
 GIB = 2**30
 MODES = ("full", "popularity", "in_batch")

@@ -102,7 +102,7 @@ def two_rank_topk(items, q, k, offsets, seen, repeats: int, clock) -> float:
 
     from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
     from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
-    from cllm4rec_dist.testing.multiprocess import run_ranks
+    from cllm4rec_dist.distributed.spawn import run_ranks
 
     def rank_fn(rank: int, world_size: int) -> float:
         torch.set_num_threads(1)

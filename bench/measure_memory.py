@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cllm4rec_dist.distributed import env
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+from data_prep.presets import TINY_CATALOG
 
 REPO = Path(__file__).resolve().parents[1]
 RANKS = 2
@@ -143,7 +143,7 @@ def estimate(case: Case, data: Path) -> dict[int, float]:
 
 def measure(case: Case, data: Path, work: Path) -> tuple[dict[int, float], float]:
     """Run the case on 2 ranks; (peak RSS per rank in bytes, wall seconds)."""
-    from cllm4rec_dist.testing.multiprocess import free_port
+    from cllm4rec_dist.distributed.spawn import free_port
 
     probe_dir = work / "probe" / case.name
     run_dir = work / "runs" / case.name

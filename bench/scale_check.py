@@ -20,7 +20,7 @@ from torch import nn
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
-from cllm4rec_dist.testing.multiprocess import run_ranks
+from cllm4rec_dist.distributed.spawn import run_ranks
 
 GIB = 2**30
 

@@ -9,7 +9,7 @@ or replaces finetuning by the ``evaluate`` stage on the pretrain export (``finet
 
 from __future__ import annotations
 
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG
+from data_prep.presets import TINY_CATALOG
 
 RAW = "${RAW_DATA_ROOT}"  # substituted by run.py (default ../shared/data)
 

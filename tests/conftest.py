@@ -9,8 +9,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from helpers import tiny_model_cfg, write_tokenizer
 
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG, prepare_dataset
+from cllm4rec_dist.model.loading import load_tokenizer
+from data_prep.presets import TINY_CATALOG, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -42,3 +44,14 @@ def ray_session() -> Iterator[None]:
     yield
     ray.shutdown()
     shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def tokenizer_file(tmp_path_factory) -> Path:
+    """A tiny byte-level BPE like data_prep's (tests/helpers.py: write_tokenizer)."""
+    return write_tokenizer(tmp_path_factory.mktemp("tok") / "tokenizer.json")
+
+
+@pytest.fixture(scope="session")
+def tokenizer(tokenizer_file):
+    return load_tokenizer(tiny_model_cfg(), tokenizer_file)

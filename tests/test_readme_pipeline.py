@@ -16,13 +16,12 @@ import sys
 from pathlib import Path
 
 import pytest
+from helpers import DEEPSPEED, TINY
 
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG
-from cllm4rec_dist.testing.multiprocess import free_port
+from cllm4rec_dist.distributed.spawn import free_port
+from data_prep.presets import TINY_CATALOG
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "tests" / "train"))  # the training tests' config helper
-from train_testkit import DEEPSPEED, TINY  # noqa: E402
 
 PLACEHOLDERS = ("DATA2", "DATA", "PRE", "FT", "EV", "P2", "P", "I", "U")
 COLD = ["split.cold_item_fraction=0.2", "split.cold_user_fraction=0.15"]

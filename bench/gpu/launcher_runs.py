@@ -96,7 +96,7 @@ def launch(
 ) -> tuple[int, str, float]:
     """``python -m deepspeed.launcher.runner --num_gpus 1 --no_local_rank launchers/finetune.py``
     with ``overrides`` -> (exit status, combined output, seconds)."""
-    from cllm4rec_dist.testing.multiprocess import free_port
+    from cllm4rec_dist.distributed.spawn import free_port
 
     cmd = [
         sys.executable,

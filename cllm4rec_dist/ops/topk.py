@@ -72,7 +72,7 @@ def masked_topk(
 
     queries [B, H], items [n, H], exclusions CSR over rows of ``items`` -> (scores [B, k] fp32
     descending, indices [B, k] int64 = item row + ``index_offset``; (-inf, -1) where fewer than k
-    items are allowed). Ties: lower index first (``tests/topk_reference.py`` is the plain
+    items are allowed). Ties: lower index first (``ops/reference.py`` is the plain
     version it is tested against).
 
     ``block`` consecutive items share one maximum in the filtering pass (a tile whose length it

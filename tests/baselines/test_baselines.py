@@ -3,7 +3,6 @@
 import numpy as np
 import pytest
 import torch
-from topk_reference import masked_topk_reference
 
 from cllm4rec_dist.baselines.ease import EaseSolver, evaluate_ease, gram
 from cllm4rec_dist.baselines.popularity import (
@@ -16,6 +15,7 @@ from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.data.splits import train_item_counts
 from cllm4rec_dist.eval.metrics import MetricSums
+from cllm4rec_dist.ops.reference import masked_topk_reference
 
 
 def naive_metrics(data_dir, split, score_fn, ks):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from fixture_dataset import write_dataset
+from helpers import write_dataset
 
 
 @pytest.fixture(scope="module")

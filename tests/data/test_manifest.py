@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from fixture_dataset import NUM_DOCUMENTS, NUM_ITEMS, NUM_SHARDS, NUM_USERS, write_dataset
+from helpers import NUM_DOCUMENTS, NUM_ITEMS, NUM_SHARDS, NUM_USERS, write_dataset
 
 from cllm4rec_dist.data.manifest import ManifestError, load_manifest
 from cllm4rec_dist.data.samples import verify_shards

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from fixture_dataset import NUM_DOCUMENTS, NUM_USERS, document, user_items, user_splits
+from helpers import NUM_DOCUMENTS, NUM_USERS, document, user_items, user_splits
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
@@ -23,7 +23,7 @@ from cllm4rec_dist.data.shards import (
     rows_per_rank,
     split_skip,
 )
-from cllm4rec_dist.testing.multiprocess import run_ranks
+from cllm4rec_dist.distributed.spawn import run_ranks
 
 
 def users(rows) -> list[int]:

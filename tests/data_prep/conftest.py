@@ -1,46 +1,19 @@
-"""Shared fixtures of the data-prep tests: one Ray session, config composition, tiny runs."""
+"""Fixtures of the data-prep tests: config composition, tiny runs in-process on one loopback Ray."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from helpers import SMALL, TINY_SYNTHETIC, compose_prep
 
-from data_prep.config import register_configs
 from data_prep.pipeline.runner import run_prepare
-
-REPO = Path(__file__).resolve().parents[2]
-CONFIG_DIR = REPO / "configs" / "data_prep"
-
-# A synthetic dataset small enough for a few seconds per run, big enough for 2 RNG chunks,
-# several buckets and several samples per shard.
-TINY_SYNTHETIC = [
-    "source.num_users=300",
-    "source.num_items=120",
-    "source.mean_interactions=10",
-    "source.users_per_block=256",
-    "staging.buckets=4",
-    "layout.users_per_sample=16",
-    "layout.docs_per_sample=32",
-    "layout.samples_per_shard=2",
-    "tokenizer.vocab_size=300",
-    "progress=false",
-]
-
-
-def compose_config(overrides: list[str]) -> DictConfig:
-    """The prepare.py config with Hydra command-line ``overrides`` applied."""
-    register_configs()
-    with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base=None):
-        return compose(config_name="config", overrides=overrides)
 
 
 @pytest.fixture(scope="session")
 def compose_cfg():
     """``compose(overrides) -> DictConfig`` of configs/data_prep/config.yaml (no Ray needed)."""
-    return compose_config
+    return compose_prep
 
 
 @pytest.fixture(scope="session")
@@ -54,7 +27,7 @@ def prepare(ray_session: None):
     """Run the pipeline in-process: ``prepare(output_dir, *overrides) -> manifest``."""
 
     def run(output_dir: Path, *overrides: str) -> dict:
-        return run_prepare(compose_config([f"output_dir={output_dir}", *overrides]))
+        return run_prepare(compose_prep([f"output_dir={output_dir}", *overrides]))
 
     return run
 
@@ -64,3 +37,16 @@ def tiny(tmp_path_factory, prepare) -> tuple[Path, dict]:
     """(directory, manifest) of one run on the tiny synthetic dataset, shared by all tests."""
     out = tmp_path_factory.mktemp("tiny")
     return out, prepare(out, *TINY_SYNTHETIC)
+
+
+@pytest.fixture(scope="session")
+def prepare_table(ray_session):
+    """``prepare_table(csv_path, output_dir, *overrides) -> manifest``, in-process."""
+
+    def run(path: Path, output: Path, *overrides: str) -> dict:
+        cfg = compose_prep(
+            ["source=table", f"source.path={path}", f"output_dir={output}", *SMALL, *overrides]
+        )
+        return run_prepare(cfg)
+
+    return run

@@ -14,8 +14,8 @@ import pytest
 import torch
 
 from cllm4rec_dist.data.manifest import load_manifest
+from cllm4rec_dist.distributed.spawn import run_ranks
 from cllm4rec_dist.model.interfaces import init_rows
-from cllm4rec_dist.testing.multiprocess import run_ranks
 
 REPO = Path(__file__).resolve().parents[2]
 PREP = ["source=sequences", "source.integer_ids=false", "progress=false", "staging.buckets=2"]
@@ -79,7 +79,7 @@ def _users_in(data: Path, corpus: str) -> set[int]:
 def _pretrain_old(old: Path, run: Path) -> Path:
     cmd = [sys.executable, str(REPO / "launchers" / "pretrain.py"), f"data.dir={old}"]
     cmd += [f"run.dir={run}", "stage.epochs=1", "stage.max_steps_per_phase=2"]
-    # The sizes the in-process configs below get (train_testkit.TINY's depth, then these).
+    # The sizes the in-process configs below get (helpers.TINY's depth, then these).
     cmd += ["model.hidden_size=16", "model.intermediate_size=32", "model.num_heads=2"]
     cmd += ["model.num_layers=2", "data.num_workers=0", "run.progress_bar=false"]
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -89,7 +89,7 @@ def _pretrain_old(old: Path, run: Path) -> Path:
 
 def _build_on_new(rank, world, new, export):
     torch.set_num_threads(1)
-    from train_testkit import compose_train
+    from helpers import compose_train
 
     from cllm4rec_dist.train.builder import build
 
@@ -119,7 +119,6 @@ def old_export(grown) -> Path:
 def test_export_of_the_old_catalog_continues_on_the_grown_one_on_two_ranks(grown, old_export):
     root, old, new = grown
     export = old_export
-    sys.path.insert(0, str(REPO / "tests" / "train"))
     ranks = run_ranks(_build_on_new, 2, new, export)
     m_new, grown_from = load_manifest(new), load_manifest(new).grown_from
     from safetensors.torch import load_file
@@ -144,8 +143,7 @@ def test_export_of_the_old_catalog_continues_on_the_grown_one_on_two_ranks(grown
 def test_new_users_of_the_grown_catalog_fold_in_and_predict_serves_them(grown, old_export):
     """A new user: the grow step appends its id, fold-in fits its row from its history (the
     old rows stay as exported), and predict ranks it from a (user, item) file."""
-    sys.path.insert(0, str(REPO / "tests" / "train"))
-    from train_testkit import compose_train
+    from helpers import compose_train
 
     from cllm4rec_dist.eval.predict import predict
     from cllm4rec_dist.infer.entry import fold_in

@@ -14,8 +14,7 @@ import os
 import pytest
 import torch
 import torch.distributed as dist
-from dist_reference import csr, dense_cross_entropy, dense_multinomial_nll
-from topk_reference import masked_topk_reference
+from helpers import csr
 
 from cllm4rec_dist.distributed import (
     ItemParallelScorer,
@@ -24,6 +23,11 @@ from cllm4rec_dist.distributed import (
     masked_topk,
 )
 from cllm4rec_dist.model.tables import DenseTable
+from cllm4rec_dist.ops.reference import (
+    cross_entropy_reference,
+    masked_topk_reference,
+    multinomial_nll_reference,
+)
 
 DEVICE = os.environ.get("CLLM4REC_PARITY_DEVICE", "cuda")
 # GPU sizes reach the tiling of the top-K kernel; the CPU smoke run keeps the reference cheap.
@@ -128,11 +132,11 @@ def test_item_parallel_losses_match_dense(num_items, chunk, hidden_dtype):
         ref_hidden = hidden_in.double().requires_grad_()
         if name == "ce":
             loss = scorer.cross_entropy(hidden, d["targets"].to(DEVICE))
-            ref = dense_cross_entropy(ref_hidden, items, d["targets"])
+            ref = cross_entropy_reference(ref_hidden, items, d["targets"])
         else:
             offsets, flat = d["multi"]
             loss = scorer.multinomial_nll(hidden, offsets.to(DEVICE), flat.to(DEVICE))
-            ref = dense_multinomial_nll(ref_hidden, items, offsets, flat)
+            ref = multinomial_nll_reference(ref_hidden, items, offsets, flat)
         (loss * coef.to(DEVICE, loss.dtype)).sum().backward()
         (ref * coef).sum().backward()
         assert hidden.grad.dtype == hidden_dtype

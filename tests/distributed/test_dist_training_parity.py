@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.distributed as dist
-from dist_reference import DenseScorer, csr, run_ranks_serialized
+from helpers import DenseScorer, csr, run_ranks_serialized
 from torch import nn
 
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer

@@ -9,14 +9,18 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_reference import csr, dense_cross_entropy, dense_multinomial_nll, run_ranks_serialized
+from helpers import csr, run_ranks_serialized
 from hypothesis import HealthCheck, Phase, example, given, settings
 from hypothesis import strategies as st
-from topk_reference import masked_topk_reference
 
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.model.tables import DenseTable
+from cllm4rec_dist.ops.reference import (
+    cross_entropy_reference,
+    masked_topk_reference,
+    multinomial_nll_reference,
+)
 
 MAX_EXAMPLES = 10
 # Always run on 2 ranks: k == #items with 4/3 shards and no rows on rank 1; k == #items == 5.
@@ -132,11 +136,11 @@ def check_against_dense(ranks: list[list]) -> None:
             hiddens = [d["hidden"].clone().requires_grad_() for d in data]
             if name == "ce":
                 losses = [
-                    dense_cross_entropy(h, items, d["targets"]) for h, d in zip(hiddens, data)
+                    cross_entropy_reference(h, items, d["targets"]) for h, d in zip(hiddens, data)
                 ]
             else:
                 losses = [
-                    dense_multinomial_nll(h, items, *d["multi"]) for h, d in zip(hiddens, data)
+                    multinomial_nll_reference(h, items, *d["multi"]) for h, d in zip(hiddens, data)
                 ]
             totals = [(x * d["coef"][which]).sum() for x, d in zip(losses, data)]
             grad_items = torch.autograd.grad(sum(totals) / world_size, items, retain_graph=True)[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_reference import run_ranks_serialized
+from helpers import run_ranks_serialized
 
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable, row_ranges
 from cllm4rec_dist.model.tables import DenseTable

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from dist_reference import csr, run_ranks_serialized
+from helpers import csr, run_ranks_serialized
 
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable

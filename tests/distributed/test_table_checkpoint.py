@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from dist_reference import run_ranks_serialized
+from helpers import run_ranks_serialized
 from safetensors.torch import load_file
 
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable

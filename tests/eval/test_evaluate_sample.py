@@ -11,9 +11,9 @@ from cllm4rec_dist.baselines.popularity import PopularityScorer
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.data.splits import eval_targets, train_item_counts
+from cllm4rec_dist.distributed.spawn import run_ranks
 from cllm4rec_dist.eval.evaluate import evaluate_ranking, in_sample, sample_fraction
 from cllm4rec_dist.eval.metrics import MetricSums
-from cllm4rec_dist.testing.multiprocess import run_ranks
 
 KS = [5, 10]
 

@@ -13,6 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import TINY, compose_train, launch
 from safetensors.torch import load_file
 
 from cllm4rec_dist.data.cold import cold_ids, cold_item_texts, cold_user_rows
@@ -27,12 +28,10 @@ from cllm4rec_dist.infer.cold_items import (
 )
 from cllm4rec_dist.infer.entry import fold_in, infer_items
 from cllm4rec_dist.infer.fold_in import fold_in_users
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG, prepare_dataset
 from cllm4rec_dist.train.builder import build
+from data_prep.presets import TINY_CATALOG, prepare_dataset
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "train"))  # the training tests' config helper
-from train_testkit import TINY, compose_train, launch  # noqa: E402
 
 COLD = ["split.cold_item_fraction=0.2", "split.cold_user_fraction=0.15"]
 

@@ -6,7 +6,7 @@ import importlib.util
 
 import pytest
 import torch
-from model_testkit import tiny_model_cfg
+from helpers import tiny_model_cfg
 from transformers import GPT2Config, GPT2LMHeadModel
 
 from cllm4rec_dist.config import LoraConfig

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from model_testkit import tiny_model_cfg
+from helpers import tiny_model_cfg
 from torch import nn
 
 from cllm4rec_dist.data.collate import Collator

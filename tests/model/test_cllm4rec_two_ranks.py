@@ -12,17 +12,17 @@ import io
 import numpy as np
 import pytest
 import torch
-from model_testkit import tiny_model_cfg
+from helpers import tiny_model_cfg
 
 from cllm4rec_dist.data.collate import Collator
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
+from cllm4rec_dist.distributed.spawn import run_ranks
 from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
 from cllm4rec_dist.model.prompts import DEFAULT_TEMPLATES, PromptBuilder
 from cllm4rec_dist.model.tables import DenseTable
-from cllm4rec_dist.testing.multiprocess import run_ranks
 
 N_USERS, N_ITEMS, H = 5, 7, 32
 HISTORIES = {0: [0, 1, 2, 3], 1: [4], 3: [5, 6, 0]}

@@ -13,9 +13,9 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
+from cllm4rec_dist.distributed.spawn import free_port
 from cllm4rec_dist.planning.backbone import backbone_shape
 from cllm4rec_dist.planning.plan import register_plan
-from cllm4rec_dist.testing.multiprocess import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 register_plan()

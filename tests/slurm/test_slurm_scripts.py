@@ -1,11 +1,10 @@
-"""The batch scripts under a simulated Slurm (tests/slurm/slurm_stubs.py): two "nodes" on loopback
+"""The batch scripts under a simulated Slurm (tests/helpers.py): two "nodes" on loopback
 run a real 2-rank DeepSpeed job (CPU, gloo) through slurm/*.sbatch; USR1 to the batch shell is
 forwarded to the ranks, the trainer checkpoints and exits 75 and the script requeues the job,
 whose next run resumes; the Ray script builds a head + worker cluster and prepares a dataset."""
 
 from __future__ import annotations
 
-import importlib.util
 import signal
 import subprocess
 import sys
@@ -13,10 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from slurm_stubs import read_log, slurm_env
+from helpers import TINY, read_log, slurm_env
 
-from cllm4rec_dist.testing.catalogs import TINY_CATALOG
-from cllm4rec_dist.testing.multiprocess import free_port
+from cllm4rec_dist.distributed.spawn import free_port
+from data_prep.presets import TINY_CATALOG
 
 REPO = Path(__file__).resolve().parents[2]
 HOSTS = ["127.0.0.1", "127.0.0.2"]  # two "nodes", both loopback
@@ -27,16 +26,6 @@ SCRIPTS = [
 ]
 
 pytestmark = pytest.mark.distributed
-
-
-def _load(name: str, path: Path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-TINY = _load("slurm_train_testkit", REPO / "tests" / "train" / "train_testkit.py").TINY
 
 
 def _output(path: Path) -> str:

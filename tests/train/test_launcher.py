@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_testkit import TINY, launch
+from helpers import TINY, launch
 
 REPO = Path(__file__).resolve().parents[2]
 

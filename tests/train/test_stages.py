@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from train_testkit import compose_train
+from helpers import compose_train
 
-from cllm4rec_dist.testing.multiprocess import run_ranks
+from cllm4rec_dist.distributed.spawn import run_ranks
 
 GOLDEN = Path(__file__).with_name("golden_losses.json")
 # Loss sequences must reproduce to this relative tolerance (fp32 on CPU, fixed seeds).

@@ -10,10 +10,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from train_testkit import compose_train
+from helpers import compose_train
 
 from cllm4rec_dist.data.shards import iter_rows
-from cllm4rec_dist.testing.multiprocess import run_ranks
+from cllm4rec_dist.distributed.spawn import run_ranks
 
 PHASES = ("collaborative", "content", "recommendation")
 STEPS = 2

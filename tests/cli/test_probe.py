@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import TINY, compose_prep, compose_train
 from omegaconf import OmegaConf
 from safetensors.torch import save_file
 
@@ -34,8 +35,6 @@ from cllm4rec_dist.train.entry import run_predict, run_stage
 from cllm4rec_dist.train.export import ExportFileError, load_export
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "tests" / "train"))  # the training tests' config helper
-from train_testkit import TINY, compose_train  # noqa: E402
 
 
 def _one_error_line(capsys) -> str:
@@ -125,7 +124,6 @@ def test_infer_output_pointed_at_the_training_run_is_refused(tiny_dataset, tmp_p
 def test_prepare_and_baseline_outputs_keep_the_users_files(
     tiny_dataset, users_dir, tmp_path, capsys
 ):
-    from reliability_kit import compose_prep
 
     from data_prep.cli import prepare
 

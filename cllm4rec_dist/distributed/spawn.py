@@ -1,6 +1,6 @@
 """Run a function on N local gloo ranks and collect what each rank returns.
 
-Tests of collective code use this to compare a 2-rank run against a single-process dense
+Tests of collective code (and the benchmarks of collective ops) use this to compare a 2-rank run against a single-process dense
 reference. Processes are forked (not spawned) so the function may be defined inside a test
 module; each rank gets a fresh default process group on a free loopback port.
 """

@@ -1,11 +1,11 @@
-"""Prepared-data presets shared by the tests and the benchmarks: ``launchers/prepare.py``
-overrides of the built-in synthetic source, and running it."""
+"""Prepared-data presets shared by the tests, the benchmarks and the experiments:
+``launchers/prepare.py`` overrides of the built-in synthetic source, and running it."""
 
 import subprocess
 import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 
 # A catalog small enough for CPU training tests (48 users, 30 items), prepared by the real job.
 TINY_CATALOG = (

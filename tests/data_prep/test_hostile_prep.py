@@ -12,7 +12,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from reliability_kit import PREPARE, REPO, SMALL
+from helpers import PREPARE, REPO, SMALL
 
 from data_prep.pipeline.runner import EmptyDatasetError
 from data_prep.pipeline.validate import validate_dir

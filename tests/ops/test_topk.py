@@ -6,8 +6,8 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from topk_reference import masked_topk_reference
 
+from cllm4rec_dist.ops.reference import masked_topk_reference
 from cllm4rec_dist.ops.topk import masked_topk
 
 

@@ -1,1 +1,0 @@
-"""Helpers for tests and benchmarks (multi-rank CPU runs, tiny fixtures)."""
