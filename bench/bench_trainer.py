@@ -10,10 +10,10 @@ time the training thread waits for the next batch), so the shares add up to the 
 Variants (Hydra overrides of the finetune/pretrain configs):
 
 - ``old d=64``: the defaults when the issue was filed: batch 16 per phase, no loader worker,
-  a debug backbone of 2 layers x 4 heads.
+  a tiny backbone of 2 layers x 4 heads.
 - ``new d=64``: the current defaults (hundreds of users per step, one loader worker).
 - ``new b=16``: the current defaults at the old batch size, for the step model below.
-- ``new d=256``: the current defaults with a medium debug backbone (hidden 256, 4 layers).
+- ``new d=256``: the current defaults with a medium tiny backbone (hidden 256, 4 layers).
 
 For each variant and phase (recommendation = finetuning, collaborative = pretraining) it prints
 users/s, tokens/s (non-padding), the share of step time per part and the model-FLOPs

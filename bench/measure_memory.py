@@ -70,7 +70,7 @@ CASES = (
             "model.num_heads=2",
             "model.intermediate_size=64",
         ),
-        "debug backbone of 0.03 M parameters, 30 items, 48 users: runtime overhead only",
+        "tiny backbone of 0.03 M parameters, 30 items, 48 users: runtime overhead only",
     ),
     Case(
         "tables",

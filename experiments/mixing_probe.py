@@ -1,5 +1,5 @@
 """Does a fixed map between the input rows and the tied item head cost quality? (docs/results.md,
-"the debug backbone's init").
+"the tiny backbone's init").
 
 A bag-of-items model with CLLM4Rec's tied head and no transformer: a user's state is
 ``rms_norm((u + sum of its input item rows / sqrt(n)) @ M)``, scored against the same item rows

@@ -148,9 +148,9 @@ CORPUS = [
 
 
 def tiny_model_cfg(**overrides) -> ModelConfig:
-    """A debug backbone config: hidden 32, 2 layers, fp32, frozen (override any field)."""
+    """A tiny backbone config: hidden 32, 2 layers, fp32, frozen (override any field)."""
     base = ModelConfig(
-        source="debug",
+        source="tiny",
         hidden_size=32,
         num_layers=2,
         num_heads=4,

@@ -73,7 +73,7 @@ def test_data_prep_configs_compose():
     "override,key",
     [
         ("model.mode=frozn", "model.mode"),
-        ("model.debug_init=zeros", "model.debug_init"),
+        ("model.tiny_init=zeros", "model.tiny_init"),
         ("stage.phases=[collaborative,reviews]", "stage.phases[1]"),
         ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
         ("model.dtype=fp16", "model.dtype"),
@@ -114,3 +114,12 @@ def test_invalid_values_name_the_key(override, key):
 def test_type_errors_fail_at_compose():
     with pytest.raises(Exception, match="epochs"):
         _compose("pretrain", ["data.dir=/tmp/x", "stage.epochs=many"])
+
+
+@pytest.mark.parametrize("override", ["model=debug", "model.source=debug"])
+def test_the_old_backbone_name_warns_and_runs_tiny(override):
+    tiny = _compose("pretrain", ["data.dir=/tmp/x"])
+    cfg = _compose("pretrain", ["data.dir=/tmp/x", override])
+    with pytest.warns(FutureWarning, match="model.source=debug .* now called tiny"):
+        validate(cfg)
+    assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(tiny.model)

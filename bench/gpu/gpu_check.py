@@ -17,7 +17,7 @@ lines; a failed one never stops the next:
    item-parallel head and top-K on the device against the dense references).
 4. topk: users/s of exact masked top-20 over 1 M items (d=256) against ``torch.topk`` on the GPU.
 5. runs: ``launchers/finetune.py`` through DeepSpeed's launcher at world size 1 (NCCL on CUDA),
-   bf16, ZeRO-2, finetuning on the prepared ml-100k: the debug backbone, a backbone of SmolLM2's
+   bf16, ZeRO-2, finetuning on the prepared ml-100k: the tiny backbone, a backbone of SmolLM2's
    layer shapes with random weights, and SmolLM2-135M itself when its weights are given. Each
    prints tokens/s, documents/s, MFU and test NDCG@100 (launcher_runs.py says how it counts).
    A run that fails the way an NCCL-only process group fails on CPU tensors is reported, then
@@ -243,7 +243,7 @@ def run_section(args, report: Report, work: Path, cuda: bool, deadline: float) -
     from launcher_runs import COMMON, CPU_TENSOR_ON_NCCL, DRY_RUN, SMOLLM2_SHAPE, run_finetune
 
     extra = DRY_RUN if args.dry_run else []
-    runs = {"debug": [], "smollm2-shape": SMOLLM2_SHAPE}
+    runs = {"tiny": [], "smollm2-shape": SMOLLM2_SHAPE}
     smol, smol_env, why = smollm2_overrides(args.smollm2, work)
     if smol is not None:
         runs["smollm2"] = smol
@@ -251,7 +251,7 @@ def run_section(args, report: Report, work: Path, cuda: bool, deadline: float) -
     check_configs(report, runs, args.data)
     if why:
         report.line(f"run smollm2: skipped: {why}")
-    launched = ["debug"] if args.dry_run else list(runs)
+    launched = ["tiny"] if args.dry_run else list(runs)
     for name in runs:
         if name not in launched:
             report.line(f"run {name}: dry run: config composed, not launched (CPU time)")

@@ -33,7 +33,7 @@ TAGS = ("train/throughput/tokens_per_s", "train/throughput/samples_per_s")
 CPU_TENSOR_ON_NCCL = "No backend type associated with device type cpu"
 
 # SmolLM2-135M's layer shapes (hidden 576, 30 layers, MLP 1536, 9 heads) with random weights and
-# the dataset's small vocabulary; SmolLM2 has 3 KV heads, which the debug config cannot express.
+# the dataset's small vocabulary; SmolLM2 has 3 KV heads, which the tiny config cannot express.
 SMOLLM2_SHAPE = [
     "model.hidden_size=576",
     "model.num_layers=30",
@@ -161,7 +161,7 @@ def throughput(tb_dir: Path) -> tuple[list[float], list[float]]:
 def backbone_shape(cfg: dict) -> dict[str, int]:
     """hidden, layers, heads, kv_heads, intermediate of the run's backbone (its config.yaml)."""
     m = cfg["model"]
-    if m["source"] == "debug":
+    if m["source"] == "tiny":
         return dict(
             hidden=m["hidden_size"],
             layers=m["num_layers"],

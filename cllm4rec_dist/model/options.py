@@ -5,15 +5,18 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-ModelSource = Literal["debug", "local", "smollm2_gguf"]
+# tiny: the random-init Llama of configs/model/tiny.yaml; "debug" is its old name, accepted with a
+# warning (config.validate turns it into tiny before anything reads it).
+ModelSource = Literal["tiny", "local", "smollm2_gguf", "debug"]
 Dtype = Literal["fp32", "bf16"]
 BackboneMode = Literal["frozen", "lora", "full"]  # frozen: the paper's setting
-DebugInit = Literal["identity", "random"]  # the debug backbone's weights (loading._debug_lm)
+TinyInit = Literal["identity", "random"]  # the tiny backbone's weights (loading._tiny_lm)
 
 SOURCES: tuple[str, ...] = get_args(ModelSource)
+SOURCE_ALIASES = {"debug": "tiny"}  # old name -> name
 DTYPES: tuple[str, ...] = get_args(Dtype)
 MODES: tuple[str, ...] = get_args(BackboneMode)
-DEBUG_INITS: tuple[str, ...] = get_args(DebugInit)
+TINY_INITS: tuple[str, ...] = get_args(TinyInit)
 # Bytes per element of each dtype (the loader's torch dtypes have these itemsizes).
 DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2}
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, PretrainedConfig
 
-from cllm4rec_dist.model.loading import debug_config, inject_lora
+from cllm4rec_dist.model.loading import inject_lora, tiny_config
 from cllm4rec_dist.model.options import MODES, SOURCES, one_of
 from cllm4rec_dist.planning.memory import BackboneShape
 
@@ -24,13 +24,13 @@ def hf_config(model_cfg: ModelConfig, vocab_size: int | None) -> PretrainedConfi
     dataset tokenizer's; local: ``<model.path>/config.json`` (weights need not exist);
     smollm2_gguf: the converted cache's config.json (run one training or ``smollm2_cache`` first).
     """
-    if model_cfg.source == "debug":
+    if model_cfg.source == "tiny":
         if vocab_size is None:
             raise ValueError(
-                "a debug backbone's vocabulary is the dataset tokenizer's: give "
+                "a tiny backbone's vocabulary is the dataset tokenizer's: give "
                 "data.dir (a prepared dataset) or plan.vocab_size"
             )
-        return debug_config(model_cfg, vocab_size)
+        return tiny_config(model_cfg, vocab_size)
     if model_cfg.source == "local":
         path = Path(str(model_cfg.path))
         if not (path / "config.json").is_file():

@@ -33,7 +33,7 @@ from cllm4rec_dist.train.phases import Phase as TrainPhase
 from cllm4rec_dist.train.phases import PhasePass, plan_pass, stage_phases
 
 # Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter
-# (bench/measure_memory.py's `calibrate` case: 2 ranks, debug backbone of 0.03 M parameters):
+# (bench/measure_memory.py's `calibrate` case: 2 ranks, tiny backbone of 0.03 M parameters):
 # Python, torch, DeepSpeed, transformers, Hydra, gloo. Two calibration runs gave 0.41-0.45 GiB per rank (torch 2.13 CPU,
 # DeepSpeed 0.19.8, 2-core VM); the larger is used. Re-measure with
 # `python bench/measure_memory.py --only calibrate`.
@@ -78,7 +78,7 @@ class PlanConfig:
     overhead_gib: float | None = None  # null: CPU_OVERHEAD_GIB / CUDA_OVERHEAD_GIB
     num_users: int | None = None  # null: the manifest's
     num_items: int | None = None
-    vocab_size: int | None = None  # debug backbone without a dataset: its tokenizer's size
+    vocab_size: int | None = None  # tiny backbone without a dataset: its tokenizer's size
     prompt_tokens: int = 16  # hard-prompt words + ID tokens around a document (upper bound)
     launcher: str = "${stage.name}"  # pretrain | finetune | evaluate | predict
     partition: str | None = None  # sbatch --partition in the printed command
@@ -164,7 +164,7 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
     manifest under data.dir."""
     p = cfg.plan
     users, items, vocab, mean = p.num_users, p.num_items, p.vocab_size, p.mean_items
-    need_vocab = cfg.model.source == "debug" and vocab is None
+    need_vocab = cfg.model.source == "tiny" and vocab is None
     if users is None or items is None or need_vocab:
         from cllm4rec_dist.data.manifest import load_manifest
 

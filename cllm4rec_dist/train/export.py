@@ -75,7 +75,7 @@ def export_model(built: TrainingParts, cfg: TrainConfig, out_dir: Path, checkpoi
     engine = built.engine
     backbone = engine.module if engine is not None else built.model.backbone
     trainable = engine is not None
-    state = _backbone_state(engine, backbone) if trainable or cfg.model.source == "debug" else None
+    state = _backbone_state(engine, backbone) if trainable or cfg.model.source == "tiny" else None
     if env.rank() == 0:
         tmp = begin_staged(out_dir, cfg.stage.name, is_training_export)
         (tmp / "backbone").mkdir(parents=True)

@@ -1,4 +1,4 @@
-"""Byte-level BPE for the tiny debug backbone, trained on a bounded sample of the content text."""
+"""Byte-level BPE for the tiny backbone, trained on a bounded sample of the content text."""
 
 from __future__ import annotations
 

