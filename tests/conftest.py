@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import tiny_model_cfg, write_tokenizer
+from helpers import SMALL, compose_prep, tiny_model_cfg, write_tokenizer
 
 from cllm4rec_dist.model.loading import load_tokenizer
 from data_prep.presets import TINY_CATALOG, prepare_dataset
@@ -55,3 +55,17 @@ def tokenizer_file(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tokenizer(tokenizer_file):
     return load_tokenizer(tiny_model_cfg(), tokenizer_file)
+
+
+@pytest.fixture(scope="session")
+def prepare_table(ray_session):
+    """``prepare_table(csv_path, output_dir, *overrides) -> manifest``, in-process."""
+    from data_prep.pipeline.runner import run_prepare
+
+    def run(path: Path, output: Path, *overrides: str) -> dict:
+        cfg = compose_prep(
+            ["source=table", f"source.path={path}", f"output_dir={output}", *SMALL, *overrides]
+        )
+        return run_prepare(cfg)
+
+    return run

@@ -72,11 +72,7 @@ def test_data_prep_configs_compose():
 @pytest.mark.parametrize(
     "override,key",
     [
-        ("model.mode=frozn", "model.mode"),
-        ("model.tiny_init=zeros", "model.tiny_init"),
-        ("stage.phases=[collaborative,reviews]", "stage.phases[1]"),
         ("deepspeed.zero_stage=4", "deepspeed.zero_stage"),
-        ("model.dtype=fp16", "model.dtype"),
         ("stage.mask_fraction=1.5", "stage.mask_fraction"),
         ("eval.select_metric=ndcg@7", "eval.select_metric"),
         ("eval.val_max_users=-1", "eval.val_max_users"),
@@ -90,17 +86,13 @@ def test_data_prep_configs_compose():
         ("tables.init_std=-0.02", "tables.init_std"),
         ("stage.max_steps_per_phase=0", "stage.max_steps_per_phase"),
         ("checkpoint.keep_last=0", "checkpoint.keep_last"),
-        ("optim.schedule=step", "optim.schedule"),
-        ("stage.rec_target=some", "stage.rec_target"),
         ("stage.patience=-1", "stage.patience"),
         ("data.min_steps_per_epoch=0", "data.min_steps_per_epoch"),
         ("data.max_steps_per_epoch=8", "data.max_steps_per_epoch"),  # below the minimum, 16
         ("data.max_batch_growth=0", "data.max_batch_growth"),
         ("softmax.full_max_items=0", "softmax.full_max_items"),
-        ("softmax.kind=auto_full", "softmax.kind"),
         ("data.num_workers=-1", "data.num_workers"),
         ("run.max_steps=0", "run.max_steps"),
-        ("softmax.kind=uniform", "softmax.kind"),
         ("softmax.num_samples=0", "softmax.num_samples"),
         ("softmax.alpha=-1", "softmax.alpha"),
     ],
@@ -109,6 +101,34 @@ def test_invalid_values_name_the_key(override, key):
     cfg = _compose("pretrain", ["data.dir=/tmp/x", override])
     with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
         validate(cfg)
+
+
+@pytest.mark.parametrize(
+    "override,key,allowed",
+    [
+        ("model.mode=frozn", "model.mode", "frozen, lora, full"),
+        ("model.tiny_init=zeros", "model.tiny_init", "identity, random"),
+        ("model.dtype=fp16", "model.dtype", "fp32, bf16"),
+        ("model.source=gpt5", "model.source", "tiny, local, smollm2_gguf, debug"),
+        ("stage.name=train", "stage.name", "pretrain, finetune, evaluate"),
+        ("stage.phases=[collaborative,reviews]", "stage.phases[1]", "collaborative, content"),
+        ("optim.schedule=step", "optim.schedule", "cosine, linear, constant"),
+        ("stage.rec_target=some", "stage.rec_target", "all, heldout"),
+        ("softmax.kind=uniform", "softmax.kind", "auto, full, popularity, in_batch"),
+        ("tables.optimizer=adam", "tables.optimizer", "rowwise_adagrad"),
+        ("predict.split=train", "predict.split", "val, test"),
+        ("predict.cold_items=some", "predict.cold_items", "exclude, include"),
+        ("infer.method=knn", "infer.method", "text_neighbors, lm"),
+        ("infer.placement=move", "infer.placement", "copy, linear"),
+    ],
+)
+def test_kinds_are_checked_by_omegaconf_at_compose(override, key, allowed):
+    """Every kind is an Enum of the schema: a value outside it fails when the config is composed,
+    with the key and the allowed values, before validate or any work."""
+    with pytest.raises(Exception) as err:
+        _compose("pretrain", ["data.dir=/tmp/x", override])
+    text = f"{err.value} {err.value.__cause__}"
+    assert key in text and allowed in text, text
 
 
 def test_type_errors_fail_at_compose():

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal, get_args
+from enum import StrEnum
 
 import numpy as np
 import torch
@@ -39,9 +39,13 @@ from cllm4rec_dist.data.splits import split_rows
 from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
 
-# Finetuning targets of collate_rec_train.
-RecTarget = Literal["heldout", "all"]
-REC_TARGETS: tuple[str, ...] = get_args(RecTarget)
+
+class RecTarget(StrEnum):
+    """``stage.rec_target``: what finetuning predicts (collate_rec_train)."""
+
+    all = "all"  # every train item (Mult-DAE style, the reference code)
+    heldout = "heldout"  # only the items dropped from the prompt
+
 
 # Mixed into the per-user seed of the deterministic evaluation subsample.
 _EVAL_SUBSAMPLE_SEED = 0x5EED
@@ -126,7 +130,7 @@ class Collator:
         rows: Sequence[dict],
         rng: np.random.Generator,
         mask_fraction: float = 0.2,
-        target: str = "heldout",
+        target: RecTarget = RecTarget.heldout,
     ) -> RecBatch:
         """Drop a random ``mask_fraction`` of each user's train items from the prompt (at least
         one, and at least one left as input when the user has two or more); the rest, shuffled
@@ -136,8 +140,7 @@ class Collator:
         out."""
         if not 0.0 < mask_fraction < 1.0:
             raise ValueError(f"mask_fraction must be in (0, 1), got {mask_fraction}")
-        if target not in REC_TARGETS:
-            raise ValueError(f"target must be one of {REC_TARGETS}, got {target!r}")
+        target = RecTarget(target)
         kept, inputs, targets = [], [], []
         for row in rows:
             train = np.asarray(row["train"], dtype=np.int64)
@@ -147,7 +150,7 @@ class Collator:
             perm = rng.permutation(train)
             n_target = min(max(1, round(mask_fraction * n)), max(n - 1, 1))
             kept.append(row)
-            targets.append(perm[:n_target] if target == "heldout" else train)
+            targets.append(perm[:n_target] if target == RecTarget.heldout else train)
             inputs.append(perm[n_target:][: self.max_items])
         empty = [np.zeros(0, dtype=np.int64)] * len(kept)
         return self._rec_batch(kept, inputs, targets, empty)

@@ -10,12 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from cllm4rec_dist.data.shards import iter_rows
+
+
+class EvalSplit(StrEnum):
+    """An evaluation split (``predict.split``: which one's exclusion rule predict masks with)."""
+
+    val = "val"
+    test = "test"
 
 
 @dataclass

@@ -15,6 +15,7 @@ with momentum). Why this optimizer: docs/distributed.md.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -59,6 +60,12 @@ def rowwise_adagrad_update(
     if rows is not None:
         weight.index_copy_(0, rows, w)
         row_sum.index_copy_(0, rows, s)
+
+
+class TableOptimizer(StrEnum):
+    """``tables.optimizer``: the ID tables' optimizer (only this one is implemented)."""
+
+    rowwise_adagrad = "rowwise_adagrad"
 
 
 class RowWiseAdagrad(torch.optim.Optimizer):

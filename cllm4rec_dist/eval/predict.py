@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from enum import StrEnum
 from itertools import islice
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,7 +35,15 @@ if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
 
 
+class ColdItems(StrEnum):
+    """``predict.cold_items``: whether the dataset's cold items may be recommended."""
+
+    exclude = "exclude"  # masked: they have no trained rows
+    include = "include"  # ranked: their rows were inferred (launchers/infer_items.py)
+
+
 COMMAND = "predict"
+
 # Users per Parquet row group (and the most results a rank holds before writing them).
 ROW_GROUP_USERS = 65536
 SCHEMA = pa.schema(
@@ -79,7 +88,7 @@ def _user_rows(cfg: TrainConfig, manifest: Any, rank: int, world: int) -> tuple[
 
 def _excluded_cold(cfg: TrainConfig, manifest: Any) -> np.ndarray:
     """The dataset's cold items when ``predict.cold_items=exclude`` (none otherwise)."""
-    if cfg.predict.cold_items == "include":
+    if cfg.predict.cold_items == ColdItems.include:
         return np.zeros(0, dtype=np.int64)
     return np.flatnonzero(dataset_cold_mask(manifest, "items")).astype(np.int64)
 

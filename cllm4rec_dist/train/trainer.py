@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
+from cllm4rec_dist.data.phases import Phase, PhasePass, epoch_phases, plan_pass
 from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.evaluate import evaluate, sample_fraction
+from cllm4rec_dist.optim.schedule import LRSchedule
 from cllm4rec_dist.train.builder import TrainingParts
 from cllm4rec_dist.train.checkpoint import Checkpointer
 from cllm4rec_dist.train.export import export_model
 from cllm4rec_dist.train.monitor import Monitor, Throughput, step_scalars
-from cllm4rec_dist.train.phases import PhasePass, epoch_phases, plan_pass
 from cllm4rec_dist.train.preemption import (
     PREEMPTED_EXIT_CODE,
     Preempted,
@@ -36,7 +37,6 @@ from cllm4rec_dist.train.preemption import (
     clear_marker,
     write_marker,
 )
-from cllm4rec_dist.train.schedule import LRSchedule
 from cllm4rec_dist.train.state import TrainerState
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 
 def train_step(
-    b: TrainingParts, phase: str, batch: Any, preemption: PreemptionSignal | None = None
+    b: TrainingParts, phase: Phase, batch: Any, preemption: PreemptionSignal | None = None
 ) -> StepResult:
     """One optimizer step of ``phase`` on this rank's ``batch``. A non-finite loss on any rank
     skips the update on every rank. One all-reduce carries the loss, the non-finite flag and the
@@ -244,7 +244,7 @@ class Trainer:
             steps=spec.steps,
         )
         batches = iter(
-            phase_loader(position, partial(self.b.collate_host, spec.name), cfg.data.num_workers)
+            phase_loader(position, partial(self.b.collate_host, spec.phase), cfg.data.num_workers)
         )
         self.b.model.train()
         bar = self.monitor.progress(
@@ -254,7 +254,7 @@ class Trainer:
         while st.step_in_phase < spec.steps:
             batch = next(batches).to(self.b.device)
             self.schedule.step(st.global_step)
-            step = train_step(self.b, spec.name, batch, self.preemption)
+            step = train_step(self.b, spec.phase, batch, self.preemption)
             out, mean_loss = step.out, step.mean_loss
             if not math.isfinite(mean_loss):
                 last = self.checkpoints.latest()

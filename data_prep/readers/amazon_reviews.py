@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import ast
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +51,7 @@ class AmazonReviewsReader(RawReader):
 
     name = "amazon_reviews"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)
         self.meta_path = optional_path(cfg, "meta_path")
         self.text_fields = tuple(cfg.get("text_fields", DEFAULT_TEXT_FIELDS))

@@ -20,7 +20,7 @@ or integer, or a blank or undecodable one), ``blank_id:user`` / ``undecodable_id
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ class LCRecJsonReader(RawReader):
 
     name = "lcrec_json"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)
         self.text_fields = tuple(cfg.get("text_fields", DEFAULT_TEXT_FIELDS))
         self._item_path_cfg = optional_path(cfg, "item_path")

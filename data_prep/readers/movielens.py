@@ -22,7 +22,7 @@ demographics: ``"A 24 year old male. Occupation: technician"`` (ml-1m: ``"A male
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -74,7 +74,7 @@ class MovieLensReader(RawReader):
 
     name = "movielens"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)
         self.format = str(cfg.get("format", "auto"))
         self.encoding = cfg.get("encoding")

@@ -21,7 +21,7 @@ chronological order of the sequence is kept. Rejection reasons: ``blank_line``,
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +38,7 @@ class SequencesReader(RawReader):
 
     name = "sequences"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)
         self.integer_ids = bool(cfg.get("integer_ids", True))
         self.encoding = str(cfg.get("encoding", "utf-8"))

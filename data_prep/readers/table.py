@@ -39,7 +39,7 @@ a wrong number of fields are counted by the parser's ``invalid_row_handler``.
 from __future__ import annotations
 
 import csv
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -89,7 +89,7 @@ class TableReader(RawReader):
 
     name = "table"
 
-    def __init__(self, cfg: Any):
+    def __init__(self, cfg: Mapping[str, Any]):
         super().__init__(cfg)
         self.cols = {
             key: (None if cfg.get(key) in (None, "") else str(cfg.get(key)))

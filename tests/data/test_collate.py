@@ -197,7 +197,7 @@ def test_rec_train_all_targets_every_train_item(collator):
     heldout = collator.collate_rec_train(rows, np.random.default_rng(0), mask_fraction=0.2)
     assert torch.equal(heldout.input_ids, batch.input_ids)
     assert len(inputs) == 4 and set(inputs.tolist()) <= set(range(9))
-    with pytest.raises(ValueError, match="target"):
+    with pytest.raises(ValueError, match="not a valid RecTarget"):
         collator.collate_rec_train(rows, rng, target="some")
 
 

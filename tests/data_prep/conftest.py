@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from helpers import SMALL, TINY_SYNTHETIC, compose_prep
+from helpers import TINY_SYNTHETIC, compose_prep
 
 from data_prep.pipeline.runner import run_prepare
 
@@ -37,16 +37,3 @@ def tiny(tmp_path_factory, prepare) -> tuple[Path, dict]:
     """(directory, manifest) of one run on the tiny synthetic dataset, shared by all tests."""
     out = tmp_path_factory.mktemp("tiny")
     return out, prepare(out, *TINY_SYNTHETIC)
-
-
-@pytest.fixture(scope="session")
-def prepare_table(ray_session):
-    """``prepare_table(csv_path, output_dir, *overrides) -> manifest``, in-process."""
-
-    def run(path: Path, output: Path, *overrides: str) -> dict:
-        cfg = compose_prep(
-            ["source=table", f"source.path={path}", f"output_dir={output}", *SMALL, *overrides]
-        )
-        return run_prepare(cfg)
-
-    return run

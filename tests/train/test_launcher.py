@@ -99,22 +99,31 @@ def test_pretrain_then_finetune_from_export(tiny_dataset, pretrained, tmp_path):
     assert (tmp_path / "fine" / "tensorboard").is_dir()
 
 
-def test_invalid_config_fails_before_work(tiny_dataset, tmp_path):
+@pytest.mark.parametrize(
+    "override,key,status",
+    [
+        # A kind: OmegaConf rejects it when Hydra composes the config (Hydra's own exit status
+        # until the launchers report composition errors themselves).
+        ("model.mode=frozn", "model.mode", 1),
+        ("stage.mask_fraction=1.5", "stage.mask_fraction", 2),  # a value: config.validate
+    ],
+)
+def test_invalid_config_fails_before_work(tiny_dataset, tmp_path, override, key, status):
     proc = subprocess.run(
         [
             sys.executable,
             "launchers/pretrain.py",
             f"data.dir={tiny_dataset}",
             f"run.dir={tmp_path}",
-            "model.mode=frozn",
+            override,
         ],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=120,
     )
-    assert proc.returncode == 2
-    assert "model.mode" in proc.stdout + proc.stderr
+    assert proc.returncode == status
+    assert key in proc.stdout + proc.stderr
     assert not (tmp_path / "checkpoints").exists()
 
 

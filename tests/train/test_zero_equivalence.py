@@ -12,10 +12,10 @@ import pytest
 import torch
 from helpers import compose_train
 
+from cllm4rec_dist.data.phases import PHASES
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.distributed.spawn import run_ranks
 
-PHASES = ("collaborative", "content", "recommendation")
 STEPS = 2
 BATCH = 4
 
@@ -58,8 +58,8 @@ def _distributed_run(rank, world, data_dir, zero):
     for step in range(STEPS):
         for phase in PHASES:
             rng = np.random.default_rng([step, rank])
-            batch = built.collate(phase, _rows(blocks, phase, step, rank), rng)
-            losses.append(train_step(built, phase, batch).mean_loss)
+            batch = built.collate(PHASES[phase], _rows(blocks, phase, step, rank), rng)
+            losses.append(train_step(built, PHASES[phase], batch).mean_loss)
     return losses, _gather_tables(built)
 
 
@@ -74,9 +74,11 @@ def _reference_run(rank, world, data_dir):
         for phase in PHASES:
             parts = [
                 built.loss(
-                    phase,
+                    PHASES[phase],
                     built.collate(
-                        phase, _rows(blocks, phase, step, part), np.random.default_rng([step, part])
+                        PHASES[phase],
+                        _rows(blocks, phase, step, part),
+                        np.random.default_rng([step, part]),
                     ),
                 )
                 for part in (0, 1)

@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from cllm4rec_dist.train.schedule import lr_factor, set_lr
+from cllm4rec_dist.optim.schedule import lr_factor, set_lr
 
 
 def test_warmup_then_cosine_decay():
@@ -20,7 +20,7 @@ def test_linear_and_constant():
     lin = [lr_factor(s, 10, schedule="linear", warmup_fraction=0.0) for s in range(10)]
     assert lin == pytest.approx([1 - (s + 1) / 11 for s in range(10)])
     assert {lr_factor(s, 10, schedule="constant", warmup_fraction=0.0) for s in range(10)} == {1.0}
-    with pytest.raises(ValueError, match="schedule"):
+    with pytest.raises(ValueError, match="not a valid Schedule"):
         lr_factor(0, 10, schedule="step", warmup_fraction=0.0)
 
 

@@ -1,19 +1,37 @@
 """The training phases: the one table that says what each phase name means.
 
-A phase is one pass over a corpus with one loss. Config validation, the trainer, the builder and
-the planner all read this table, so a new phase is a new row here (plus its collator and loss).
+A phase is one pass over a corpus with one loss. Config validation (``stage.phases`` is a list of
+``PhaseName``), the trainer, the builder and the planner all read this table, so a new phase is a
+new row here (plus its collator and loss). A step runs ``phase.loss(model, batch)`` and its
+batches are ``phase.collate(collator, rows, rng, mask_fraction, rec_target)``: the table's own
+callables, so a reader follows a phase from its name to its code.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Literal
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+
+from cllm4rec_dist.data.collate import Collator, RecTarget
+from cllm4rec_dist.model.cllm4rec import CLLM4Rec, LossOutput
+
+if TYPE_CHECKING:
+    from cllm4rec_dist.config import DataConfig, StageConfig
+
+
+class PhaseName(StrEnum):
+    collaborative = "collaborative"
+    content = "content"
+    recommendation = "recommendation"
 
 
 @dataclass(frozen=True)
 class Phase:
-    name: str
+    name: PhaseName
     corpus: str  # the manifest corpus one pass reads
     batch_size_key: str  # the DataConfig field of its per-rank batch size
     main_length_key: str  # the DataConfig field bounding a document's main part
@@ -22,66 +40,65 @@ class Phase:
     # items = every main position against all items, words = every main position against the
     # word vocabulary, last = the last position against all items.
     head: Literal["items", "words", "last"]
-    loss: str  # the CLLM4Rec method computing a batch's loss
+    loss: Callable[[CLLM4Rec, Any], LossOutput]  # (model, batch) -> the batch's loss
     # (collator, rows, rng, mask_fraction, rec_target) -> the batch, on the host
-    collate: Callable[[Any, list[dict], Any, float, str], Any]
+    collate: Callable[[Collator, list[dict], np.random.Generator, float, RecTarget], Any]
 
-    def batch_size(self, data: Any) -> int:
-        """The configured per-rank batch size (``data`` is the DataConfig)."""
+    def batch_size(self, data: DataConfig) -> int:
+        """The configured per-rank batch size."""
         return int(getattr(data, self.batch_size_key))
 
-    def max_length(self, data: Any, prompt_tokens: int) -> int:
+    def max_length(self, data: DataConfig, prompt_tokens: int) -> int:
         """Longest document: its prompts (``prompt_tokens`` each) and main part."""
         return self.prompt_blocks * prompt_tokens + int(getattr(data, self.main_length_key))
 
 
-PHASES: dict[str, Phase] = {
+PHASES: dict[PhaseName, Phase] = {
     p.name: p
     for p in (
         Phase(
-            "collaborative",
+            PhaseName.collaborative,
             corpus="collaborative",
             batch_size_key="collab_batch_size",
             main_length_key="max_items",
             prompt_blocks=1,
             head="items",
-            loss="collaborative_loss",
+            loss=CLLM4Rec.collaborative_loss,
             collate=lambda c, rows, rng, mask, target: c.collate_collab(rows, rng),
         ),
         Phase(
-            "content",
+            PhaseName.content,
             corpus="content",
             batch_size_key="content_batch_size",
             main_length_key="max_text_tokens",
             prompt_blocks=1,
             head="words",
-            loss="content_loss",
+            loss=CLLM4Rec.content_loss,
             collate=lambda c, rows, rng, mask, target: c.collate_content(rows),
         ),
         Phase(
-            "recommendation",
+            PhaseName.recommendation,
             corpus="recommendation",
             batch_size_key="rec_batch_size",
             main_length_key="max_items",
             prompt_blocks=2,
             head="last",
-            loss="recommendation_loss",
+            loss=CLLM4Rec.recommendation_loss,
             collate=lambda c, rows, rng, mask, target: c.collate_rec_train(rows, rng, mask, target),
         ),
     )
 }
-PHASE_NAMES = tuple(PHASES)
 # Pretraining's first stage.content_warmup_epochs epochs run this phase alone.
-WARMUP_PHASE = "content"
+WARMUP_PHASE = PhaseName.content
 
 
-def epoch_phases(stage: Any, epoch: int) -> list[Phase]:
-    """The phases epoch ``epoch`` of ``stage`` (the StageConfig) runs, in order."""
+def epoch_phases(stage: StageConfig, epoch: int) -> list[Phase]:
+    """The phases epoch ``epoch`` of ``stage`` runs, in order."""
     names = [WARMUP_PHASE] if epoch < stage.content_warmup_epochs else list(stage.phases)
     return [PHASES[name] for name in names]
 
 
-def stage_phases(stage: Any) -> list[Phase]:
+def stage_phases(stage: StageConfig) -> list[Phase]:
     """Every phase some epoch of ``stage`` runs, each once, in order of first use."""
     names = ([WARMUP_PHASE] if stage.content_warmup_epochs > 0 else []) + list(stage.phases)
     return [PHASES[name] for name in dict.fromkeys(names)] if stage.epochs > 0 else []
@@ -96,11 +113,11 @@ class PhasePass:
     steps: int
 
     @property
-    def name(self) -> str:
+    def name(self) -> PhaseName:
         return self.phase.name
 
 
-def plan_pass(phase: Phase, rows: int, data: Any, max_steps: int | None) -> PhasePass:
+def plan_pass(phase: Phase, rows: int, data: DataConfig, max_steps: int | None) -> PhasePass:
     """The pass of ``phase`` when the smallest rank holds ``rows`` rows of its corpus.
 
     The batch adapts to the catalog: a rank takes at least ``data.min_steps_per_epoch`` steps

@@ -11,27 +11,31 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import Literal, get_args
+from enum import StrEnum
 
 import torch
 
-Schedule = Literal["cosine", "linear", "constant"]
-SCHEDULES: tuple[str, ...] = get_args(Schedule)
+
+class Schedule(StrEnum):
+    """``optim.schedule``: the decay after warm-up."""
+
+    cosine = "cosine"
+    linear = "linear"
+    constant = "constant"
 
 
-def lr_factor(step: int, total: int, *, schedule: str, warmup_fraction: float) -> float:
+def lr_factor(step: int, total: int, *, schedule: Schedule, warmup_fraction: float) -> float:
     """Multiplier in (0, 1] of the base learning rate for 0-based ``step`` of ``total``."""
-    if schedule not in SCHEDULES:
-        raise ValueError(f"schedule {schedule!r} is not one of {', '.join(SCHEDULES)}")
+    schedule = Schedule(schedule)
     total = max(int(total), 1)
     warm = int(round(warmup_fraction * total))
     if step < warm:
         return (step + 1) / warm
-    if schedule == "constant":
+    if schedule == Schedule.constant:
         return 1.0
     # Decay over the steps after warm-up; the last step keeps a small positive rate.
     progress = min((step - warm + 1) / max(total - warm + 1, 1), 1.0)
-    if schedule == "linear":
+    if schedule == Schedule.linear:
         return 1.0 - progress
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
@@ -55,7 +59,7 @@ class LRSchedule:
         optimizers: list[tuple[str, torch.optim.Optimizer, float]],
         total: int,
         *,
-        schedule: str,
+        schedule: Schedule,
         warmup_fraction: float,
     ):
         self.optimizers, self.total = optimizers, total
@@ -73,4 +77,4 @@ class LRSchedule:
         return {f"lr/{name}": opt.param_groups[0]["lr"] for name, opt, _ in self.optimizers}
 
 
-__all__ = ["SCHEDULES", "LRSchedule", "lr_factor", "set_lr"]
+__all__ = ["LRSchedule", "Schedule", "lr_factor", "set_lr"]

@@ -1,0 +1,1 @@
+"""Optimisation policy shared by every optimizer of a stage: the learning-rate schedule."""
