@@ -1,6 +1,6 @@
 """Planner estimate vs measured peak memory, on 2 CPU ranks under the real DeepSpeed launcher.
 
-    python bench/measure_memory.py [--work-dir DIR] [--only NAME ...] [--json OUT]
+    python -m bench.measure_memory [--work-dir DIR] [--only NAME ...] [--json OUT]
 
 For each configuration below it prepares the dataset it needs (Ray, cached under the work dir),
 computes the planner's per-rank estimate (``plan.device=cpu``: one process holds building,
@@ -9,7 +9,7 @@ each rank wrapped by this script's ``probe`` mode, which records the rank's peak
 (``ru_maxrss``) at exit, and prints estimate, measured and their ratio per rank.
 
 ``calibrate`` runs a model too small to matter: its measured peak is the per-process runtime
-overhead the planner assumes on CPU (``plan.CPU_OVERHEAD_GIB``).
+overhead the planner assumes on CPU (``planning/calibration.yaml``, ``overhead_gib.cpu``).
 """
 
 from __future__ import annotations
@@ -127,7 +127,8 @@ def estimate(case: Case, data: Path) -> dict[int, float]:
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
 
-    from cllm4rec_dist.planning.plan import make_plan, register_plan
+    from cllm4rec_dist.planning.estimate import make_plan
+    from cllm4rec_dist.planning.schema import register_plan
 
     register_plan()
     train = [f"data.dir={data}", *SHORT, *case.overrides]
@@ -228,13 +229,14 @@ def main(argv: list[str] | None = None) -> None:
                 }
             )
         if case.name == "calibrate":
-            from cllm4rec_dist.planning.plan import CPU_OVERHEAD_GIB
+            from cllm4rec_dist.planning.estimate import calibration
 
-            derived = [(got[r] - est[r]) / gib + CPU_OVERHEAD_GIB for r in range(RANKS)]
+            cpu_overhead = calibration()["overhead_gib"]["cpu"]
+            derived = [(got[r] - est[r]) / gib + cpu_overhead for r in range(RANKS)]
             print(
                 f"{'':<10} runtime overhead = measured - modelled terms: "
                 + ", ".join(f"rank {r} {v:.2f} GiB" for r, v in enumerate(derived))
-                + f" (plan.CPU_OVERHEAD_GIB = {CPU_OVERHEAD_GIB})",
+                + f" (calibration.yaml overhead_gib.cpu = {cpu_overhead})",
                 flush=True,
             )
     if args.json:

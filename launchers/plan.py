@@ -13,7 +13,7 @@ if __name__ == "__main__":
     run_app(
         CONFIGS,
         "plan",
-        task="cllm4rec_dist.planning.plan:run_plan",
-        schema="cllm4rec_dist.planning.plan:register_plan",
+        task="cllm4rec_dist.planning.estimate:run_plan",
+        schema="cllm4rec_dist.planning.schema:register_plan",
         loading="the planner (torch, the model configs)",
     )

@@ -121,7 +121,7 @@ class Phase:
 
 @dataclass(frozen=True)
 class RunShape:
-    """Everything the estimate reads, in plain numbers (built from the config by plan.py)."""
+    """Everything the estimate reads, in plain numbers (built from the config by planning/estimate.py)."""
 
     backbone: BackboneShape
     dtype: Dtype

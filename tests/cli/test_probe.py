@@ -221,7 +221,8 @@ def test_growing_from_a_changed_id_map_is_refused(prepare_table, tmp_path):
 def test_plan_values_are_refused(override, key, tiny_dataset):
     from hydra import compose, initialize_config_dir
 
-    from cllm4rec_dist.planning.plan import make_plan, register_plan
+    from cllm4rec_dist.planning.estimate import make_plan
+    from cllm4rec_dist.planning.schema import register_plan
 
     register_plan()
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):

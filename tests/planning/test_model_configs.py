@@ -15,7 +15,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from cllm4rec_dist.distributed.spawn import free_port
 from cllm4rec_dist.planning.backbone import backbone_shape
-from cllm4rec_dist.planning.plan import register_plan
+from cllm4rec_dist.planning.schema import register_plan
 
 REPO = Path(__file__).resolve().parents[2]
 register_plan()

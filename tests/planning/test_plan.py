@@ -15,14 +15,9 @@ from hydra.core.global_hydra import GlobalHydra
 
 from cllm4rec_dist.config import validate
 from cllm4rec_dist.data.manifest import load_manifest
-from cllm4rec_dist.planning.plan import (
-    launch_commands,
-    make_plan,
-    phases,
-    register_plan,
-    render_text,
-    training_overrides,
-)
+from cllm4rec_dist.planning.estimate import make_plan, phases
+from cllm4rec_dist.planning.render import launch_commands, render_text, training_overrides
+from cllm4rec_dist.planning.schema import register_plan
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "configs"
@@ -116,7 +111,7 @@ def test_commands_and_overrides():
         "launchers/finetune.py 'stage.init_from=/a b'"
     )
     assert "--gpus-per-node" not in cpu["cluster"]
-    with pytest.raises(ValueError, match="plan.launcher"):
+    with pytest.raises(ValueError, match="not a valid Launcher"):
         launch_commands("train", [], 1, 1, "cuda")
 
 
@@ -178,3 +173,24 @@ def test_a_large_catalog_plans_the_batch_and_softmax_the_trainer_uses():
     assert "softmax   popularity, 8,192 candidates per step" in render_text(large)
     table = {t.name: t.note for t in large.memory.transient["collaborative"]}
     assert table["item table gradient + update temporaries"].startswith("sparse")
+
+
+def test_calibration_constants_sit_beside_the_runs_that_set_them():
+    """calibration.yaml: every constant says whether it was measured; a measured one names its
+    command and its runs; the planner reads the values from it."""
+    import yaml
+
+    from cllm4rec_dist.planning.estimate import CALIBRATION, calibration, overhead_gib, rates
+    from cllm4rec_dist.planning.schema import PlanConfig
+
+    raw = yaml.safe_load(CALIBRATION.read_text())
+    entries = [*raw["overhead_gib"].values()]
+    entries += [e for device in raw["rates"].values() for e in device.values()]
+    for entry in entries:
+        assert {"value", "status", "runs"} <= set(entry), entry
+        if entry["status"] == "measured":
+            assert entry["command"] and entry["runs"], entry
+    values = calibration()
+    assert overhead_gib(PlanConfig(device="cpu")) == values["overhead_gib"]["cpu"] == 0.45
+    assert rates(PlanConfig(device="cpu")).step_overhead_s == 0.06
+    assert rates(PlanConfig(device="cuda", step_overhead_s=0.5)).step_overhead_s == 0.5
