@@ -12,7 +12,7 @@ if __name__ == "__main__":
     run_app(
         CONFIGS,
         "predict",
-        task="cllm4rec_dist.train.entry:run_predict",
+        task="cllm4rec_dist.infer.entry:run_predict",
         schema="cllm4rec_dist.config:register",
         loading="torch, DeepSpeed and the model stack",
     )

@@ -1,7 +1,7 @@
-"""Imports point down the layering: cli <- ops, optim <- model <- distributed/data <- eval <-
-config.py <- train <- infer <- launchers (cli, what every command shares with the terminal, sits
-below everything). config.py imports the kinds it types its keys with from the layers below it,
-never from train/ or infer/."""
+"""Imports point down the layering: cli <- ops, optim <- model <- distributed/data <- eval,
+export.py <- config.py <- train <- infer <- launchers (cli, what every command shares with the
+terminal, sits below everything; export.py reads and writes exports). config.py imports the
+kinds it types its keys with from the layers below it, never from train/ or infer/."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ FORBIDDEN = {
         "distributed",
         "data",
         "eval",
+        "export",
         "train",
         "infer",
         "baselines",
@@ -33,6 +34,7 @@ FORBIDDEN = {
     "distributed": ("infer", "train", "eval", "data"),
     "data": ("infer", "train", "eval"),
     "eval": ("infer", "train"),
+    "export.py": ("infer", "train", "eval", "config"),
     "config.py": ("infer", "train"),
     "train": ("infer",),
 }

@@ -6,16 +6,16 @@ the exact top-K merge. Every object takes an optional process group and also run
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable, row_ranges
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
-from cllm4rec_dist.distributed.table_checkpoint import export_tables, load_tables, save_tables
+from cllm4rec_dist.distributed.table_checkpoint import load_tables, save_tables, table_blocks
 from cllm4rec_dist.ops.topk import masked_topk
 
 __all__ = [
     "ItemParallelScorer",
     "PartitionedTable",
     "RowWiseAdagrad",
-    "export_tables",
     "load_tables",
     "masked_topk",
     "row_ranges",
     "save_tables",
+    "table_blocks",
 ]

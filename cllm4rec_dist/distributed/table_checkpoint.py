@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -198,59 +199,30 @@ def load_tables(
 EXPORT_BLOCK_ROWS = 65536
 
 
-def export_tables(directory: str | os.PathLike, out_dir: str | os.PathLike) -> dict[str, Path]:
-    """Single process: write each table whole, ``<out_dir>/<name>.safetensors`` holding one
-    tensor ``weight`` [num_rows, dim] fp32, for serving. Returns name -> file.
-
-    The file is streamed block by block from the checkpoint's pieces (``_stream_safetensors``):
-    memory is one block of EXPORT_BLOCK_ROWS rows whatever the table's size, where a whole
-    tensor for ``safetensors.save_file`` would hold the table once more than the pieces."""
-    directory, out_dir = Path(directory), Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = {}
+def table_blocks(
+    directory: str | os.PathLike,
+) -> Iterator[tuple[str, tuple[int, int], Iterator[Tensor]]]:
+    """Single process: each table of a checkpoint whole, as (name, (num_rows, dim), its fp32 row
+    blocks in order), read from the checkpoint's pieces one block of EXPORT_BLOCK_ROWS rows at a
+    time, so an export (``cllm4rec_dist/export.py``) streams a table of any size to its file."""
+    directory = Path(directory)
     for name, entry in read_index(directory)["tables"].items():
         rows, dim = entry["num_rows"], entry["dim"]
-        written[name] = out_dir / f"{name}.safetensors"
 
-        def blocks(entry=entry, name=name, rows=rows):
+        def blocks(entry=entry, name=name, rows=rows) -> Iterator[Tensor]:
             for lo in range(0, rows, EXPORT_BLOCK_ROWS):
                 hi = min(rows, lo + EXPORT_BLOCK_ROWS)
                 for _, piece in _read_rows(directory, entry, f"{name}/weight", lo, hi):
                     yield piece.to(torch.float32).contiguous()
 
-        _stream_safetensors(written[name], "weight", (rows, dim), blocks())
-    return written
-
-
-def _stream_safetensors(path: Path, key: str, shape: tuple[int, int], blocks) -> None:
-    """Write a one-tensor fp32 safetensors file from row ``blocks`` in order, never holding the
-    whole tensor: the format is an 8-byte little-endian header length, a JSON header (padded
-    with spaces to 8 bytes, as safetensors writes it) and the raw row-major bytes. safetensors
-    itself only saves whole tensors, hence this writer; its reader checks the result (tests)."""
-    nbytes = shape[0] * shape[1] * 4
-    header = json.dumps(
-        {key: {"dtype": "F32", "shape": list(shape), "data_offsets": [0, nbytes]}},
-        separators=(",", ":"),
-    ).encode()
-    header += b" " * (-len(header) % 8)
-    written = 0
-    with open(path, "wb") as fh:
-        fh.write(struct.pack("<Q", len(header)))
-        fh.write(header)
-        for block in blocks:
-            data = block.numpy().tobytes()
-            fh.write(data)
-            written += len(data)
-    if written != nbytes:
-        path.unlink()
-        raise ValueError(f"{path}: {written} bytes of rows for a {shape} fp32 tensor ({nbytes})")
+        yield name, (rows, dim), blocks()
 
 
 __all__ = [
     "TableCheckpointError",
-    "export_tables",
     "load_tables",
     "read_index",
     "safetensors_problem",
     "save_tables",
+    "table_blocks",
 ]

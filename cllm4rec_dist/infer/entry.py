@@ -1,5 +1,7 @@
-"""``launchers/infer_items.py`` and ``launchers/fold_in.py``: load an export, fit the new rows
-with the model frozen, write a new export that ``predict`` / ``evaluate`` / a later stage load.
+"""What the launchers of a trained, frozen model run: ``launchers/predict.py`` (top-k for every
+user, eval/predict.py) and ``launchers/infer_items.py`` / ``launchers/fold_in.py``: load an
+export, fit the new rows with the model frozen, write a new export that ``predict`` /
+``evaluate`` / a later stage load.
 
 One process: the rows of a day's new items or users are few and independent, and the tables
 are loaded dense. The new export is the old one with its tables rewritten for this dataset (a
@@ -11,16 +13,14 @@ from __future__ import annotations
 
 import json
 import logging
-import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pyarrow.compute as pc
-from safetensors.torch import save_file
 
 from cllm4rec_dist.cli.console import grid, paths
-from cllm4rec_dist.cli.outputs import MARKER, staged_dir
+from cllm4rec_dist.cli.outputs import check_output_dir
 from cllm4rec_dist.config import InferConfig, InferMethod, TrainConfig
 from cllm4rec_dist.data.cold import (
     cold_item_texts,
@@ -30,6 +30,7 @@ from cllm4rec_dist.data.cold import (
 )
 from cllm4rec_dist.data.id_maps import IdFileError, indices_of, read_id_file
 from cllm4rec_dist.distributed import env
+from cllm4rec_dist.export import META, ExportWriter, read_meta
 from cllm4rec_dist.infer.cold_items import (
     ITEM_DESCRIPTION,
     infer_content_rows,
@@ -59,7 +60,7 @@ def _inferred_by(kind: str):
 
     def check(path: Path) -> bool:
         try:
-            inferred = json.loads((Path(path) / "meta.json").read_text()).get("inferred") or []
+            inferred = json.loads((Path(path) / META).read_text()).get("inferred") or []
             return inferred[-1].get("kind") == kind
         except (OSError, ValueError, TypeError, AttributeError, IndexError):
             return False
@@ -90,41 +91,26 @@ def _new_users(infer: InferConfig, data_dir: str) -> list[dict]:
     return history_rows(infer.users_file, data_dir)
 
 
-def write_export(built: TrainingParts, cfg: TrainConfig, record: dict[str, Any]) -> Path:
+def export_inferred(built: TrainingParts, cfg: TrainConfig, record: dict[str, Any]) -> Path:
     """``infer.output_dir``: the init_from export with every table rewritten from ``built`` and
     made this dataset's (a grown catalog's export has the grown sizes, its new rows as loaded),
-    and ``record`` appended to ``meta.json["inferred"]``."""
+    and ``record`` appended to its meta's ``inferred``."""
     src, out = Path(cfg.stage.init_from), Path(cfg.infer.output_dir)
-    with staged_dir(out, COMMANDS[record["kind"]], _inferred_by(record["kind"])) as tmp:
-        _write_into(tmp, src, built, cfg, record)
-    return out
-
-
-def _write_into(
-    tmp: Path, src: Path, built: TrainingParts, cfg: TrainConfig, record: dict[str, Any]
-) -> None:
-    shutil.copytree(
-        src, tmp, ignore=shutil.ignore_patterns("*.safetensors", MARKER), dirs_exist_ok=True
-    )
-    for name, table in built.tables.items():
-        weight = table.weight.detach().cpu().contiguous()
-        save_file({"weight": weight}, str(tmp / "tables" / f"{name}.safetensors"))
-    meta = json.loads((tmp / "meta.json").read_text())
-    manifest = built.manifest
-    meta.update(
-        num_users=manifest.num_users,
-        num_items=manifest.num_items,
-        data_dir=str(Path(cfg.data.dir).resolve()),
-        dataset=manifest.fingerprint,
-    )
-    meta.setdefault("inferred", []).append({**record, "from": str(src)})
-    (tmp / "meta.json").write_text(json.dumps(meta, indent=2))
+    meta = read_meta(src)
+    kind = record["kind"]
+    with ExportWriter(out, COMMANDS[kind], _inferred_by(kind), base=src) as writer:
+        for name, table in built.tables.items():
+            writer.write_table(name, table.weight)
+        manifest = built.manifest
+        meta.num_users, meta.num_items = manifest.num_users, manifest.num_items
+        meta.data_dir = str(Path(cfg.data.dir).resolve())
+        meta.dataset = manifest.fingerprint
+        meta.inferred.append({**record, "from": str(src)})
+        return writer.commit(meta)
 
 
 def check_output(cfg: TrainConfig, kind: str) -> None:
     """Before any work: ``infer.output_dir`` is not the export read, and may be written."""
-    from cllm4rec_dist.cli.outputs import check_output_dir
-
     src, out = Path(cfg.stage.init_from), Path(cfg.infer.output_dir)
     if out.resolve() == src.resolve():
         raise InferInputError(f"infer.output_dir={out} is stage.init_from: write a new export")
@@ -175,7 +161,7 @@ def infer_items(cfg: TrainConfig) -> dict[str, Any]:
             placement=inf.placement, steps=inf.steps, lr=inf.item_lr,
             final_word_ce=float(np.mean(losses)), warm_alignment=report,
         )  # fmt: skip
-    out = write_export(built, cfg, record)
+    out = export_inferred(built, cfg, record)
     log.info("inferred %d items -> %s: %s", len(items), out, json.dumps(record))
     return {**record, "export": str(out)}
 
@@ -202,7 +188,7 @@ def fold_in(cfg: TrainConfig) -> dict[str, Any]:
         "lr": inf.user_lr,
         "final_nll": float(np.mean(losses)),
     }
-    out = write_export(built, cfg, record)
+    out = export_inferred(built, cfg, record)
     log.info("folded in %d users -> %s: %s", len(rows), out, json.dumps(record))
     return {**record, "export": str(out)}
 
@@ -212,6 +198,25 @@ def summary(record: dict[str, Any]) -> str:
     shown = {k: v for k, v in record.items() if k != "export" and not isinstance(v, dict | list)}
     lines = [grid(list(shown), [list(shown.values())]), paths({"export": record["export"]})]
     return "\n".join(lines)
+
+
+def run_predict(cfg: TrainConfig) -> None:
+    fail_on_user_error(_run_predict, cfg)
+
+
+def _run_predict(cfg: TrainConfig) -> None:
+    """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
+    start(cfg)
+    init_export(cfg, "predict")
+    from cllm4rec_dist.eval.predict import COMMAND, is_predictions, predict
+    from cllm4rec_dist.train.builder import build
+
+    check_output_dir(cfg.predict.output_dir, COMMAND, is_predictions)
+    out = predict(build(cfg), cfg)
+    if env.rank() == 0:
+        written = json.loads((out / "manifest.json").read_text())
+        print(f"predict: top-{written['k']} items for {written['users']} users")
+        print(paths({"predictions": out, "manifest": out / "manifest.json"}))
 
 
 def run_infer_items(cfg: TrainConfig) -> None:
@@ -224,9 +229,10 @@ def run_fold_in(cfg: TrainConfig) -> None:
 
 __all__ = [
     "InferInputError",
+    "export_inferred",
     "fold_in",
     "infer_items",
     "run_fold_in",
     "run_infer_items",
-    "write_export",
+    "run_predict",
 ]

@@ -28,6 +28,7 @@ from cllm4rec_dist.distributed.comm import all_reduce
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
+from cllm4rec_dist.export import load_export
 from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables, LossOutput
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
@@ -40,7 +41,6 @@ from cllm4rec_dist.model.sampling import (
 )
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
-from cllm4rec_dist.train.export import load_export
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig

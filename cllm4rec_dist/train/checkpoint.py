@@ -32,6 +32,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
+from omegaconf import OmegaConf
+from torch import nn
 
 from cllm4rec_dist.config import CheckpointConfig
 from cllm4rec_dist.distributed import env
@@ -40,10 +42,14 @@ from cllm4rec_dist.distributed.table_checkpoint import (
     load_tables,
     safetensors_problem,
     save_tables,
+    table_blocks,
 )
+from cllm4rec_dist.export import ExportMeta, ExportWriter, is_training_export
+from cllm4rec_dist.model.options import ModelSource
 from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
 
 if TYPE_CHECKING:
+    from cllm4rec_dist.config import TrainConfig
     from cllm4rec_dist.train.builder import TrainingParts
 
 log = logging.getLogger(__name__)
@@ -411,3 +417,45 @@ class Checkpointer:
         state = self.load(path)
         log.info("resumed from %s at epoch %d phase %d step %d", path, *state.position())
         return state
+
+
+def _backbone_state(engine: Any, backbone: nn.Module) -> dict[str, torch.Tensor] | None:
+    """Full backbone state dict on rank 0 (None elsewhere); collective under ZeRO-3."""
+    if engine is not None and engine.zero_optimization_partition_weights():
+        state = engine._zero3_consolidated_16bit_state_dict()
+        return state if env.rank() == 0 else None
+    module = engine.module if engine is not None else backbone
+    return module.state_dict() if env.rank() == 0 else None
+
+
+def export_checkpoint(built: TrainingParts, cfg: TrainConfig, checkpoint: Path, out_dir: Path):
+    """Collective: the export (``cllm4rec_dist/export.py``) of saved ``checkpoint`` into
+    ``out_dir``, marked as this stage's: its tables whole, the backbone (when it trains, or is
+    the tiny one built from scratch) and meta.json, written by rank 0."""
+    engine = built.engine
+    backbone = engine.module if engine is not None else built.model.backbone
+    keep = engine is not None or cfg.model.source == ModelSource.tiny
+    state = _backbone_state(engine, backbone) if keep else None
+    if env.rank() == 0:
+        with ExportWriter(out_dir, cfg.stage.name, is_training_export) as writer:
+            for name, shape, blocks in table_blocks(checkpoint / "tables"):
+                writer.write_table_blocks(name, shape, blocks)
+            if state is not None:
+                zero3 = engine is not None and engine.zero_optimization_partition_weights()
+                writer.write_backbone(state, None if zero3 else backbone.lm)
+            manifest = built.manifest
+            writer.commit(
+                ExportMeta(
+                    num_users=manifest.num_users,
+                    num_items=manifest.num_items,
+                    hidden_size=backbone.hidden_size,
+                    vocab_size=backbone.vocab_size,
+                    model=OmegaConf.to_container(cfg.model, resolve=True),
+                    data_dir=str(Path(cfg.data.dir).resolve()),
+                    dataset=manifest.fingerprint,
+                    backbone_state=state is not None,
+                    checkpoint=str(checkpoint.resolve()),
+                )
+            )
+        log.info("exported model to %s", out_dir)
+    env.barrier()

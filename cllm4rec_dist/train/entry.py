@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
 from pathlib import Path
@@ -51,8 +50,8 @@ def user_errors() -> tuple[type[BaseException], ...]:
     from cllm4rec_dist.data.manifest import ManifestError
     from cllm4rec_dist.data.samples import ShardError
     from cllm4rec_dist.distributed.table_checkpoint import TableCheckpointError
+    from cllm4rec_dist.export import ExportError
     from cllm4rec_dist.train.checkpoint import CheckpointError
-    from cllm4rec_dist.train.export import ExportFileError, ExportMismatchError
     from cllm4rec_dist.train.state import TrainerStateError
 
     return (
@@ -63,8 +62,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ShardError,
         TableCheckpointError,
         CheckpointError,
-        ExportFileError,
-        ExportMismatchError,
+        ExportError,
         TrainerStateError,
     )
 
@@ -75,10 +73,6 @@ def fail_on_user_error(
     """``fn(cfg)``, a user error (``user_errors()`` or ``extra``) printed as one line, exit 2."""
     with reported(*user_errors(), *extra):
         return fn(cfg)
-
-
-def run_predict(cfg: TrainConfig) -> None:
-    fail_on_user_error(_run_predict, cfg)
 
 
 def run_stage(cfg: TrainConfig) -> dict[str, Any]:
@@ -106,21 +100,6 @@ def init_export(cfg: TrainConfig, command: str) -> None:
         cfg.stage.init_from = None
 
 
-def _run_predict(cfg: TrainConfig) -> None:
-    """Write top-k recommendations of ``stage.init_from`` for every user (launchers/predict.py)."""
-    start(cfg)
-    init_export(cfg, "predict")
-    from cllm4rec_dist.eval.predict import COMMAND, is_predictions, predict
-    from cllm4rec_dist.train.builder import build
-
-    check_output_dir(cfg.predict.output_dir, COMMAND, is_predictions)
-    out = predict(build(cfg), cfg)
-    if env.rank() == 0:
-        written = json.loads((out / "manifest.json").read_text())
-        print(f"predict: top-{written['k']} items for {written['users']} users")
-        print(paths({"predictions": out, "manifest": out / "manifest.json"}))
-
-
 def legacy_run_dir(stage: str):
     """A run directory written before markers existed: its config.yaml is of this stage."""
 
@@ -138,8 +117,8 @@ def prepare_run_dir(cfg: TrainConfig) -> Path:
     """Collective. Claim ``run.dir`` for this stage (refused when it holds anything else),
     check that resuming fits its checkpoints, set them aside when starting over, then record
     the config."""
+    from cllm4rec_dist.export import is_training_export
     from cllm4rec_dist.train.checkpoint import check_resume_config, has_checkpoints, set_aside
-    from cllm4rec_dist.train.export import is_training_export
 
     run_dir, stage = Path(cfg.run.dir), cfg.stage.name
     check_output_dir(run_dir, stage, legacy_run_dir(stage))
@@ -219,7 +198,6 @@ __all__ = [
     "fail_on_user_error",
     "init_export",
     "prepare_run_dir",
-    "run_predict",
     "run_stage",
     "start",
     "user_errors",

@@ -27,8 +27,7 @@ from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.evaluate import evaluate, sample_fraction
 from cllm4rec_dist.optim.schedule import LRSchedule
 from cllm4rec_dist.train.builder import TrainingParts
-from cllm4rec_dist.train.checkpoint import Checkpointer
-from cllm4rec_dist.train.export import export_model
+from cllm4rec_dist.train.checkpoint import Checkpointer, export_checkpoint
 from cllm4rec_dist.train.monitor import Monitor, Throughput, step_scalars
 from cllm4rec_dist.train.preemption import (
     PREEMPTED_EXIT_CODE,
@@ -181,7 +180,7 @@ class Trainer:
         if self.cfg.stage.epochs > 0 and not self.state.finished:
             self.state.finished = True
             path = self.checkpoints.save(self.state)
-            export_model(self.b, self.cfg, self.run_dir / "export", path)
+            export_checkpoint(self.b, self.cfg, path, self.run_dir / "export")
         if self.cfg.stage.name == "evaluate":
             result["val"] = self.evaluate("val")
         if self.cfg.stage.test_at_end:
@@ -223,7 +222,7 @@ class Trainer:
             st.best_checkpoint = f"step{st.global_step:08d}"
         path = self.checkpoints.save(st)
         if improved:
-            export_model(self.b, self.cfg, self.run_dir / "best", path)
+            export_checkpoint(self.b, self.cfg, path, self.run_dir / "best")
 
     def _run_phase(self, spec: PhasePass) -> None:
         st, cfg = self.state, self.cfg

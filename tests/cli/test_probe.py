@@ -29,10 +29,10 @@ from cllm4rec_dist.data.id_maps import IdFileError
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.samples import ShardError
-from cllm4rec_dist.infer.entry import run_fold_in, run_infer_items
+from cllm4rec_dist.export import ExportFileError, load_export
+from cllm4rec_dist.infer.entry import run_fold_in, run_infer_items, run_predict
 from cllm4rec_dist.model.tables import DenseTable
-from cllm4rec_dist.train.entry import run_predict, run_stage
-from cllm4rec_dist.train.export import ExportFileError, load_export
+from cllm4rec_dist.train.entry import run_stage
 
 REPO = Path(__file__).resolve().parents[2]
 

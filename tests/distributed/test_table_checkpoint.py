@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -13,7 +14,8 @@ from safetensors.torch import load_file
 
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
-from cllm4rec_dist.distributed.table_checkpoint import export_tables, load_tables, save_tables
+from cllm4rec_dist.distributed.table_checkpoint import load_tables, save_tables, table_blocks
+from cllm4rec_dist.export import ExportMeta, ExportWriter, table_path
 from cllm4rec_dist.model.tables import DenseTable
 
 SHAPES = {"user": (7, 3), "item": (5, 2)}
@@ -62,7 +64,7 @@ def test_save_two_ranks_load_one_and_export(tmp_path):
     for name, (w, s) in _snapshot(reference, ref_opt).items():
         torch.testing.assert_close(tables[name].weight.detach(), w)
         torch.testing.assert_close(opt.state[tables[name].weight]["sum"], s)
-    files = export_tables(tmp_path / "ckpt", tmp_path / "export")
+    files = _export(tmp_path / "ckpt", tmp_path / "export")
     for name, table in tables.items():
         assert torch.equal(load_file(files[name])["weight"], table.weight.detach())
     index = json.loads((tmp_path / "ckpt" / "index.json").read_text())
@@ -102,6 +104,16 @@ def test_load_rejects_mismatched_shapes_and_missing_state(tmp_path):
     assert F.embedding(torch.tensor([1]), other.weight).shape == (1, 2)
 
 
+def _export(checkpoint: Path, out: Path) -> dict[str, Path]:
+    """The tables of ``checkpoint`` written as an export's (train/checkpoint.export_checkpoint's
+    way): name -> file."""
+    writer = ExportWriter(out, "pretrain")
+    for name, shape, blocks in table_blocks(checkpoint):
+        writer.write_table_blocks(name, shape, blocks)
+    writer.commit(ExportMeta(num_users=0, num_items=0))
+    return {name: table_path(out, name) for name in SHAPES}
+
+
 @pytest.mark.distributed
 def test_export_streams_blocks_across_pieces(tmp_path, monkeypatch):
     """Export in blocks smaller than a checkpoint piece, and blocks spanning the two ranks'
@@ -110,11 +122,12 @@ def test_export_streams_blocks_across_pieces(tmp_path, monkeypatch):
 
     ranks = _save_two_ranks(tmp_path / "ckpt")
     monkeypatch.setattr(tc, "EXPORT_BLOCK_ROWS", 3)
-    files = export_tables(tmp_path / "ckpt", tmp_path / "export")
+    files = _export(tmp_path / "ckpt", tmp_path / "export")
     for name in SHAPES:
         full = torch.cat([r[name][0] for r in ranks])
         assert tc.safetensors_problem(files[name]) is None
         assert torch.equal(load_file(files[name])["weight"], full)
+    writer = ExportWriter(tmp_path / "short", "pretrain")
     with pytest.raises(ValueError, match="bytes of rows"):
-        tc._stream_safetensors(tmp_path / "short.safetensors", "w", (2, 3), [torch.zeros(1, 3)])
-    assert not (tmp_path / "short.safetensors").exists()
+        writer.write_table_blocks("w", (2, 3), [torch.zeros(1, 3)])
+    assert not table_path(writer.directory, "w").exists()

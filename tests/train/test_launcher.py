@@ -20,14 +20,12 @@ pytestmark = pytest.mark.distributed
 
 
 def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
-    from cllm4rec_dist.train.export import read_exported_rows
+    from cllm4rec_dist.export import read_exported_rows
 
     meta = json.loads((run_dir / "export" / "meta.json").read_text())
     sizes = {"user": meta["num_users"], "item": meta["num_items"]}
     return {
-        name: read_exported_rows(
-            run_dir / "export" / "tables", name, 0, sizes[name.split("_")[0]]
-        ).numpy()
+        name: read_exported_rows(run_dir / "export", name, 0, sizes[name.split("_")[0]]).numpy()
         for name in ("user_collab", "item_collab", "user_content", "item_content")
     }
 
