@@ -1,7 +1,7 @@
 """EASE where it fits: a user x item sample of a prepared catalog, scored beside CLLM4Rec's
 predictions and popularity on the same users (bench_e2e's last quality row).
 
-    python bench/e2e_sample.py --data DATA --predictions P/predictions --users 20000 --items 10000
+    python -m bench.e2e_sample --data DATA --predictions P/predictions --users 20000 --items 10000
 
 EASE's dense item x item matrix is 40 GB at 100k items, so it runs on every ``step``-th user
 (``user % step == 0``; indices follow sorted raw ids, which carry no signal in the synthetic
@@ -27,10 +27,10 @@ import scipy.sparse as sp
 import torch
 
 from cllm4rec_dist.baselines.ease import EaseSolver, gram
-from cllm4rec_dist.baselines.ranking import masked_topk_rows
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.eval.metrics import hits_matrix, recall_ndcg
+from cllm4rec_dist.ops.topk import masked_topk_scores
 
 K = 20
 LAMBDAS = (100.0, 500.0, 2500.0)
@@ -78,7 +78,7 @@ def score(topk: np.ndarray, targets: sp.csr_matrix) -> dict[str, float]:
 
 def topk_of(scores: np.ndarray, seen: sp.csr_matrix) -> np.ndarray:
     s = torch.from_numpy(np.ascontiguousarray(scores, dtype=np.float32))
-    _, items = masked_topk_rows(
+    _, items = masked_topk_scores(
         s,
         K,
         torch.from_numpy(seen.indptr.astype(np.int64)),

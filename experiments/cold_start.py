@@ -33,7 +33,6 @@ import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 
-from cllm4rec_dist.baselines.ranking import masked_topk_rows
 from cllm4rec_dist.baselines.text_similarity import text_similarity_scores, tfidf_matrix
 from cllm4rec_dist.config import register
 from cllm4rec_dist.data.cold import (
@@ -53,6 +52,7 @@ from cllm4rec_dist.infer.cold_items import (
 )
 from cllm4rec_dist.infer.fold_in import fold_in_users
 from cllm4rec_dist.infer.rows import start_at_mean
+from cllm4rec_dist.ops.topk import masked_topk_scores
 from cllm4rec_dist.train.builder import build
 from cllm4rec_dist.train.entry import start
 
@@ -93,7 +93,7 @@ def metrics(scores: torch.Tensor, targets: list[np.ndarray], excludes: list[np.n
     offsets = torch.tensor(np.r_[0, np.cumsum([len(e) for e in excludes])], dtype=torch.int64)
     flat = torch.from_numpy(np.concatenate(excludes).astype(np.int64))
     k = min(max(KS), scores.shape[1])  # a cut-off beyond the catalog ranks every item
-    _, items = masked_topk_rows(scores.clone().double(), k, offsets, flat)
+    _, items = masked_topk_scores(scores.double(), k, offsets, flat)
     items = torch.nn.functional.pad(items, (0, max(KS) - k), value=-1)
     t_off = torch.tensor(np.r_[0, np.cumsum([len(t) for t in targets])], dtype=torch.int64)
     sums = MetricSums(KS)

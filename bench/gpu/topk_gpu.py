@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import torch
 
-from cllm4rec_dist.distributed import masked_topk
+from cllm4rec_dist.ops.topk import masked_topk
 
 
 def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:

@@ -1,5 +1,6 @@
 """What the score-matrix baselines (EASE, Mult-VAE) share: the training matrix, and a scorer with
-the ``ItemScorer.topk`` contract over score rows computed per batch of users.
+the ``ItemScorer.topk`` contract over score rows computed per batch of users, ranked by the
+model's own masked top-K (``ops/topk.masked_topk_scores``).
 
 Both rankers produce a full [B, I] score row per user from the user's sparse training row (EASE:
 ``X_u B``, Mult-VAE: the decoder's logits), so the scorer takes user ids instead of hidden
@@ -20,7 +21,7 @@ from torch import Tensor
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.data.splits import EvalTargets, eval_targets
 from cllm4rec_dist.eval.evaluate import evaluate_ranking
-from cllm4rec_dist.ops.topk import NEG_INF, csr_rows, sorted_topk
+from cllm4rec_dist.ops.topk import masked_topk_scores
 
 
 def train_matrix(data_dir: str, num_users: int, num_items: int) -> sp.csr_matrix:
@@ -35,40 +36,6 @@ def train_matrix(data_dir: str, num_users: int, num_items: int) -> sp.csr_matrix
     x = sp.csr_matrix((np.ones(len(u), np.float32), (u, i)), shape=(num_users, num_items))
     x.data[:] = 1.0  # duplicates summed by the constructor count once
     return x
-
-
-def masked_topk_rows(
-    scores: Tensor, k: int, exclude_offsets: Tensor, exclude_items: Tensor
-) -> tuple[Tensor, Tensor]:
-    """Exact top-k of every row of ``scores`` [B, n] (overwritten: -inf at the CSR exclusions)
-    -> (scores [B, k] descending, items [B, k] int64), the ``DenseItemScorer.topk`` contract:
-    ties lower item index first, padding (-inf, -1) where fewer than k items are allowed."""
-    b, n = scores.shape
-    if not 0 <= k <= n:
-        raise ValueError(f"k={k} must be in [0, {n}]")
-    scores[csr_rows(exclude_offsets), exclude_items] = NEG_INF
-    if k == 0 or b == 0:
-        return scores[:, :0], torch.zeros(b, 0, dtype=torch.int64)
-    # Only scores reaching the row's k-th largest value can enter (k of them, more on ties at
-    # that value); a stable sort of those, in item order, gives the exact tie order. A full
-    # stable sort of every row was 5x slower on 256 x 12k scores.
-    kth = torch.topk(scores, k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
-    rows, cols = (scores >= kth).nonzero(as_tuple=True)  # row-major: items ascending in a row
-    counts = torch.bincount(rows, minlength=b)  # >= k; bool sum(dim=1) is several times slower
-    width = int(counts.max())
-    if width == k:  # no tie at the k-th value: exactly k candidates per row
-        cand_i = cols.view(b, k)
-        cand_s = scores.gather(1, cand_i)
-    else:
-        slot = torch.arange(rows.numel()) - torch.repeat_interleave(
-            torch.cumsum(counts, 0) - counts, counts
-        )
-        cand_s = scores.new_full((b, width), NEG_INF)
-        cand_i = torch.full((b, width), n, dtype=torch.int64)
-        cand_s[rows, slot] = scores[rows, cols]
-        cand_i[rows, slot] = cols
-    top_s, top_i = sorted_topk(cand_s, cand_i, k)
-    return top_s, top_i.masked_fill(top_s == NEG_INF, -1)
 
 
 class RowScorer:
@@ -86,7 +53,9 @@ class RowScorer:
     def topk(
         self, users: Tensor, k: int, exclude_offsets: Tensor, exclude_items: Tensor
     ) -> tuple[Tensor, Tensor]:
-        scores, items = masked_topk_rows(self.score_rows(users), k, exclude_offsets, exclude_items)
+        scores, items = masked_topk_scores(
+            self.score_rows(users), k, exclude_offsets, exclude_items
+        )
         return scores.float(), items
 
 

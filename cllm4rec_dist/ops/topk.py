@@ -1,8 +1,12 @@
-"""Exact masked top-K of ``queries @ items.T`` with CSR exclusions, tiled over users and items.
+"""The one exact masked top-K, with CSR exclusions, tiled over users and items: of
+``queries @ items.T`` (``masked_topk``: the model's scorers, dense and item-parallel) or of score
+rows computed elsewhere (``masked_topk_scores``: the baselines' ``X_u B`` and decoder logits).
+Its plain reference is ``ops/reference.py``; ``tests/ops/test_topk.py`` holds them equal.
 
-The kernel never builds the full [B, n] score matrix. For each (user chunk, item tile) it runs one
-matmul into a reused buffer, writes -inf at the excluded (user, item) pairs, and then keeps the
-running top-K with a threshold filter instead of a ``torch.topk`` per tile:
+The kernel never builds the full [B, n] score matrix of ``masked_topk``. For each (user chunk,
+item tile) it fills one reused buffer (a matmul, or a copy of the given scores), writes -inf at
+the excluded (user, item) pairs, and then keeps the running top-K with a threshold filter instead
+of a ``torch.topk`` per tile:
 
 - ``tau[b]`` is user b's current K-th best score; one cheap ``amax`` pass gives the maximum of
   every block of 64 items per user, and only blocks reaching ``tau`` are looked at (after the
@@ -19,6 +23,7 @@ Everything below ``tau`` can never enter the top-K, so the result is exact, ties
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -27,6 +32,9 @@ from torch import Tensor
 NEG_INF = float("-inf")
 # Tighten tau with torch.topk when blocks reaching it cover more than 1/this of the tile.
 _TIGHTEN_FRACTION = 4
+# fill(u0, u1, c0, c1, out): write the scores of users [u0, u1) x items [c0, c1) into ``out``,
+# an [items, users] tile.
+Fill = Callable[[int, int, int, int, Tensor], None]
 
 
 def _check_csr(offsets: Tensor, values: Tensor, rows: int, num_items: int, what: str) -> None:
@@ -72,8 +80,8 @@ def masked_topk(
 
     queries [B, H], items [n, H], exclusions CSR over rows of ``items`` -> (scores [B, k] fp32
     descending, indices [B, k] int64 = item row + ``index_offset``; (-inf, -1) where fewer than k
-    items are allowed). Ties: lower index first (``ops/reference.py`` is the plain
-    version it is tested against).
+    items are allowed). Ties: lower index first (``ops/reference.py`` is the plain version it is
+    tested against).
 
     ``block`` consecutive items share one maximum in the filtering pass (a tile whose length it
     does not divide is one block): smaller blocks open fewer scores per hit, larger ones make a
@@ -83,17 +91,71 @@ def masked_topk(
     the cores are shared (see docs/distributed.md). Do not run torch in other Python threads
     meanwhile: the intra-op thread count is process-wide.
     """
-    num_q, n = queries.shape[0], items.shape[0]
+    q, it = queries.float(), items.float()
+
+    def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
+        # The tile is [items, users]: items @ q.T ran 1.4-2.3x faster than q @ items.T
+        # (MKL sgemm, AVX2) for these shapes, and the block maxima below become a vertical max
+        # over contiguous user rows.
+        torch.mm(it[c0:c1], q[u0:u1].T, out=out)
+
+    return _tiled_topk(
+        fill, queries.shape[0], items.shape[0], torch.float32, queries.device, k,
+        exclude_offsets, exclude_items, index_offset, user_chunk, item_chunk, block, threads,
+    )  # fmt: skip
+
+
+def masked_topk_scores(
+    scores: Tensor,
+    k: int,
+    exclude_offsets: Tensor,
+    exclude_items: Tensor,
+    *,
+    user_chunk: int = 256,
+    item_chunk: int = 4096,
+    block: int = 64,
+    threads: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``masked_topk``'s contract over score rows given whole: ``scores`` [B, n] (fp32 or fp64,
+    ranked in that precision; not modified) -> (scores [B, k] in that dtype, item indices [B, k]
+    int64), the same tiles, ties and padding."""
+    scores = scores.detach()
+
+    def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
+        out.copy_(scores[u0:u1, c0:c1].T)
+
+    return _tiled_topk(
+        fill, scores.shape[0], scores.shape[1], scores.dtype, scores.device, k,
+        exclude_offsets, exclude_items, 0, user_chunk, item_chunk, block, threads,
+    )  # fmt: skip
+
+
+def _tiled_topk(
+    fill: Fill,
+    num_q: int,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    k: int,
+    exclude_offsets: Tensor,
+    exclude_items: Tensor,
+    index_offset: int,
+    user_chunk: int,
+    item_chunk: int,
+    block: int,
+    threads: int | None,
+) -> tuple[Tensor, Tensor]:
+    """The kernel behind both entries: user chunks (on threads, on CPU), each over item tiles
+    that ``fill`` writes."""
     _check_csr(exclude_offsets, exclude_items, num_q, n, "exclude")
-    scores = queries.new_full((num_q, k), NEG_INF, dtype=torch.float32)
-    index = torch.full((num_q, k), -1, dtype=torch.int64, device=queries.device)
+    scores = torch.full((num_q, k), NEG_INF, dtype=dtype, device=device)
+    index = torch.full((num_q, k), -1, dtype=torch.int64, device=device)
     if k == 0 or n == 0 or num_q == 0:
         return scores, index
-    q, it = queries.float(), items.float()
     offsets = exclude_offsets.tolist()
     rows_all = csr_rows(exclude_offsets)
     threads = torch.get_num_threads() if threads is None else threads
-    if queries.device.type != "cpu":
+    if device.type != "cpu":
         threads = 1
     # At least one chunk per thread.
     user_chunk = max(1, min(user_chunk, -(-num_q // threads)))
@@ -104,7 +166,10 @@ def masked_topk(
         # This chunk's exclusions sorted by item, so every tile masks one contiguous slice.
         ex_items, order = torch.sort(exclude_items[a:b])
         ex_rows = rows_all[a:b][order] - u0
-        s, i = _chunk_topk(q[u0:u1], it, k, ex_rows, ex_items, item_chunk, block)
+        chunk_fill = lambda c0, c1, out: fill(u0, u1, c0, c1, out)  # noqa: E731
+        s, i = _chunk_topk(
+            chunk_fill, u1 - u0, n, dtype, device, k, ex_rows, ex_items, item_chunk, block
+        )
         scores[u0:u1], index[u0:u1] = s, i
 
     starts = range(0, num_q, user_chunk)
@@ -124,31 +189,31 @@ def masked_topk(
 
 
 def _chunk_topk(
-    q: Tensor,
-    items: Tensor,
+    fill: Callable[[int, int, Tensor], None],
+    b: int,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
     k: int,
     ex_rows: Tensor,
     ex_items: Tensor,
     item_chunk: int,
     block: int,
 ) -> tuple[Tensor, Tensor]:
-    """q [b, H] against all items [n, H] -> running top-k (scores [b, k], item rows [b, k])."""
-    b, n = q.shape[0], items.shape[0]
-    best_s = q.new_full((b, k), NEG_INF)
-    best_i = torch.full((b, k), -1, dtype=torch.int64, device=q.device)
-    tau = q.new_full((b,), NEG_INF)
-    starts = torch.arange(0, n + item_chunk, item_chunk, device=q.device).clamp_(max=n)
+    """``b`` users against all ``n`` items, tile by tile (``fill(c0, c1, tile)``) -> running
+    top-k (scores [b, k], item rows [b, k])."""
+    best_s = torch.full((b, k), NEG_INF, dtype=dtype, device=device)
+    best_i = torch.full((b, k), -1, dtype=torch.int64, device=device)
+    tau = torch.full((b,), NEG_INF, dtype=dtype, device=device)
+    starts = torch.arange(0, n + item_chunk, item_chunk, device=device).clamp_(max=n)
     ex_bounds = torch.searchsorted(ex_items, starts).tolist()
-    buffer = q.new_empty((min(item_chunk, n), b))
+    buffer = torch.empty((min(item_chunk, n), b), dtype=dtype, device=device)
     for t, c0 in enumerate(range(0, n, item_chunk)):
         c1 = min(n, c0 + item_chunk)
         # Reuse one buffer: a fresh multi-MB tile per step costs page faults comparable to the
         # post-processing itself.
-        tile = buffer if c1 - c0 == buffer.shape[0] else q.new_empty((c1 - c0, b))
-        # The tile is [items, users]: items @ q.T ran 1.4-2.3x faster than q @ items.T
-        # (MKL sgemm, AVX2) for these shapes, and the block maxima below become a vertical max
-        # over contiguous user rows.
-        torch.mm(items[c0:c1], q.T, out=tile)
+        tile = buffer if c1 - c0 == buffer.shape[0] else buffer.new_empty((c1 - c0, b))
+        fill(c0, c1, tile)
         ea, eb = ex_bounds[t], ex_bounds[t + 1]
         if eb > ea:
             tile.index_put_((ex_items[ea:eb] - c0, ex_rows[ea:eb]), tile.new_tensor(NEG_INF))
@@ -224,4 +289,4 @@ def _merge(
     tau[touched] = top[:, k - 1]
 
 
-__all__ = ["NEG_INF", "csr_rows", "masked_topk", "sorted_topk"]
+__all__ = ["NEG_INF", "csr_rows", "masked_topk", "masked_topk_scores", "sorted_topk"]

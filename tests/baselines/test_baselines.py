@@ -10,12 +10,12 @@ from cllm4rec_dist.baselines.popularity import (
     evaluate_popularity,
     popularity_scorer,
 )
-from cllm4rec_dist.baselines.ranking import masked_topk_rows, train_matrix
+from cllm4rec_dist.baselines.ranking import RowScorer, train_matrix
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.data.splits import train_item_counts
 from cllm4rec_dist.eval.metrics import MetricSums
-from cllm4rec_dist.ops.reference import masked_topk_reference
+from cllm4rec_dist.ops.reference import topk_of_scores_reference
 
 
 def naive_metrics(data_dir, split, score_fn, ks):
@@ -133,19 +133,20 @@ def test_ease_ranking_matches_direct_inverse(tiny_dataset):
             assert abs(result[split][key] - value) < 1e-9
 
 
-def test_masked_topk_rows_matches_reference():
-    """Against the plain full-sort top-K: heavy ties, exclusions, rows with fewer than k items."""
+def test_row_scorer_ranks_with_the_model_top_k():
+    """RowScorer.topk is ops/topk.masked_topk_scores over the rows it computes: the reference's
+    order (heavy ties, exclusions, rows with fewer than k items), fp64 rows, fp32 scores out."""
     rng = np.random.default_rng(0)
     for trial in range(200):
         b, n = int(rng.integers(1, 9)), int(rng.integers(1, 40))
         k = int(rng.integers(0, n + 1))
         draw = rng.integers(0, 4, (b, n)) if trial % 2 else rng.standard_normal((b, n))
-        scores = torch.from_numpy(draw.astype(np.float32))
+        scores = torch.from_numpy(draw.astype(np.float64))
         counts = rng.integers(0, n + 1, b)
         offsets = torch.from_numpy(np.concatenate([[0], np.cumsum(counts)]))
         excluded = [rng.permutation(n)[:c] for c in counts]
         items = torch.from_numpy(np.concatenate(excluded).astype(np.int64))
-        got = masked_topk_rows(scores.clone(), k, offsets, items)
-        want = masked_topk_reference(scores, torch.eye(n), k, offsets, items)
+        got = RowScorer(lambda users, s=scores: s[users]).topk(torch.arange(b), k, offsets, items)
+        want = topk_of_scores_reference(scores, k, offsets, items)
         assert torch.equal(got[1], want[1])
-        assert torch.equal(got[0], want[0])
+        assert got[0].dtype == torch.float32 and torch.equal(got[0], want[0].float())

@@ -16,18 +16,14 @@ import torch
 import torch.distributed as dist
 from helpers import csr
 
-from cllm4rec_dist.distributed import (
-    ItemParallelScorer,
-    PartitionedTable,
-    RowWiseAdagrad,
-    masked_topk,
-)
+from cllm4rec_dist.distributed import ItemParallelScorer, PartitionedTable, RowWiseAdagrad
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.ops.reference import (
     cross_entropy_reference,
     masked_topk_reference,
     multinomial_nll_reference,
 )
+from cllm4rec_dist.ops.topk import masked_topk
 
 DEVICE = os.environ.get("CLLM4REC_PARITY_DEVICE", "cuda")
 # GPU sizes reach the tiling of the top-K kernel; the CPU smoke run keeps the reference cheap.

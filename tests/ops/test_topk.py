@@ -1,4 +1,5 @@
-"""Tiled masked top-K kernel == full-matrix torch.sort reference (ties, k >= #allowed, tiling)."""
+"""The one masked top-K (ops/topk.py), from factors and from score rows, == the full-matrix
+torch.sort reference (ops/reference.py): ties, k >= #allowed, tiling, fp64 rows."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from cllm4rec_dist.ops.reference import masked_topk_reference
-from cllm4rec_dist.ops.topk import masked_topk
+from cllm4rec_dist.ops.reference import masked_topk_reference, topk_of_scores_reference
+from cllm4rec_dist.ops.topk import masked_topk, masked_topk_scores
 
 
 @st.composite
@@ -40,6 +41,20 @@ def test_kernel_matches_reference_exactly(case):
     q, items, k, offsets, ex_items, index_offset, chunks = case
     expected = masked_topk_reference(q, items, k, offsets, ex_items, index_offset)
     got = masked_topk(q, items, k, offsets, ex_items, index_offset, **chunks)
+    assert torch.equal(got[0], expected[0])
+    assert torch.equal(got[1], expected[1])
+
+
+@settings(max_examples=200, deadline=None)
+@given(topk_cases(), st.sampled_from([torch.float32, torch.float64]))
+def test_score_rows_match_reference_exactly(case, dtype):
+    """The baselines' entry: score rows given whole (EASE ranks fp64 rows), not modified."""
+    q, items, k, offsets, ex_items, _, chunks = case
+    scores = (q.double() @ items.double().T).to(dtype) / 3  # thirds: ties stay ties, inexactly
+    before = scores.clone()
+    expected = topk_of_scores_reference(scores, k, offsets, ex_items)
+    got = masked_topk_scores(scores, k, offsets, ex_items, **chunks)
+    assert got[0].dtype == dtype and torch.equal(scores, before)
     assert torch.equal(got[0], expected[0])
     assert torch.equal(got[1], expected[1])
 
