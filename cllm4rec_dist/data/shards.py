@@ -27,11 +27,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from torch.utils.data import IterableDataset, get_worker_info
 
 from cllm4rec_dist.data.manifest import Manifest, Shard, load_manifest
 from cllm4rec_dist.data.samples import ROW_BUILDERS, read_blocks, shard_rows
-from cllm4rec_dist.distributed import env
 
 DEFAULT_SHUFFLE_BUFFER = 8192
 
@@ -164,116 +162,6 @@ def iter_rows(
         for j in rng.permutation(len(chunk))[drop:]:
             yield chunk[j]
         window, drop = window + 1, 0
-
-
-# --- torch Dataset -------------------------------------------------------------------------------
-def split_skip(skip: int, lengths: Sequence[int]) -> tuple[list[int], int]:
-    """Where a DataLoader stands after yielding ``skip`` items from workers of ``lengths`` items.
-
-    A DataLoader over an IterableDataset takes items from its workers round-robin and drops a
-    worker once it is exhausted, so item j of worker w comes out in round j. Returns each
-    worker's own skip and the worker whose item comes next in the cycle.
-    """
-    skips, last = [0] * len(lengths), -1
-    while skip > 0:
-        active = [w for w, n in enumerate(lengths) if skips[w] < n]
-        if not active:
-            break
-        # every active worker sits at the same round here, so whole rounds can be taken at once
-        rounds = min(min(lengths[w] - skips[w] for w in active), skip // len(active))
-        if rounds == 0:
-            for w in active[:skip]:
-                skips[w] += 1
-            last = active[skip - 1]
-            break
-        for w in active:
-            skips[w] += rounds
-        skip, last = skip - rounds * len(active), active[-1]
-    return skips, (last + 1) % len(lengths)
-
-
-class ShardedRows(IterableDataset):
-    """``iter_rows`` as a torch IterableDataset; DataLoader workers split the rank's shards.
-
-    ``rank`` / ``world_size`` default to torch.distributed's (0 / 1 when not initialised).
-    ``skip`` counts the items the DataLoader already yielded on this rank this epoch: rows, or
-    batches when ``loader_batch_size`` (the DataLoader's batch_size; ``loader_drop_last`` its
-    drop_last) is set. It is turned into each worker's own skip and the workers are renumbered
-    so the round-robin resumes where it stopped: resume is exact for any num_workers, provided
-    it is the same as before the interruption. Call ``set_epoch`` before creating the
-    DataLoader's iterator (workers get a copy of the dataset; persistent workers never see
-    later changes).
-    """
-
-    def __init__(
-        self,
-        data_dir: str | Path,
-        corpus: str,
-        *,
-        rank: int | None = None,
-        world_size: int | None = None,
-        epoch: int = 0,
-        seed: int = 0,
-        shuffle: bool = True,
-        shuffle_buffer: int = DEFAULT_SHUFFLE_BUFFER,
-        skip: int = 0,
-        loader_batch_size: int | None = None,
-        loader_drop_last: bool = False,
-    ):
-        super().__init__()
-        self.rank = rank if rank is not None else env.rank()
-        self.world_size = world_size if world_size is not None else env.world_size()
-        self.data_dir, self.corpus = Path(data_dir), corpus
-        self.manifest = load_manifest(data_dir)
-        self.seed, self.shuffle, self.shuffle_buffer = seed, shuffle, shuffle_buffer
-        self.loader_batch_size, self.loader_drop_last = loader_batch_size, loader_drop_last
-        self.set_epoch(epoch, skip)
-
-    def set_epoch(self, epoch: int, skip: int = 0) -> None:
-        """Select the epoch (reshuffles) and the number of DataLoader items already consumed."""
-        self.epoch, self.skip = epoch, skip
-
-    def num_rows(self) -> int:
-        """Rows this rank yields per epoch (all workers together)."""
-        return rows_per_rank(self.manifest, self.corpus, self.world_size)[self.rank]
-
-    def _worker_rows(self, num_workers: int) -> list[int]:
-        split = dict(
-            rank=self.rank, world_size=self.world_size, epoch=self.epoch, seed=self.seed,
-            shuffle=self.shuffle, num_workers=num_workers,
-        )  # fmt: skip
-        return [
-            sum(s.rows for s in worker_shards(self.manifest, self.corpus, worker_id=w, **split))
-            for w in range(num_workers)
-        ]
-
-    def _logical_worker(self, loader_worker: int, num_workers: int) -> tuple[int, int]:
-        """(logical worker id, its row skip) for the DataLoader's worker ``loader_worker``.
-
-        A fresh DataLoader starts its round-robin at worker 0, while the interrupted one would
-        have continued at some worker c; numbering the workers from c makes the resumed
-        sequence identical to the rest of the interrupted one.
-        """
-        rows = self._worker_rows(num_workers)
-        b = self.loader_batch_size
-        items = (
-            rows if b is None else [n // b if self.loader_drop_last else -(-n // b) for n in rows]
-        )
-        skips, next_worker = split_skip(self.skip, items)
-        worker = (loader_worker + next_worker) % num_workers
-        row_skip = skips[worker] if b is None else min(skips[worker] * b, rows[worker])
-        return worker, row_skip
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        info = get_worker_info()
-        num_workers = 1 if info is None else info.num_workers
-        worker_id, skip = self._logical_worker(0 if info is None else info.id, num_workers)
-        return iter_rows(
-            self.data_dir, self.corpus, rank=self.rank, world_size=self.world_size,
-            epoch=self.epoch, seed=self.seed, shuffle=self.shuffle,
-            shuffle_buffer=self.shuffle_buffer, skip=skip, worker_id=worker_id,
-            num_workers=num_workers,
-        )  # fmt: skip
 
 
 def _seed(*parts: int) -> list[int]:

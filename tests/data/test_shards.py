@@ -9,20 +9,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import NUM_DOCUMENTS, NUM_USERS, document, user_items, user_splits
-from hypothesis import given
-from hypothesis import strategies as st
-from torch.utils.data import DataLoader
 
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.samples import ShardError
-from cllm4rec_dist.data.shards import (
-    ShardedRows,
-    iter_blocks,
-    iter_rows,
-    rank_shards,
-    rows_per_rank,
-    split_skip,
-)
+from cllm4rec_dist.data.shards import iter_blocks, iter_rows, rank_shards, rows_per_rank
 from cllm4rec_dist.distributed.spawn import run_ranks
 
 
@@ -30,21 +20,23 @@ def users(rows) -> list[int]:
     return [row["user"] for row in rows]
 
 
-def _users_on_rank(rank: int, world_size: int, data_dir: str) -> dict:
-    # rank/world_size come from the gloo process group, workers from the DataLoader.
-    ds = ShardedRows(data_dir, "collaborative", seed=3, epoch=1, shuffle_buffer=4)
-    loader = DataLoader(ds, batch_size=None, num_workers=2)
-    return {"users": users(loader), "expected": ds.num_rows()}
+def _users_on_rank(rank: int, world_size: int, data_dir: str) -> list[int]:
+    # Each rank of the gloo group reads its shards as two workers would.
+    kw = dict(rank=rank, world_size=world_size, seed=3, epoch=1, shuffle_buffer=4)
+    return [
+        row["user"]
+        for w in (0, 1)
+        for row in iter_rows(data_dir, "collaborative", worker_id=w, num_workers=2, **kw)
+    ]
 
 
 @pytest.mark.distributed
 def test_two_ranks_two_workers_see_every_user_once(dataset: Path) -> None:
     results = run_ranks(_users_on_rank, 2, str(dataset), timeout=120)
-    seen = Counter(u for r in results for u in r["users"])
+    seen = Counter(u for r in results for u in r)
     assert sorted(seen) == list(range(NUM_USERS)) and set(seen.values()) == {1}
     manifest = load_manifest(dataset)
-    assert [len(r["users"]) for r in results] == rows_per_rank(manifest, "collaborative", 2)
-    assert [r["expected"] for r in results] == rows_per_rank(manifest, "collaborative", 2)
+    assert [len(r) for r in results] == rows_per_rank(manifest, "collaborative", 2)
 
 
 def test_rows_match_what_was_written(dataset: Path) -> None:
@@ -88,25 +80,6 @@ def test_skip_resumes_exactly(dataset: Path, shuffle: bool, worker_id: int, num_
         assert list(iter_rows(dataset, "content", skip=skip, **kw)) == full[skip:]
 
 
-@pytest.mark.parametrize("loader_batch_size", [None, 2])
-def test_sharded_rows_resume_with_workers(dataset: Path, loader_batch_size: int | None) -> None:
-    def loader(skip: int) -> DataLoader:
-        ds = ShardedRows(
-            dataset, "collaborative", rank=0, world_size=1, epoch=4, shuffle_buffer=5, skip=skip,
-            loader_batch_size=loader_batch_size,
-        )  # fmt: skip
-        collate = None if loader_batch_size is None else list
-        return DataLoader(ds, batch_size=loader_batch_size, num_workers=2, collate_fn=collate)
-
-    def flat(items) -> list[int]:
-        return [row["user"] for x in items for row in (x if isinstance(x, list) else [x])]
-
-    full = list(loader(0))
-    assert sorted(flat(full)) == list(range(NUM_USERS))
-    for consumed in (1, 4, len(full) - 1):
-        assert flat(loader(consumed)) == flat(full[consumed:])
-
-
 @pytest.mark.parametrize("world_size", [1, 2, 4, 3])
 def test_rows_per_rank_matches_iteration(dataset: Path, world_size: int) -> None:
     manifest = load_manifest(dataset)
@@ -124,21 +97,6 @@ def test_rows_per_rank_matches_iteration(dataset: Path, world_size: int) -> None
                 for r in range(world_size)
             ]
         assert got == counts and sum(counts) == manifest.corpus(corpus).rows
-
-
-def _round_robin(skip: int, lengths: list[int]) -> tuple[list[int], int]:
-    """What a DataLoader does: round j takes item j of every worker that still has one."""
-    taken, last = [0] * len(lengths), -1
-    for j in range(max(lengths)):
-        for w, n in enumerate(lengths):
-            if j < n and skip > 0:
-                taken[w], last, skip = taken[w] + 1, w, skip - 1
-    return taken, (last + 1) % len(lengths)
-
-
-@given(st.lists(st.integers(0, 9), min_size=1, max_size=4), st.integers(0, 40))
-def test_split_skip_matches_round_robin(lengths: list[int], skip: int) -> None:
-    assert split_skip(skip, lengths) == _round_robin(skip, lengths)
 
 
 def test_shard_disagreeing_with_manifest_is_an_error(dataset: Path, tmp_path: Path) -> None:
