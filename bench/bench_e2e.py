@@ -1,7 +1,7 @@
 """Every stage end to end on a synthetic catalog, on 2 CPU ranks, with the default recipe.
 
-    python bench/bench_e2e.py --users 1000000 --items 100000     # the reference run
-    python bench/bench_e2e.py --users 1000 --items 300           # about the make-test size
+    python -m bench.bench_e2e --users 1000000 --items 100000     # the reference run
+    python -m bench.bench_e2e --users 1000 --items 300           # about the make-test size
 
 Stages, each a child process launched the way README.md does (``DS_ACCELERATOR=cpu deepspeed
 --num_gpus 2 --no_local_rank launchers/...``), with no preset and no recipe override beyond the
@@ -40,9 +40,10 @@ import time
 from pathlib import Path
 
 import torch
-from e2e_procs import StageRun, dir_bytes, run_stage  # bench/ is on sys.path as a script
-from e2e_readout import cpu_step_seconds, read_log, tensorboard_rates
 
+from bench.e2e_procs import StageRun, dir_bytes, run_stage
+from bench.e2e_readout import cpu_step_seconds, read_log, tensorboard_rates
+from bench.harness import load_average
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS, block_columns
 
@@ -57,10 +58,6 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
 
 
 def measure_rates(rows: int, dim: int, cols: int) -> dict[str, float]:
@@ -234,7 +231,7 @@ def run_stages(bench: Bench, args: argparse.Namespace) -> dict:
         pop_json,
     )
     bench.run("ease-sample", [
-        bench.python, "bench/e2e_sample.py", f"--data={data}",
+        bench.python, "-m", "bench.e2e_sample", f"--data={data}",
         f"--predictions={pred / 'predictions'}", f"--users={args.sample_users}",
         f"--items={min(args.sample_items, args.items)}",
     ])  # fmt: skip
@@ -326,7 +323,7 @@ def main() -> None:
     print(
         f"bench_e2e: {args.users:,} users x {args.items:,} items, {RANKS} CPU ranks, default recipe"
     )
-    print(f"load at start: {uptime()}", flush=True)
+    print(f"load average at start: {load_average()}", flush=True)
     out = run_stages(bench, args)
     if out["val_fraction"]:
         val_s, train_s = out["val_fraction"]
@@ -347,7 +344,7 @@ def main() -> None:
         s["test"],
     )))  # fmt: skip
     planner_check(bench, out["plans"])
-    print(f"load at end: {uptime()}")
+    print(f"load average at end: {load_average()}")
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
     peak = max(r.process_peak_bytes for r in bench.runs.values())

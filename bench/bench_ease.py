@@ -14,23 +14,22 @@ metrics.
 - new: the whole search as ``evaluate_ease`` runs it: the Gram matrix, per λ B (``EaseSolver``:
   potrf + potri on a copy of G) and validation scoring, then the test split at the best λ.
 
-The old and new top-100 lists of the λ both ran are compared. Prints CPU model, load (uptime)
+The old and new top-100 lists of the λ both ran are compared. Prints CPU model, load average
 and thread settings; last line ``ratio X.XX`` (old / new wall time of the 7-λ search).
-Quick check: ``python bench/bench_ease.py --users 3000 --items 2000``.
+Quick check: ``python -m bench.bench_ease --users 3000 --items 2000``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 
 import numpy as np
 import scipy.sparse as sp
 import torch
 
+from bench.harness import final_line, load_average, machine_line
 from cllm4rec_dist.baselines.ease import DEFAULT_LAMBDAS, EaseSolver, gram
 from cllm4rec_dist.baselines.ranking import sparse_row_scorer
 from cllm4rec_dist.eval.metrics import MetricSums
@@ -155,22 +154,6 @@ def new_way(x, val, test, lambdas, batch, keep_lambda):
     return times, best[0], best[2], test_metrics, kept
 
 
-def machine() -> str:
-    model = platform.processor() or "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        model = names[0] if names else model
-    except OSError:
-        pass
-    env = {k: os.environ.get(k, "-") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
-    return f"cpu: {model}, {os.cpu_count()} cores; torch threads {torch.get_num_threads()}; {env}"
-
-
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--users", type=int, default=22363)
@@ -183,8 +166,8 @@ def main() -> None:
     ap.add_argument("--old-lambda", type=float, default=DEFAULT_LAMBDAS[2])
     args = ap.parse_args()
     lambdas = list(DEFAULT_LAMBDAS)
-    print(machine())
-    print(f"load before: {uptime()}", flush=True)
+    threads = {k: os.environ.get(k, "-") for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")}
+    print(f"{machine_line()}; {threads}", flush=True)
     x, val, test = synthetic(args.users, args.items, args.mean_train, args.alpha, args.seed)
     print(
         f"data: {x.shape[0]} users x {x.shape[1]} items, {x.nnz} training interactions "
@@ -200,7 +183,7 @@ def main() -> None:
         f"(best lambda {lam:g}: val ndcg@100 {val_m['ndcg@100']:.4f}, "
         f"test recall@20 {test_m['recall@20']:.4f})"
     )
-    print(f"load after new: {uptime()}", flush=True)
+    print(f"load after new: {load_average()}", flush=True)
     if args.old == "skip":
         return
     old_lambdas = lambdas if args.old == "full" else [args.old_lambda]
@@ -226,8 +209,8 @@ def main() -> None:
             f"val ndcg@100 old {m_old['ndcg@100']:.6f} new {m_new['ndcg@100']:.6f}, "
             f"recall@20 old {m_old['recall@20']:.6f} new {m_new['recall@20']:.6f}"
         )
-    print(f"load after old: {uptime()}")
-    print(f"ratio {old_total / new_t['total']:.2f}")
+    print(f"load after old: {load_average()}")
+    print(final_line(ratio=old_total / new_t["total"]))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ time per width and row count (widths interleaved, so the machine's load drifts o
 alike), and per row count the ratio of the fixed ``CHUNK_ITEMS`` width (the peer: what CPU runs
 used before the rule) to the rule. Last line ``ratio X.XX``: the median of those ratios.
 
-    .venv/bin/python bench/bench_item_head.py [--items 12101] [--rows 16 128 256 1024]
+    .venv/bin/python -m bench.bench_item_head [--items 12101] [--rows 16 128 256 1024]
 """
 
 from __future__ import annotations
@@ -18,9 +18,11 @@ import argparse
 import os
 import statistics
 import time
+from functools import partial
 
 import torch
 
+from bench.harness import final_line, interleaved, load_average, median
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS, ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
@@ -60,19 +62,15 @@ def main() -> None:
     with torch.no_grad():
         table.weight.normal_(0.0, 0.3)
     widths = [0, *sorted({*args.chunks, CHUNK_ITEMS})]
-    load = os.getloadavg()
-    print(f"items {args.items} x dim {args.dim}, 1 torch thread; load {load[0]:.2f} {load[1]:.2f}")
+    print(f"items {args.items} x dim {args.dim}, 1 torch thread; load {load_average()}")
     print(f"median ms of forward + backward; rule = default scorer, peer = fixed {CHUNK_ITEMS}")
     gen = torch.Generator().manual_seed(0)
     ratios = []
     for rows in args.rows:
-        times: dict[int, list[float]] = {w: [] for w in widths}
-        for i in range(args.repeats + 2):
-            for w in widths:
-                took = step_seconds(table, rows, w, gen)
-                if i >= 2:  # the first passes fault the pages in
-                    times[w].append(took)
-        med = {w: 1000 * statistics.median(t) for w, t in times.items()}
+        # The first two rounds fault the pages in; a step times itself (not its inputs).
+        fns = {w: partial(step_seconds, table, rows, w, gen) for w in widths}
+        times = interleaved(fns, args.repeats, warmup=2, self_timed=True)
+        med = {w: 1000 * m for w, m in median(times).items()}
         ratios.append(med[CHUNK_ITEMS] / med[0])
         rule = ItemParallelScorer(table).block_columns(rows)
         cells = "  ".join(f"{w:>6}: {m:7.2f}" for w, m in med.items() if w)
@@ -81,7 +79,7 @@ def main() -> None:
             f"peer/rule {ratios[-1]:.2f}",
             flush=True,
         )
-    print(f"ratio {statistics.median(ratios):.2f}")
+    print(final_line(ratio=statistics.median(ratios)))
 
 
 if __name__ == "__main__":

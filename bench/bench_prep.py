@@ -1,7 +1,7 @@
 """Benchmark of data prep: our Ray pipeline vs a single-process pandas/pyarrow script.
 
-    python bench/bench_prep.py --users 1000000          # the reference run (docs/data_prep.md)
-    python bench/bench_prep.py --users 2000 --items 300  # smoke test, seconds
+    python -m bench.bench_prep --users 1000000          # the reference run (docs/data_prep.md)
+    python -m bench.bench_prep --users 2000 --items 300  # smoke test, seconds
 
 1. Materialise the common input once (cached in --workdir): synthetic users x ~50 interactions as
    Parquet (user, item, rating, timestamp) plus an item-text Parquet (item, text).
@@ -10,7 +10,8 @@
    split rule, the same shard layout, the same tokenizer, in one process.
 Both run as child processes; a sampler sums the RSS of each one's whole process tree (Ray's
 raylet, GCS and workers included) every 0.2 s. Prints wall time, interactions/s, peak RSS and
-baseline_time / ours, and checks that both produced the same split.
+baseline_time / ours, and checks that both produced the same split; last line ``ratio X.XX``
+(baseline / ours wall time).
 """
 
 from __future__ import annotations
@@ -20,7 +21,6 @@ import contextlib
 import json
 import math
 import multiprocessing
-import os
 import subprocess
 import sys
 import threading
@@ -34,19 +34,19 @@ import psutil
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.harness import final_line, load_average
+from cllm4rec_dist.data.format import SPLITS, USER_CSR
+from data_prep import synthetic
+from data_prep.config import SyntheticSourceConfig
+from data_prep.pipeline.arrays import sorted_unique
+from data_prep.pipeline.arrowio import write_bytes_atomic, write_parquet
+from data_prep.pipeline.hashing import mix64
+from data_prep.pipeline.layout import plan_shards
+from data_prep.pipeline.split import assign_splits
+from data_prep.pipeline.tarwrite import json_bytes, npy_bytes, tar_bytes
+from data_prep.pipeline.tokenizer import train_tokenizer
 
-from cllm4rec_dist.data.format import SPLITS, USER_CSR  # noqa: E402
-from data_prep import synthetic  # noqa: E402
-from data_prep.config import SyntheticSourceConfig  # noqa: E402
-from data_prep.pipeline.arrays import sorted_unique  # noqa: E402
-from data_prep.pipeline.arrowio import write_bytes_atomic, write_parquet  # noqa: E402
-from data_prep.pipeline.hashing import mix64  # noqa: E402
-from data_prep.pipeline.layout import plan_shards  # noqa: E402
-from data_prep.pipeline.split import assign_splits  # noqa: E402
-from data_prep.pipeline.tarwrite import json_bytes, npy_bytes, tar_bytes  # noqa: E402
-from data_prep.pipeline.tokenizer import train_tokenizer  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 # Layout and sizes shared by both implementations (passed to prepare.py as overrides).
 LAYOUT = {"users_per_sample": 256, "docs_per_sample": 256, "samples_per_shard": 64,
@@ -178,7 +178,9 @@ def run_measured(cmd: list[str]) -> tuple[float, int, float]:
     sample before it exited: a measure of the work done that the machine's load does not change.
     """
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen(
+        cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
     peak, cpu, done = 0, {}, threading.Event()
 
     def sample() -> None:
@@ -220,10 +222,6 @@ def _split_sets(out: Path) -> dict[str, int]:
     return result
 
 
-def _load() -> str:
-    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--users", type=int, default=1_000_000)
@@ -240,7 +238,7 @@ def main() -> None:
         return
 
     # The machine is shared: the load around the timed runs says how far to trust wall times.
-    print("load average (1, 5, 15 min) at the start: " + _load(), flush=True)
+    print("load average (1, 5, 15 min) at the start: " + load_average(), flush=True)
     input_dir = args.workdir / f"input-{args.users}"
     print(f"materialising input in {input_dir} ...", flush=True)
     rows = materialise_input(input_dir, args.users, args.items, args.mean_interactions)
@@ -260,7 +258,8 @@ def main() -> None:
     results = {"ours, table reader": (*run_measured(prepare), out)}
     print("running the single-process baseline ...", flush=True)
     base_out = args.workdir / "baseline"
-    base_cmd = [sys.executable, __file__, "--baseline-only", str(input_dir), str(base_out)]
+    base_cmd = [sys.executable, "-m", "bench.bench_prep", "--baseline-only", str(input_dir)]
+    base_cmd.append(str(base_out))
     base = run_measured(base_cmd)
 
     base_counts = json.loads((base_out / "counts.json").read_text())
@@ -281,10 +280,12 @@ def main() -> None:
     for name, (*_, out) in results.items():
         timings = json.loads((out / "run_log.json").read_text())["timings_s"]
         print(f"{name} phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
-    print("load average (1, 5, 15 min) at the end: " + _load())
+    print("load average (1, 5, 15 min) at the end: " + load_average())
     print(f"outputs agree with the baseline (counts and split sets): {agree}")
     if not agree:
         sys.exit(1)
+    wall = next(iter(results.values()))[0]
+    print(final_line(ratio=base[0] / wall))
 
 
 if __name__ == "__main__":

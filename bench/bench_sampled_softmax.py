@@ -12,27 +12,26 @@ backbone's: forward, backward into the table and the hidden rows, optimizer step
 
 Prints the CPU, load, and per mode the median step time (first step dropped) and peak RSS per
 rank; last line ``ratio X.XX`` (full / popularity median step time).
-Small run: ``python bench/bench_sampled_softmax.py --items 200000 --steps 3``.
+Small run: ``python -m bench.bench_sampled_softmax --items 200000 --steps 3``.
 """
 
 from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import time
 
 import torch
-from scale_check import peak_rss_bytes  # bench/ is on sys.path when run as a script
 
+from bench.harness import cpu_model, final_line, load_average, peak_rss_bytes
 from cllm4rec_dist.distributed.item_parallel import ItemParallelScorer
 from cllm4rec_dist.distributed.partitioned_table import PartitionedTable
 from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
 from cllm4rec_dist.distributed.spawn import run_ranks
-from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer
+from cllm4rec_dist.model.sampling import ItemSampler, SampledSoftmaxScorer, SoftmaxKind
 
 GIB = 2**30
-MODES = ("full", "popularity", "in_batch")
+MODES = (SoftmaxKind.full, SoftmaxKind.popularity, SoftmaxKind.in_batch)
 
 
 def popularity_counts(items: int, seed: int = 0) -> torch.Tensor:
@@ -43,13 +42,13 @@ def popularity_counts(items: int, seed: int = 0) -> torch.Tensor:
     return counts[torch.randperm(items, generator=gen)]
 
 
-def rank_main(rank: int, world_size: int, args: argparse.Namespace, mode: str) -> dict:
+def rank_main(rank: int, world_size: int, args: argparse.Namespace, mode: SoftmaxKind) -> dict:
     torch.set_num_threads(1)
     counts = popularity_counts(args.items)
     table = PartitionedTable(args.items, args.dim, seed=0, what="item")
     optimizer = RowWiseAdagrad([table.weight], lr=0.05)
     scorer = ItemParallelScorer(table)
-    if mode != "full":
+    if mode != SoftmaxKind.full:
         scorer = SampledSoftmaxScorer(
             scorer, ItemSampler(counts, mode, num_samples=args.samples, seed=0)
         )
@@ -70,10 +69,6 @@ def rank_main(rank: int, world_size: int, args: argparse.Namespace, mode: str) -
     return {"times": times, "peak": peak_rss_bytes(), "loss": float(loss.detach())}
 
 
-def uptime() -> str:
-    return subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--items", type=int, default=10_000_000)
@@ -83,9 +78,7 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=8192, help="popularity negatives per step")
     ap.add_argument("--steps", type=int, default=4)
     args = ap.parse_args()
-    with open("/proc/cpuinfo") as fh:
-        cpu = next((ln.split(":", 1)[1].strip() for ln in fh if ln.startswith("model name")), "?")
-    print(f"cpu: {cpu}; 2 gloo ranks, 1 torch thread each; load before: {uptime()}")
+    print(f"cpu: {cpu_model()}; 2 gloo ranks, 1 torch thread each; load before: {load_average()}")
     print(
         f"items {args.items:,} x dim {args.dim} (fp32 shard {args.items * args.dim * 4 / 2 / GIB:.2f}"
         f" GiB per rank), {args.batch} users per rank x {args.targets} targets, "
@@ -103,10 +96,11 @@ def main() -> None:
             f"{max(steps):.3f}), peak rss per rank {peaks} GiB, last loss {out[0]['loss']:.3f}",
             flush=True,
         )
-    print(f"load after: {uptime()}")
+    print(f"load after: {load_average()}")
+    full = medians[SoftmaxKind.full]
     for mode in MODES[1:]:
-        print(f"{mode}: {medians['full'] / medians[mode]:.1f}x faster per step than full")
-    print(f"ratio {medians['full'] / medians['popularity']:.2f}")
+        print(f"{mode}: {full / medians[mode]:.1f}x faster per step than full")
+    print(final_line(ratio=full / medians[SoftmaxKind.popularity]))
 
 
 if __name__ == "__main__":

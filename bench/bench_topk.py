@@ -5,21 +5,22 @@ Measures users/s of
       ``--ranks 2``, ``ItemParallelScorer.topk`` on 2 gloo ranks x 1 thread, users split between
       the ranks, items sharded);
   (b) FAISS ``IndexFlatIP.search`` (no masking, same vectors, same thread count);
-  (c) naive torch: full [users, items] matmul per block of users, -inf at the seen items, topk;
+  (c) naive torch (``bench/peers.torch_topk``): full [users, items] matmul per block of users,
+      -inf at the seen items, topk;
 and the machine's matmul FLOP/s for these shapes (``torch.mm`` over the same product: best of our
 tile shape and a wide [users, 65536] block with intra-op threads, and our tiles on one Python
 thread per core), printing the fraction of it that ours achieves.
-Timings interleave the methods round by round and keep each one's best.
+Timings interleave the methods round by round and keep each one's best (bench/harness.py).
+Last line ``ratio X.XX``: FAISS / ours time at the worst batch size.
 
-Full size (default): ``python bench/bench_topk.py``; CI size:
-``python bench/bench_topk.py --items 20000 --users 64``.
+Full size (default): ``python -m bench.bench_topk``; CI size:
+``python -m bench.bench_topk --items 20000 --users 64``.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
@@ -27,27 +28,18 @@ import faiss
 import numpy as np
 import torch
 
+from bench.harness import CLOCKS, best, cpu_model, final_line, interleaved, load_average
+from bench.peers import torch_topk
 from cllm4rec_dist.ops.topk import masked_topk
-
-CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
 def best_times(
     fns: dict[str, Callable[[], object]], rounds: int, clock: Callable[[], float]
 ) -> dict[str, float]:
-    """Best time of each function over ``rounds`` interleaved rounds (each round runs every
-    function once, after one untimed warm-up call each), so that load changing on a shared
-    machine hits all of them alike. ``clock``: wall time, or (``--clock cpu``) this process's
-    CPU time (all its threads: meaningful with ``--threads 1`` on a loaded machine)."""
-    for fn in fns.values():
-        fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            start = clock()
-            fn()
-            best[name] = min(best[name], clock() - start)
-    return best
+    """Best time of each function over ``rounds`` interleaved rounds after one warm-up round.
+    ``clock``: wall time, or (``--clock cpu``) this process's CPU time (all its threads:
+    meaningful with ``--threads 1`` on a loaded machine)."""
+    return best(interleaved(fns, rounds, clock=clock))
 
 
 def blocked_mm(q: torch.Tensor, items: torch.Tensor, user_tile: int, item_tile: int) -> None:
@@ -79,21 +71,6 @@ def threaded_mm(q: torch.Tensor, items: torch.Tensor, item_tile: int, threads: i
             )
     finally:
         torch.set_num_threads(previous)
-
-
-def naive_topk(q, items, k, offsets, seen, user_block: int = 256):
-    """Full score block per ``user_block`` users, -inf at the seen items, torch.topk."""
-    scores_out, index_out = [], []
-    rows = torch.repeat_interleave(torch.arange(q.shape[0]), offsets[1:] - offsets[:-1])
-    for u0 in range(0, q.shape[0], user_block):
-        u1 = min(q.shape[0], u0 + user_block)
-        scores = q[u0:u1] @ items.T
-        sel = slice(int(offsets[u0]), int(offsets[u1]))
-        scores[rows[sel] - u0, seen[sel]] = float("-inf")
-        s, i = torch.topk(scores, k, dim=1)
-        scores_out.append(s)
-        index_out.append(i)
-    return torch.cat(scores_out), torch.cat(index_out)
 
 
 def two_rank_topk(items, q, k, offsets, seen, repeats: int, clock) -> float:
@@ -166,7 +143,7 @@ def main() -> None:
         seen = torch.randint(0, args.items, (users * args.seen,), generator=gen)
         offsets = torch.arange(users + 1) * args.seen
         ours = masked_topk(q, items, args.k, offsets, seen, **chunks)
-        naive = naive_topk(q, items, args.k, offsets, seen)
+        naive = torch_topk(q, items, args.k, offsets, seen)
         times = best_times(
             {
                 "ours": lambda q=q, s=seen, o=offsets: masked_topk(
@@ -180,7 +157,7 @@ def main() -> None:
             args.repeats,
             clock,
         )
-        naive_fn = {"naive": lambda q=q, s=seen, o=offsets: naive_topk(q, items, args.k, o, s)}
+        naive_fn = {"naive": lambda q=q, s=seen, o=offsets: torch_topk(q, items, args.k, o, s)}
         times.update(best_times(naive_fn, 1, clock))
         if args.ranks:
             times["ranks"] = two_rank_topk(items, q, args.k, offsets, seen, args.repeats, clock)
@@ -200,19 +177,12 @@ def main() -> None:
         )
         ratios.append(times["faiss"] / times["ours"])
     # The figure is the worst batch size: ours must beat FAISS at every one.
-    print(f"ratio {min(ratios):.2f}")
+    print(f"load average at the end {load_average()}")
+    print(final_line(ratio=min(ratios)))
 
 
 def machine_line() -> str:
-    """CPU model and the BLAS each side runs on: the ratio depends on both."""
-    with open("/proc/cpuinfo") as fh:
-        info = fh.read()
-    model = next(
-        (ln.split(":", 1)[1].strip() for ln in info.splitlines() if ln.startswith("model name")),
-        "?",
-    )
-    flags = next((ln for ln in info.splitlines() if ln.startswith("flags")), "")
-    simd = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    """CPU, load and the BLAS each side runs on: the ratio depends on all three."""
     config = torch.__config__.show()
     blas = next(
         (
@@ -224,8 +194,8 @@ def machine_line() -> str:
     )
     faiss_opt = faiss.get_compile_options() if hasattr(faiss, "get_compile_options") else "?"
     return (
-        f"cpu: {model} ({simd}), {os.cpu_count()} cores; torch BLAS {blas}; "
-        f"faiss compile options: {faiss_opt.strip()} (its bundled BLAS)"
+        f"cpu: {cpu_model()}, {os.cpu_count()} cores; load average {load_average()}; torch BLAS "
+        f"{blas}; faiss compile options: {faiss_opt.strip()} (its bundled BLAS)"
     )
 
 

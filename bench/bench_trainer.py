@@ -26,14 +26,13 @@ go by batch size alone and what per-user cost a 5x ratio needs. The last line is
 ``ratio X.XX mfu YY.Y%``: finetuning users/s of ``new d=64`` over ``old d=64``, and the MFU of
 ``new d=256``'s finetuning step.
 
-    .venv/bin/python bench/bench_trainer.py [--work /tmp/bench_trainer] [--steps 20]
+    .venv/bin/python -m bench.bench_trainer [--work /tmp/bench_trainer] [--steps 20]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import platform
 import subprocess
 import sys
 import time
@@ -43,6 +42,7 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
+from bench.harness import final_line, machine_line
 from cllm4rec_dist.config import register
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
 from cllm4rec_dist.data.phases import PHASES
@@ -139,7 +139,9 @@ def bench_phase(cfg, built, phase: str, steps: int, warmup: int, peak: float) ->
         cfg.data.dir, phase, 0, 1, 0, 0, cfg.run.seed, cfg.data.shuffle_buffer, batch_size, 0,
         steps + warmup,
     )  # fmt: skip
-    loader = iter(phase_loader(position, partial(built.collate_host, PHASES[phase]), cfg.data.num_workers))
+    loader = iter(
+        phase_loader(position, partial(built.collate_host, PHASES[phase]), cfg.data.num_workers)
+    )
     totals = dict.fromkeys(PARTS, 0.0)
     users = tokens = flops = 0.0
     for i in range(steps + warmup):
@@ -182,9 +184,7 @@ def main() -> None:
     register()
     data = prepare(args)
     peak = matmul_flops(args.threads)
-    load = os.getloadavg()
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores")
-    print(f"torch threads {args.threads}; load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+    print(machine_line())
     print(f"catalog {data} ({args.users} users x {args.items} items)")
     print(f"measured fp32 matmul: {peak / 1e9:.1f} GFLOP/s")
     results = {}
@@ -206,7 +206,7 @@ def main() -> None:
     rec = {name: results[(name, "recommendation")] for name in VARIANTS}
     ratio = rec["new d=64"]["users_s"] / rec["old d=64"]["users_s"]
     print(step_model(rec["new b=16"], rec["new d=64"], rec["old d=64"]["users_s"]))
-    print(f"ratio {ratio:.2f} mfu {100 * rec['new d=256']['mfu']:.1f}%")
+    print(final_line(ratio=ratio, mfu=f"{100 * rec['new d=256']['mfu']:.1f}%"))
 
 
 def step_model(small: dict, large: dict, old_users_s: float) -> str:

@@ -10,13 +10,13 @@ PY=.venv/bin/python
 export DS_ACCELERATOR=cpu OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} TOKENIZERS_PARALLELISM=false
 export RAY_AUTH_MODE=disabled
 
-"$PY" experiments/run.py ml100k --out "$OUT/ml100k" --variants cllm4rec no_finetune
-"$PY" experiments/run.py lastfm --out "$OUT/lastfm"
-"$PY" experiments/run.py scientific --out "$OUT/scientific"
+"$PY" -m experiments.run ml100k --out "$OUT/ml100k" --variants cllm4rec no_finetune
+"$PY" -m experiments.run lastfm --out "$OUT/lastfm"
+"$PY" -m experiments.run scientific --out "$OUT/scientific"
 # Beauty EASE inverts a 12,101 x 12,101 matrix: about 6 GB of RAM.
-"$PY" experiments/run.py beauty --out "$OUT/beauty"
-"$PY" experiments/run.py ml100k --out "$OUT/ml100k" --variants lambda_v0 frozen lora
-"$PY" experiments/run.py ml100k --out "$OUT/ml100k" --variants frozen --seeds 0 1 2
+"$PY" -m experiments.run beauty --out "$OUT/beauty"
+"$PY" -m experiments.run ml100k --out "$OUT/ml100k" --variants lambda_v0 frozen lora
+"$PY" -m experiments.run ml100k --out "$OUT/ml100k" --variants frozen --seeds 0 1 2
 
 for d in ml100k lastfm scientific beauty; do
   mapfile -t runs < <("$PY" -c 'import json, sys

@@ -2,7 +2,7 @@
 and seed -> ``<out>/results.json`` with test/validation metrics, mean ± std over seeds, wall
 times and the exact command of every step.
 
-    python experiments/run.py ml100k --out /tmp/quality/ml100k --variants cllm4rec lambda_v0 \
+    python -m experiments.run ml100k --out /tmp/quality/ml100k --variants cllm4rec lambda_v0 \
         --seeds 0 1 2 [--ranks 2] [--set key=value ...] [--finetune-set key=value ...]
 
 Recipes (data prep, stage epochs) live in ``experiments/recipes.py``. Steps whose outputs exist
@@ -25,8 +25,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from recipes import RECIPES, VARIANTS  # noqa: E402
+from experiments.recipes import RECIPES, VARIANTS
 
 REPO = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

@@ -1,8 +1,11 @@
 """The GPU check (issue 12, point 5): one command that runs the project on CUDA and NCCL on a
 one-H200 machine in under 10 minutes, and its CPU dry run.
 
-    python3 bench/gpu/gpu_check.py --wheels .whl --data .gpu_data/ml100k [--smollm2 PATH]
-    .venv/bin/python bench/gpu/gpu_check.py --dry-run --data DIR      # CPU, gloo, tiny sizes
+    python3 -m bench.gpu.gpu_check --wheels .whl --data .gpu_data/ml100k [--smollm2 PATH]
+    .venv/bin/python -m bench.gpu.gpu_check --dry-run --data DIR      # CPU, gloo, tiny sizes
+
+Run from the repository root: the working directory puts ``bench`` and ``cllm4rec_dist`` on the
+import path, which the GPU machine needs (the project is not installed there).
 
 ``bench/gpu/stage.sh`` (run here, where the registries are) builds ``.whl/`` and ``.gpu_data/``;
 docs/benchmarks.md ("GPU check") gives the device command. Sections, each reported on its own
@@ -43,7 +46,6 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-HERE = Path(__file__).resolve().parent
 # Import name -> what the GPU machine lacks (pydantic & co. come with deepspeed's wheel set).
 NEEDED = ("deepspeed", "hydra", "omegaconf", "antlr4", "webdataset", "gguf", "pydantic", "hjson")
 H200_BF16_DENSE = 989e12  # FLOP/s, NVIDIA H200 SXM data sheet (dense, no sparsity)
@@ -132,7 +134,7 @@ def install(args: argparse.Namespace, report: Report) -> None:
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(args.site), str(REPO), env.get("PYTHONPATH")])
     )
-    os.execve(sys.executable, [sys.executable, *sys.argv], env)
+    os.execve(sys.executable, [sys.executable, "-m", "bench.gpu.gpu_check", *sys.argv[1:]], env)
 
 
 def environment(report: Report, cuda: bool) -> None:
@@ -240,7 +242,13 @@ def check_configs(report: Report, runs: dict[str, list[str]], data: Path) -> Non
 
 
 def run_section(args, report: Report, work: Path, cuda: bool, deadline: float) -> None:
-    from launcher_runs import COMMON, CPU_TENSOR_ON_NCCL, DRY_RUN, SMOLLM2_SHAPE, run_finetune
+    from bench.gpu.launcher_runs import (
+        COMMON,
+        CPU_TENSOR_ON_NCCL,
+        DRY_RUN,
+        SMOLLM2_SHAPE,
+        run_finetune,
+    )
 
     extra = DRY_RUN if args.dry_run else []
     runs = {"tiny": [], "smollm2-shape": SMOLLM2_SHAPE}
@@ -274,7 +282,7 @@ def run_section(args, report: Report, work: Path, cuda: bool, deadline: float) -
                 "process group is NCCL-only and the trainer all-reduces CPU tensors); "
                 "rerunning through bench/gpu/mixed_backend.py (cpu:gloo,cuda:nccl) for figures",
             )
-            wrapper = HERE / "mixed_backend.py"
+            wrapper = Path(__file__).with_name("mixed_backend.py")
             kwargs["wrapper"] = wrapper
             kwargs["timeout"] = min(300.0, max(60.0, deadline - time.time() - 15))
             r = run_finetune(name, args.data, work, runs[name], **kwargs)
@@ -299,7 +307,8 @@ def run_section(args, report: Report, work: Path, cuda: bool, deadline: float) -
 
 def topk_section(args, report: Report, cuda: bool) -> None:
     import torch
-    from topk_gpu import bench_topk
+
+    from bench.gpu.topk_gpu import bench_topk
 
     items, dim, users = (
         (20_000, 64, [64, 256]) if args.dry_run else (1_000_000, 256, [256, 1024, 4096])
@@ -361,7 +370,6 @@ def main() -> int:
     if report.failures:
         report.close()
         return 1
-    sys.path[:0] = [str(HERE), str(REPO)]
     import torch
 
     cuda = not args.dry_run

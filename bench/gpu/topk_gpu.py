@@ -1,55 +1,19 @@
 """Exact top-K with seen masking on one device: the library's ``masked_topk`` against
 ``torch.topk`` over the full score rows, same data, same device, timed in the same run.
 
-The peer scores a block of users against every item ([users, items] fp32), writes -inf at the
-seen items and calls ``torch.topk``; ours runs its tiled threshold kernel twice: with the library's
+The peer (``bench/peers.torch_topk``, the CPU bench's too) scores a block of 1,024 users against
+every item ([users, items] fp32), writes -inf at the seen items and calls ``torch.topk``; ours runs its tiled threshold kernel twice: with the library's
 default tiles (what evaluation uses today: 256 users x 4096 items) and with GPU-sized tiles (all
 users x 131072 items). Both are fp32 (TF32 off, torch's default), so the results must agree.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import torch
 
+from bench.harness import best, interleaved
+from bench.peers import torch_topk
 from cllm4rec_dist.ops.topk import masked_topk
-
-
-def _best_seconds(fn: Callable[[], object], device: torch.device, repeats: int) -> float:
-    """Best wall time of ``repeats`` calls after one warm-up, synchronising the device."""
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    fn()
-    sync()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
-def torch_topk(q, items, k, offsets, seen, user_block: int = 1024):
-    """Peer: full fp32 score rows per block of users, -inf at the seen items, torch.topk."""
-    rows = torch.repeat_interleave(
-        torch.arange(q.shape[0], device=q.device), offsets[1:] - offsets[:-1]
-    )
-    out_s, out_i = [], []
-    for u0 in range(0, q.shape[0], user_block):
-        u1 = min(q.shape[0], u0 + user_block)
-        scores = q[u0:u1] @ items.T
-        sel = slice(int(offsets[u0]), int(offsets[u1]))
-        scores[rows[sel] - u0, seen[sel]] = float("-inf")
-        s, i = torch.topk(scores, k, dim=1)
-        out_s.append(s)
-        out_i.append(i)
-    return torch.cat(out_s), torch.cat(out_i)
 
 
 def bench_topk(
@@ -73,9 +37,11 @@ def bench_topk(
         fns = {
             "ours": lambda q=q, s=seen, o=offsets: masked_topk(q, items, k, o, s),
             "ours_wide": lambda q=q, s=seen, o=offsets, w=wide: masked_topk(q, items, k, o, s, **w),
-            "torch_topk": lambda q=q, s=seen, o=offsets: torch_topk(q, items, k, o, s),
+            "torch_topk": lambda q=q, s=seen, o=offsets: torch_topk(q, items, k, o, s, 1024),
         }
-        seconds = {name: _best_seconds(fn, device, repeats) for name, fn in fns.items()}
+        # Interleaved rounds (bench/harness.py); the device is synchronised around each call.
+        sync = torch.cuda.synchronize if device.type == "cuda" else lambda: None
+        seconds = best(interleaved(fns, repeats, sync=sync))
         ours_s, ours_i = fns["ours"]()
         wide_s, wide_i = fns["ours_wide"]()
         ref_s, ref_i = fns["torch_topk"]()

@@ -20,7 +20,7 @@ STAGES = ("prepare", "pretrain", "finetune", "predict", "popularity", "ease-samp
 @pytest.mark.distributed
 def test_bench_e2e_chain(tmp_path):
     work = tmp_path / "e2e"
-    cmd = [sys.executable, "bench/bench_e2e.py", "--users", "1000", "--items", "300"]
+    cmd = [sys.executable, "-m", "bench.bench_e2e", "--users", "1000", "--items", "300"]
     cmd += ["--work", str(work), "--keep", "--sample-users", "500", "--sample-items", "200"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_bench_item_head_runs_small():
-    cmd = [sys.executable, "bench/bench_item_head.py", "--items", "3000", "--rows", "8", "512"]
+    cmd = [sys.executable, "-m", "bench.bench_item_head", "--items", "3000", "--rows", "8", "512"]
     cmd += ["--chunks", "1024", "--repeats", "2"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     lines = out.stdout.strip().splitlines()

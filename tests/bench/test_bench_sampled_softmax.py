@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.mark.distributed
 def test_bench_sampled_softmax_runs_small():
-    cmd = [sys.executable, "bench/bench_sampled_softmax.py", "--items", "5000", "--batch", "16"]
+    cmd = [sys.executable, "-m", "bench.bench_sampled_softmax", "--items", "5000", "--batch", "16"]
     cmd += ["--targets", "3", "--samples", "64", "--steps", "2"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
     lines = out.stdout.strip().splitlines()

@@ -8,10 +8,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "bench"))
+from bench.bench_trainer import VARIANTS, step_model
 
-from bench_trainer import VARIANTS, step_model  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _row(users: int, fixed_ms: float, per_user_ms: float) -> dict:
@@ -48,7 +47,7 @@ def test_step_model_says_when_the_rows_do_not_fit_a_line():
 
 
 def test_bench_trainer_runs_small(tmp_path):
-    cmd = [sys.executable, "bench/bench_trainer.py", "--work", str(tmp_path), "--users", "400"]
+    cmd = [sys.executable, "-m", "bench.bench_trainer", "--work", str(tmp_path), "--users", "400"]
     cmd += ["--items", "150", "--steps", "2", "--warmup", "1"]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
     lines = out.stdout.strip().splitlines()

@@ -60,7 +60,7 @@ def test_gpu_check_dry_run(tmp_path):
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
 
     out = tmp_path / "out"
-    cmd = [sys.executable, "bench/gpu/gpu_check.py", "--dry-run", "--data", str(data)]
+    cmd = [sys.executable, "-m", "bench.gpu.gpu_check", "--dry-run", "--data", str(data)]
     cmd += ["--out", str(out), "--work", str(tmp_path / "work")]
     proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     lines = proc.stdout.splitlines()

@@ -20,7 +20,8 @@ def test_tiny_experiment_end_to_end(tmp_path, tiny_dataset):
     out = tmp_path / "tiny"
     cmd = [
         sys.executable,
-        "experiments/run.py",
+        "-m",
+        "experiments.run",
         "tiny",
         "--out",
         str(out),

@@ -1,0 +1,1 @@
+"""The GPU check (gpu_check.py) and its parts."""

@@ -1,0 +1,121 @@
+"""The benches' one timing and report harness.
+
+Every bench times what it compares in interleaved rounds (each round runs every method once, so
+a load that changes on a shared machine hits them all alike), states the machine and its load,
+reports ours against the named peer measured in the same run as a ratio, and ends with one
+machine-readable line (``final_line``: ``ratio 1.30`` or ``ratio 2.79 mfu 76.1%``), which the
+bench tests parse. Run a bench from the repository root as a module: ``python -m bench.<name>``.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import resource
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def load_average() -> str:
+    """The 1, 5 and 15 minute load averages, ``0.52 0.61 0.70``."""
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
+def cpu_model() -> str:
+    """The CPU's model name and widest SIMD (a matmul-bound ratio depends on both)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            info = fh.read().splitlines()
+    except OSError:
+        info = []
+    model = next((ln.split(":", 1)[1].strip() for ln in info if ln.startswith("model name")), None)
+    flags = next((ln for ln in info if ln.startswith("flags")), "")
+    simd = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "other"
+    return f"{model or platform.processor() or '?'} ({simd})"
+
+
+def machine_line() -> str:
+    """``cpu: <model> (<simd>), N cores; torch X, T threads; load average a b c``."""
+    return (
+        f"cpu: {cpu_model()}, {os.cpu_count()} cores; torch {torch.__version__}, "
+        f"{torch.get_num_threads()} threads; load average {load_average()}"
+    )
+
+
+def interleaved(
+    fns: dict[str, Callable[[], object]],
+    rounds: int,
+    *,
+    warmup: int = 1,
+    clock: Callable[[], float] = time.perf_counter,
+    sync: Callable[[], None] = lambda: None,
+    self_timed: bool = False,
+) -> dict[str, list[float]]:
+    """Seconds of each function in each of ``rounds`` rounds, after ``warmup`` untimed rounds.
+    A round runs every function once, in order. ``sync`` waits for queued device work (CUDA)
+    before a clock is read; ``clock`` is wall time or this process's CPU time (all threads).
+    ``self_timed``: each function returns its own seconds (a step that must leave its set-up
+    out of the time)."""
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for round_ in range(warmup + rounds):
+        for name, fn in fns.items():
+            sync()
+            start = clock()
+            result = fn()
+            sync()
+            took = float(result) if self_timed else clock() - start
+            if round_ >= warmup:
+                times[name].append(took)
+    return times
+
+
+def best(times: dict[str, list[float]]) -> dict[str, float]:
+    return {name: min(t) for name, t in times.items()}
+
+
+def median(times: dict[str, list[float]]) -> dict[str, float]:
+    return {name: statistics.median(t) for name, t in times.items()}
+
+
+def peer_ratio(peer_seconds: float, ours_seconds: float) -> float:
+    """How many times faster ours is than the peer (> 1: ours is faster)."""
+    return peer_seconds / ours_seconds
+
+
+def peak_rss_bytes() -> int:
+    """This process's peak resident set size (Linux VmHWM; ru_maxrss elsewhere)."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def final_line(**figures: float | str) -> str:
+    """The last line a bench prints: ``key value`` pairs, floats with two decimals."""
+    return " ".join(
+        f"{key} {value:.2f}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in figures.items()
+    )
+
+
+__all__ = [
+    "CLOCKS",
+    "best",
+    "cpu_model",
+    "final_line",
+    "interleaved",
+    "load_average",
+    "machine_line",
+    "median",
+    "peak_rss_bytes",
+    "peer_ratio",
+]

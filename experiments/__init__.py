@@ -1,0 +1,1 @@
+"""The quality runs of docs/results.md: ``python -m experiments.run <dataset>`` (see run.py)."""
