@@ -63,7 +63,7 @@ class ModelConfig:
     mode: BackboneMode = BackboneMode.frozen  # frozen: the paper's setting
     lora: LoraConfig = field(default_factory=LoraConfig)
     gradient_checkpointing: bool = False
-    seed: int = 0  # backbone init (debug) and ID-table init
+    seed: int = 0  # backbone init (tiny) and ID-table init
     tiny_init: TinyInit = TinyInit.identity  # model/loading.py: _tiny_lm
 
 
