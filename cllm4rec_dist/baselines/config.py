@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 from hydra.core.config_store import ConfigStore
 
@@ -26,13 +27,20 @@ class MultVAEConfig:
     threads: int = 0  # torch intra-op threads; 0 = torch's default
 
 
+class BaselineMethod(StrEnum):
+    """``method`` of launchers/baseline.py."""
+
+    popularity = "popularity"
+    ease = "ease"  # λ tuned on validation
+    multvae = "multvae"  # epoch picked on validation
+
+
 @dataclass
 class BaselineConfig:
     """``launchers/baseline.py``: a non-LLM ranker on the same split, masking and metrics."""
 
     data_dir: str = "${oc.env:CLLM4REC_DATA_DIR,data/synthetic}"
-    # popularity | ease (λ tuned on validation) | multvae (epoch picked on validation)
-    method: str = "popularity"
+    method: BaselineMethod = BaselineMethod.popularity
     ks: list[int] = field(default_factory=lambda: [20, 40, 100])
     select_metric: str = (
         "ndcg@100"  # validation metric that picks λ (EASE) and the epoch (Mult-VAE)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import OmegaConf
 
@@ -15,8 +15,11 @@ from cllm4rec_dist.cli.console import metrics_grid, paths
 from cllm4rec_dist.cli.errors import UserError, reported
 from cllm4rec_dist.cli.outputs import check_output_file, write_output_file
 
+if TYPE_CHECKING:
+    from cllm4rec_dist.baselines.config import BaselineConfig
+    from cllm4rec_dist.data.manifest import Manifest
+
 COMMAND = "baseline"
-METHODS = ("popularity", "ease", "multvae")
 
 
 def _is_own(path: Path) -> bool:
@@ -28,12 +31,9 @@ def _is_own(path: Path) -> bool:
     return isinstance(blob, dict) and {"method", "test"} <= blob.keys()
 
 
-def check(cfg: Any) -> None:
-    """UserError naming the key: method, select_metric, non-finite values, the grid, output."""
-    if cfg.method not in METHODS:
-        raise UserError(
-            f"invalid config `method`: {cfg.method!r} is not one of {', '.join(METHODS)}"
-        )
+def check(cfg: BaselineConfig) -> None:
+    """UserError naming the key: select_metric, non-finite values, the grid, output (``method``
+    is a BaselineMethod, which OmegaConf checks when the config is composed)."""
     metric, _, k = cfg.select_metric.partition("@")
     if metric not in ("recall", "ndcg") or not k.isdigit() or int(k) not in cfg.ks:
         raise UserError("invalid config `select_metric`: must be recall@K or ndcg@K with K in ks")
@@ -48,7 +48,7 @@ def check(cfg: Any) -> None:
         check_output_file(cfg.output, COMMAND, _is_own)
 
 
-def dataset(data_dir: str) -> Any:
+def dataset(data_dir: str) -> Manifest:
     """The manifest of ``data_dir``; UserError when it has nothing to train or evaluate on."""
     from cllm4rec_dist.data.manifest import load_manifest
 
@@ -62,7 +62,7 @@ def dataset(data_dir: str) -> Any:
     return manifest
 
 
-def evaluate(cfg: Any, manifest: Any) -> dict[str, Any]:
+def evaluate(cfg: BaselineConfig, manifest: Manifest) -> dict[str, Any]:
     from cllm4rec_dist.baselines.ease import evaluate_ease
     from cllm4rec_dist.baselines.multvae import evaluate_multvae
     from cllm4rec_dist.baselines.popularity import evaluate_popularity
@@ -80,7 +80,7 @@ def evaluate(cfg: Any, manifest: Any) -> dict[str, Any]:
     )  # fmt: skip
 
 
-def summary(cfg: Any, result: dict[str, Any]) -> str:
+def summary(cfg: BaselineConfig, result: dict[str, Any]) -> str:
     """The table of validation and test metrics, what was picked, and the file written."""
     picked = {"ease": ("lambda", "λ"), "multvae": ("epoch", "epoch")}.get(cfg.method)
     head = f"{cfg.method} on {cfg.data_dir}"
@@ -92,7 +92,7 @@ def summary(cfg: Any, result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def run_baseline(cfg: Any) -> None:
+def run_baseline(cfg: BaselineConfig) -> None:
     from cllm4rec_dist.data.manifest import ManifestError
 
     with reported(ManifestError, FileNotFoundError):

@@ -21,9 +21,12 @@ import re
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cllm4rec_dist.cli.errors import one_line, report
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 # Hydra options that do not run the task: nothing to check ahead of them.
@@ -111,7 +114,7 @@ def _quiet_compose(compose: Callable[..., Any], config_name: str) -> Any:
         return None
 
 
-def config_keys(cfg: Any) -> list[str]:
+def config_keys(cfg: DictConfig) -> list[str]:
     """Every dotted key of ``cfg`` (mappings only; list elements are not keys)."""
     from omegaconf import DictConfig
 
@@ -183,7 +186,7 @@ def explain(err: BaseException, base: Any, config_dir: Path) -> str:
     return one_line(text.split("See https://hydra.cc")[0])
 
 
-def added_key_problem(cfg: Any, overrides: list[str], config_dir: Path) -> str | None:
+def added_key_problem(cfg: DictConfig, overrides: list[str], config_dir: Path) -> str | None:
     """A ``+key=value`` / ``++key=value`` that adds a key to a typed section of the schema (it
     would be accepted and change nothing); keys of free-form sections may be added."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -206,7 +209,7 @@ def added_key_problem(cfg: Any, overrides: list[str], config_dir: Path) -> str |
     return None
 
 
-def _first_unknown(cfg: Any, key: str) -> tuple[str, list[str]] | None:
+def _first_unknown(cfg: DictConfig, key: str) -> tuple[str, list[str]] | None:
     """(the first prefix of ``key`` that a typed section of ``cfg`` does not declare, that
     section's keys), or None when every typed section on the way declares it."""
     from omegaconf import DictConfig, OmegaConf

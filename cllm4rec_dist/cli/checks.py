@@ -10,7 +10,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 
-def non_finite_values(cfg: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, float]]:
+def non_finite_values(cfg: DictConfig, skip: tuple[str, ...] = ()) -> list[tuple[str, float]]:
     """(dotted key, value) of every NaN or infinite float in ``cfg`` (a DictConfig, a dataclass
     or a plain mapping; list elements as ``key[i]``). Keys under a prefix in ``skip`` (free-form sections
     handed to another library as they are) are not looked at."""
@@ -37,7 +37,7 @@ def non_finite_values(cfg: Any, skip: tuple[str, ...] = ()) -> list[tuple[str, f
     return found
 
 
-def non_finite_problem(cfg: Any, skip: tuple[str, ...] = ()) -> str | None:
+def non_finite_problem(cfg: DictConfig, skip: tuple[str, ...] = ()) -> str | None:
     """One line naming the first non-finite key and its value (None: every float is finite)."""
     found = non_finite_values(cfg, skip)
     if not found:

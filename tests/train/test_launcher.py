@@ -100,9 +100,8 @@ def test_pretrain_then_finetune_from_export(tiny_dataset, pretrained, tmp_path):
 @pytest.mark.parametrize(
     "override,key,status",
     [
-        # A kind: OmegaConf rejects it when Hydra composes the config (Hydra's own exit status
-        # until the launchers report composition errors themselves).
-        ("model.mode=frozn", "model.mode", 1),
+        # A kind: OmegaConf rejects it when the config is composed (cli/app.py: one line).
+        ("model.mode=frozn", "model.mode", 2),
         ("stage.mask_fraction=1.5", "stage.mask_fraction", 2),  # a value: config.validate
     ],
 )
