@@ -33,6 +33,7 @@ from cllm4rec_dist.model.options import (
     BackboneMode,
     Dtype,
     ModelSource,
+    TableInit,
     TinyInit,
 )
 from cllm4rec_dist.model.sampling import SoftmaxKind
@@ -65,12 +66,18 @@ class ModelConfig:
     gradient_checkpointing: bool = False
     seed: int = 0  # backbone init (tiny) and ID-table init
     tiny_init: TinyInit = TinyInit.identity  # model/loading.py: _tiny_lm
+    # A pretrained backbone's first N transformer blocks only (null: all of them).
+    keep_layers: int | None = None
 
 
 @dataclass
 class TablesConfig:
     # Row-partitioned across ranks whenever world size > 1 (or when forced here at world size 1).
     partitioned: bool = True
+    # Initial rows: random N(0, init_std²); text = from the backbone's token embeddings of each
+    # item's description, users from their training items (train/text_init.py); auto = text for
+    # a pretrained backbone, random for the tiny one (whose embeddings are random).
+    init: TableInit = TableInit.auto
     init_std: float = 0.02
     optimizer: TableOptimizer = TableOptimizer.rowwise_adagrad
     lr: float = 0.05

