@@ -5,8 +5,9 @@ scorer's logits and its collectives, each at a rate of the machine (``Hardware``
 
 - backbone: ``2 (4 h^2 + 3 h i)`` FLOPs per token and layer for the projections and the MLP,
   ``4 s h`` per token and layer for attention over a row of ``s`` tokens; forward + backward is 3x
-  that when the backbone trains and 2x when it is frozen (the backward still computes the
-  activations' gradients, for the ID embeddings, but no weight gradients).
+  that when the whole backbone trains and 2x when it is frozen (the backward still computes the
+  activations' gradients, for the ID embeddings, but no weight gradients); LoRA adds the weight
+  gradients of its trainable share only (``2 + T / P``: 2.003x for SmolLM2's q/v adapters).
 - item head: every rank scores the ``W * rows`` gathered hidden rows against its ``ceil(I / W)``
   items (``I``: every item with the full softmax; the step's candidates with a sampled one,
   ``memory.RunShape.head_items``). The item-parallel softmax (``distributed/item_parallel.py``)
@@ -87,7 +88,7 @@ def backbone_flops(shape: BackboneShape, tokens: float, seq: int) -> float:
     """Forward + backward FLOPs of the backbone's matrix products over ``tokens`` positions."""
     h, i, layers = shape.hidden, shape.intermediate, shape.layers
     forward = (2 * (4 * h * h + 3 * h * i) + 4 * seq * h) * tokens * layers
-    return forward * (3 if shape.trainable else 2)
+    return forward * (2 + shape.trainable / shape.params)
 
 
 def step_time(

@@ -36,6 +36,9 @@ def test_backbone_flops_frozen_vs_trained():
     per_token = 2 * (4 * 64 * 64 + 3 * 64 * 128) + 4 * 40 * 64
     assert backbone_flops(FROZEN, 10, 40) == pytest.approx(2 * per_token * 10 * 2)
     assert backbone_flops(full, 10, 40) == pytest.approx(3 * per_token * 10 * 2)
+    # LoRA: the activations' gradients plus the weight gradients of its small trainable share.
+    lora = BackboneShape(100, 1, 64, 2, 4, 128, 300)
+    assert backbone_flops(lora, 10, 40) == pytest.approx(2.01 * per_token * 10 * 2)
 
 
 def test_head_scales_with_items_and_one_rank_has_no_collectives_for_the_head():
