@@ -221,6 +221,7 @@ class InferMethod(StrEnum):
 
     text_neighbors = "text_neighbors"  # rows of the trained items nearest in TF-IDF
     lm = "lm"  # rows fitted to the text through the content LM, then placed
+    lm_tokens = "lm_tokens"  # the LM's token embeddings of the text, mapped by a ridge regression
 
 
 class Placement(StrEnum):
@@ -239,8 +240,9 @@ class InferConfig:
     items_file: str | None = None
     # Parquet or CSV with columns user, item (raw ids); null = the dataset's cold users' train pairs.
     users_file: str | None = None
-    # New items: text_neighbors (rows of the trained items nearest in TF-IDF) or lm (rows fitted
-    # to the text through the content LM, then placed); infer/cold_items.py, docs/results.md.
+    # New items: text_neighbors (rows of the trained items nearest in TF-IDF), lm (rows fitted
+    # to the text through the content LM, then placed) or lm_tokens (the LM's token embeddings
+    # of the text, mapped into the tables); infer/cold_items.py, docs/results.md.
     method: InferMethod = InferMethod.text_neighbors
     neighbors: int = 5  # text_neighbors: trained items averaged per new item
     steps: int = 100  # Adam steps per chunk of rows
@@ -248,7 +250,7 @@ class InferConfig:
     user_lr: float = 0.01
     batch_size: int = 256  # rows fitted together (each is independent of the others)
     placement: Placement = Placement.copy  # infer/cold_items.py
-    ridge: float = 1.0  # linear placement's ridge
+    ridge: float = 1.0  # the ridge of linear placement and of lm_tokens' map
     output_dir: str = "${run.dir}/export"  # the export with the inferred rows
 
 

@@ -49,6 +49,7 @@ from cllm4rec_dist.infer.cold_items import (
     infer_content_rows,
     neighbor_rows,
     place,
+    token_rows_mapped,
 )
 from cllm4rec_dist.infer.fold_in import fold_in_users
 from cllm4rec_dist.infer.rows import start_at_mean
@@ -62,6 +63,7 @@ KS = [20, 100]
 LRS = (0.03, 0.1)
 SNAPSHOTS = (25, 50, 100)
 NEIGHBORS = (5, 10, 20)  # text_neighbors: trained items averaged per cold item
+RIDGES = (0.1, 1.0, 10.0, 100.0)  # lm_tokens: the ridge of the map from text rows to table rows
 
 
 def load(data_dir: str, export: str) -> Any:
@@ -223,6 +225,26 @@ def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log
     results["text_neighbors_grid"] = neighbors
     results["text_neighbors"] = max(neighbors, key=lambda e: e["val"]["all"]["ndcg@100"])
 
+    mapped = []
+    for ridge in RIDGES:
+        restore()
+        t0 = time.perf_counter()
+        fit = token_rows_mapped(built, items, item_txt, known, args.max_text_tokens, ridge)
+        seconds = time.perf_counter() - t0
+        mapped.append(
+            {"ridge": ridge, "seconds": seconds, "map_fit": fit,
+             **evaluate_items(tasks, score_table(uv, built))}
+        )  # fmt: skip
+        print("lm tokens", ridge, mapped[-1]["val"], flush=True)
+    results["lm_tokens_grid"] = mapped
+    results["lm_tokens"] = max(mapped, key=lambda e: e["val"]["all"]["ndcg@100"])
+    if args.skip_lm:
+        restore()
+        results["cold_items"] = int(len(cold_idx))
+        results["cold_items_with_text"] = int(len(items))
+        log["cold_items"] = results
+        return
+
     grid = []
     for lr in LRS:
         restore()
@@ -299,8 +321,9 @@ def warm_reference(args: argparse.Namespace, log: dict) -> None:
     tasks = item_tasks(warm_user_rows, cold)
     uv = user_vectors(built, warm_user_rows)
     log["cold_items"]["warm_model"] = evaluate_items(tasks, score_table(uv, built))
-    fold_rows = [r for r in rows if cold_users[int(r["user"])] and len(r["train"])]
-    log["fold_in"]["warm_model"] = users_metrics(built, fold_rows)
+    if "fold_in" in log:
+        fold_rows = [r for r in rows if cold_users[int(r["user"])] and len(r["train"])]
+        log["fold_in"]["warm_model"] = users_metrics(built, fold_rows)
 
 
 def _cells(m: dict) -> str:
@@ -309,8 +332,8 @@ def _cells(m: dict) -> str:
 
 def markdown(log: dict) -> str:
     """The docs/results.md tables of a study's JSON (test split; choices made on validation)."""
-    ci, fi = log["cold_items"], log["fold_in"]
-    best = ci["inferred"]
+    ci, fi = log["cold_items"], log.get("fold_in")
+    best = ci.get("inferred")
     lines = [
         f"Cold items ({ci['cold_items']}, {ci['cold_items_with_text']} with text; "
         f"{int(ci['tfidf']['test']['all']['users'])} test users):",
@@ -322,20 +345,30 @@ def markdown(log: dict) -> str:
         "random_rows": "random rows (a new item today)",
         "as_trained": "as training left them (no interactions)",
         "tfidf": "TF-IDF text similarity (baseline)",
-        "inferred": f"content LM on the text (`lm`: {best['placement']}, {best['steps']} steps, lr {best['lr']})",
+        "inferred": f"content LM on the text (`lm`: {best['placement']}, {best['steps']} steps, lr {best['lr']})"
+        if best
+        else "",
         "text_neighbors": f"**text neighbors** (`text_neighbors`, the default: k = {ci['text_neighbors']['neighbors']})",
+        "lm_tokens": f"LM token embeddings, mapped (`lm_tokens`: ridge {ci['lm_tokens']['ridge']})"
+        if "lm_tokens" in ci
+        else "",
         "warm_model": "warm model (trained with their interactions)",
     }
     for key, name in names.items():
         if key in ci:
             t = ci[key]["test"]
             lines.append(f"| {name} | {_cells(t['all'])} | {_cells(t['cold_only'])} |")
-    a = best["alignment"]
+    if best:
+        a = best["alignment"]
+        lines += [
+            "",
+            f"Warm items' collaborative vs content rows: mean cosine {a['mean_cosine']:.3f}, "
+            f"relative distance {a['mean_relative_distance']:.3f}, top-1 retrieval "
+            f"{a['top1_retrieval']:.3f}, R² of the linear map {a['linear_r2']:.3f}.",
+        ]
+    if not fi:
+        return "\n".join(lines)
     lines += [
-        "",
-        f"Warm items' collaborative vs content rows: mean cosine {a['mean_cosine']:.3f}, relative "
-        f"distance {a['mean_relative_distance']:.3f}, top-1 retrieval {a['top1_retrieval']:.3f}, "
-        f"R² of the linear map {a['linear_r2']:.3f}.",
         "",
         f"Fold-in users ({fi['users']}):",
         "",
@@ -362,6 +395,14 @@ def main() -> None:
     parser.add_argument("--warm-data")
     parser.add_argument("--warm-export")
     parser.add_argument("--out", default="cold_start.json")
+    parser.add_argument(
+        "--max-text-tokens", type=int, default=64, help="lm_tokens: data.max_text_tokens"
+    )
+    parser.add_argument(
+        "--skip-lm", action="store_true",
+        help="leave out the lm route's grid and the fold-in study (each step runs the backbone "
+        "forward and backward: hours for a pretrained LM on a CPU)",
+    )  # fmt: skip
     args = parser.parse_args()
     if args.table:
         print(markdown(json.loads(Path(args.table).read_text())))
@@ -374,7 +415,8 @@ def main() -> None:
     rows = corpus_rows(args.cold_data)
     t0 = time.perf_counter()
     cold_items_study(args, built, rows, log)
-    fold_in_study(args, built, log)
+    if not args.skip_lm:
+        fold_in_study(args, built, log)
     if args.warm_data and args.warm_export:
         warm_reference(args, log)
     log["seconds"] = time.perf_counter() - t0

@@ -118,7 +118,7 @@ def test_invalid_values_name_the_key(override, key):
         ("tables.optimizer=adam", "tables.optimizer", "rowwise_adagrad"),
         ("predict.split=train", "predict.split", "val, test"),
         ("predict.cold_items=some", "predict.cold_items", "exclude, include"),
-        ("infer.method=knn", "infer.method", "text_neighbors, lm"),
+        ("infer.method=knn", "infer.method", "text_neighbors, lm, lm_tokens"),
         ("infer.placement=move", "infer.placement", "copy, linear"),
     ],
 )

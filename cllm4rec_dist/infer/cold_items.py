@@ -17,6 +17,14 @@ Two methods (``infer.method``); docs/results.md compares them with the TF-IDF ba
    ridge regression from content to collaborative rows fitted on the warm items (what is left of
    the gap after regularization). ``alignment`` reports how far apart the two spaces are.
 
+**lm_tokens** (``token_rows_mapped``): the LM's own reading of the words, without a step of
+gradient descent. A new item's text becomes the row a pretrained backbone's tables start from
+(its description tokens' embeddings placed in the catalog's token space, model/text_rows.py),
+and a ridge regression fitted on the trained items, from those text rows to each trained table,
+maps it into that table. The ``lm`` route runs the backbone forward and backward per step and
+item, which a 135 M-parameter LM cannot afford on a CPU for hundreds of items; this route costs
+one embedding lookup per token.
+
 **text_neighbors** (``neighbor_rows``), an amortised encoder from text to both rows: the k
 trained items whose descriptions are nearest in TF-IDF cosine give the new item the
 similarity-weighted mean of their rows, rescaled to the weighted mean of their norms (a mean of
@@ -37,6 +45,7 @@ from cllm4rec_dist.baselines.text_similarity import tfidf_matrix
 from cllm4rec_dist.config import Placement
 from cllm4rec_dist.infer.rows import fit_rows, start_at_mean
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES
+from cllm4rec_dist.model.text_rows import SPACE_SAMPLE_TEXTS, TokenSpace, token_rows
 
 ITEM_DESCRIPTION = next(k for k, v in CONTENT_TEMPLATES.items() if v == "item_description")
 
@@ -116,6 +125,44 @@ def neighbor_rows(
     return len(known)
 
 
+def token_rows_mapped(
+    built: Any,
+    items: np.ndarray,
+    texts: list[str],
+    known: dict[int, str],
+    max_tokens: int,
+    ridge: float,
+) -> dict[str, float]:
+    """Set both rows of ``items`` from the LM's token embeddings of their ``texts``, mapped by
+    a ridge regression fitted on the trained items of ``known`` (item -> description; the items
+    being inferred are left out of it). Returns the map's R² on those items, per table."""
+    new = set(np.asarray(items).tolist())
+    known = {i: t for i, t in known.items() if i not in new}
+    if not known:
+        raise ValueError("lm_tokens needs trained items with a description")
+    prompts = built.collator.builder
+    emb = built.model.backbone.lm.get_input_embeddings().weight.detach().float().cpu()
+    known_items = torch.from_numpy(np.fromiter(known, dtype=np.int64))
+    known_tokens = [t[:max_tokens] for t in prompts.encode_texts(list(known.values()))]
+    sample = known_tokens[:SPACE_SAMPLE_TEXTS]
+    space = TokenSpace.of(emb, torch.from_numpy(np.concatenate(sample)).long())
+    x_known, _ = token_rows(known_tokens, emb, space)
+    new_tokens = [t[:max_tokens] for t in prompts.encode_texts(texts)]
+    x_new, _ = token_rows(new_tokens, emb, space)
+    ones = lambda x: torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)  # noqa: E731
+    ids = torch.from_numpy(np.array(items, dtype=np.int64))
+    report = {}
+    for name in ("item_collab", "item_content"):
+        weight = built.tables[name].weight
+        target = weight.detach()[known_items].double()
+        w = linear_map(x_known, target, ridge)
+        resid = ((ones(x_known) @ w - target) ** 2).sum()
+        report[f"{name}_r2"] = float(1 - resid / ((target - target.mean(0)) ** 2).sum())
+        with torch.no_grad():
+            weight[ids] = (ones(x_new) @ w).to(weight.dtype)
+    return report
+
+
 def alignment(collab: Tensor, content: Tensor) -> dict[str, float]:
     """How far the collaborative and content rows of the same items are: mean cosine, mean
     ‖collab − content‖ / ‖collab‖, and the share of items whose content row is nearer (cosine)
@@ -166,6 +213,7 @@ def place(built: Any, items: np.ndarray, how: Placement, ridge: float = 1.0) -> 
 
 __all__ = [
     "ITEM_DESCRIPTION",
+    "token_rows_mapped",
     "neighbor_rows",
     "alignment",
     "description_rows",

@@ -36,6 +36,7 @@ from cllm4rec_dist.infer.cold_items import (
     infer_content_rows,
     neighbor_rows,
     place,
+    token_rows_mapped,
 )
 from cllm4rec_dist.infer.fold_in import fold_in_users
 from cllm4rec_dist.train.entry import fail_on_user_error, init_export, start
@@ -152,6 +153,10 @@ def infer_items(cfg: TrainConfig) -> dict[str, Any]:
         known = trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION)
         used = neighbor_rows(built, items, texts, known, inf.neighbors)
         record.update(neighbors=inf.neighbors, trained_items_with_text=used)
+    elif inf.method == InferMethod.lm_tokens:
+        known = trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION)
+        fit = token_rows_mapped(built, items, texts, known, cfg.data.max_text_tokens, inf.ridge)
+        record.update(ridge=inf.ridge, map_fit=fit)
     else:
         losses = infer_content_rows(
             built, items, texts, steps=inf.steps, lr=inf.item_lr, batch_size=inf.batch_size

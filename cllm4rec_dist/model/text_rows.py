@@ -22,6 +22,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+# Texts whose tokens define a catalog's token space (TokenSpace.of): a bounded sample.
+SPACE_SAMPLE_TEXTS = 10_000
+
 
 @dataclass(frozen=True)
 class TokenSpace:
@@ -83,4 +86,4 @@ def mean_rows(offsets: Tensor, rows: Tensor, space: TokenSpace) -> Tensor:
     return space.place(segment_mean(offsets, rows.float() - space.mean))
 
 
-__all__ = ["TokenSpace", "mean_rows", "segment_mean", "token_rows"]
+__all__ = ["SPACE_SAMPLE_TEXTS", "TokenSpace", "mean_rows", "segment_mean", "token_rows"]

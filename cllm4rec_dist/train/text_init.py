@@ -26,13 +26,11 @@ from torch import Tensor
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.distributed.comm import all_reduce
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
-from cllm4rec_dist.model.text_rows import TokenSpace, mean_rows, token_rows
+from cllm4rec_dist.model.text_rows import SPACE_SAMPLE_TEXTS, TokenSpace, mean_rows, token_rows
 
 log = logging.getLogger(__name__)
 
 DESCRIPTION_KINDS = {v: k for k, v in CONTENT_TEMPLATES.items()}
-# Texts whose tokens define the catalog's token space (TokenSpace.of): a bounded sample.
-SPACE_SAMPLE_TEXTS = 10_000
 
 
 def descriptions(data_dir: str, kind: str, lo: int, hi: int) -> dict[int, str]:

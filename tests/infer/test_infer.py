@@ -16,18 +16,21 @@ import torch
 from helpers import TINY, compose_train, launch
 from safetensors.torch import load_file
 
-from cllm4rec_dist.data.cold import cold_ids, cold_item_texts, cold_user_rows
+from cllm4rec_dist.data.cold import cold_ids, cold_item_texts, cold_user_rows, trained_item_texts
 from cllm4rec_dist.data.id_maps import IdFileError, raw_ids_by_index
 from cllm4rec_dist.eval.predict import predict
 from cllm4rec_dist.infer.cold_items import (
+    ITEM_DESCRIPTION,
     alignment,
     infer_content_rows,
     linear_map,
     neighbor_rows,
     place,
+    token_rows_mapped,
 )
 from cllm4rec_dist.infer.entry import fold_in, infer_items
 from cllm4rec_dist.infer.fold_in import fold_in_users
+from cllm4rec_dist.model.text_rows import TokenSpace, token_rows
 from cllm4rec_dist.train.builder import build
 from data_prep.presets import TINY_CATALOG, prepare_dataset
 
@@ -113,6 +116,40 @@ def test_text_neighbors_take_the_nearest_trained_rows_at_their_length(trained):
     untouched = torch.ones(len(collab), dtype=torch.bool)
     untouched[[5, 6, 7]] = False
     assert torch.equal(collab[untouched], before[untouched])
+
+
+def test_lm_tokens_map_text_rows_into_both_tables(trained):
+    data, export = trained
+    built = _built(data, export)
+    known = trained_item_texts(str(data), ITEM_DESCRIPTION)
+    known_items = np.fromiter(known, dtype=np.int64)
+    # The trained rows made a linear function of the items' text rows: the map fits them (R² 1;
+    # fewer items than dimensions here, so a near-zero ridge interpolates), and a new item with a
+    # trained item's text gets that item's row.
+    emb = built.model.backbone.lm.get_input_embeddings().weight.detach().float()
+    tokens = [t[:24] for t in built.collator.builder.encode_texts(list(known.values()))]
+    space = TokenSpace.of(emb, torch.from_numpy(np.concatenate(tokens)).long())
+    x, _ = token_rows(tokens, emb, space)
+    gen = torch.Generator().manual_seed(0)
+    a, b = (
+        torch.randn(x.shape[1], x.shape[1], generator=gen),
+        torch.randn(x.shape[1], generator=gen),
+    )
+    tables = [built.tables[n].weight for n in ("item_collab", "item_content")]
+    with torch.no_grad():
+        for w in tables:
+            w[torch.from_numpy(known_items)] = x @ a + b
+    before = [w.detach().clone() for w in tables]
+    new = np.array([i for i in range(len(before[0])) if i not in known][:1])
+    assert len(new) == 1
+    source = int(known_items[3])
+    fit = token_rows_mapped(built, new, [known[source]], known, max_tokens=24, ridge=1e-6)
+    assert fit["item_collab_r2"] == pytest.approx(1.0, abs=1e-6)
+    for w, old in zip(tables, before):
+        torch.testing.assert_close(w[int(new[0])], old[source], atol=1e-3, rtol=1e-3)
+        untouched = torch.ones(len(w), dtype=torch.bool)
+        untouched[torch.from_numpy(new)] = False
+        assert torch.equal(w[untouched], old[untouched])
 
 
 def test_alignment_and_linear_map_on_known_spaces():
