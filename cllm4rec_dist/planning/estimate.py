@@ -105,10 +105,12 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
         items = manifest.num_items if items is None else items
         if mean is None and manifest.num_users:
             mean = manifest.counts.interactions.get("train", 0) / manifest.num_users
-        if need_vocab and manifest.tokenizer_path is not None:
+        if need_vocab and manifest.tokenizer is not None:
+            from tokenizers import Tokenizer
             from transformers import PreTrainedTokenizerFast
 
-            vocab = len(PreTrainedTokenizerFast(tokenizer_file=str(manifest.tokenizer_path)))
+            words = manifest.tokenizer_json()
+            vocab = len(PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(words)))
     mean = float(cfg.data.max_items if mean is None else mean)
     return int(users), int(items), vocab, mean
 

@@ -32,6 +32,7 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 
 from cllm4rec_dist.cli.outputs import check_output_dir, claim_output_dir
+from cllm4rec_dist.data import location
 from cllm4rec_dist.data.cold import COLD_ITEM_TEXTS, COLD_USER_PAIRS, cold_ids
 from cllm4rec_dist.data.format import CORPORA, MANIFEST_NAME, SCHEMA_VERSION, SPLITS, sha256_file
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
@@ -183,7 +184,8 @@ def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
     naming the file when the old dataset's id maps or tokenizer differ from its manifest."""
     if not cfg.id_maps_from:
         return None, None
-    old = Path(cfg.id_maps_from).expanduser().resolve()
+    # Growing reads the old id maps with Ray tasks and copies its tokenizer: local files.
+    old = location.local_dir(cfg.id_maps_from, "id_maps_from (growing a catalog)")
     if old == Path(cfg.output_dir).expanduser().resolve():
         raise ValueError(
             f"id_maps_from={cfg.id_maps_from} is output_dir: a grown dataset goes to a new output_dir"
@@ -194,7 +196,7 @@ def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
         raise ValueError(
             f"id_maps_from={cfg.id_maps_from}: not a prepared dataset: {err}"
         ) from None
-    if manifest.tokenizer_path is None or not manifest.tokenizer_path.exists():
+    if manifest.tokenizer is None or not (old / manifest.tokenizer).exists():
         raise ValueError(f"id_maps_from={cfg.id_maps_from}: the dataset has no tokenizer file")
     listed = read_manifest(old).get("files", {})
     for relative in _REUSED:
