@@ -217,6 +217,7 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
                 run.head_items(ph.scored_rows),
                 hw,
                 run.zero_stage,
+                run.sampled,
             ),
             ph,
         )
