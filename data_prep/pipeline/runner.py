@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
@@ -67,17 +68,32 @@ TOKENIZER = "tokenizer/tokenizer.json"
 
 
 class Timer:
-    """Wall time per named phase, in order."""
+    """Wall time and CPU time per named phase, in order. CPU seconds are those of this process
+    and every descendant alive at the phase's ends (Ray's GCS, raylet and workers, which live
+    for the whole session): wall x CPUs minus them is the capacity a phase leaves idle."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), tree_cpu_seconds()
         log.info("phase %s ...", name)
         yield
         self.seconds[name] = time.perf_counter() - start
+        self.cpu[name] = max(0.0, tree_cpu_seconds() - cpu)
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in (me, *me.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _check_not_empty(
@@ -469,11 +485,12 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any]:
     report.write_run_log(
         output / "run_log.json",
         timer.seconds,
-        {"shards_written": len(results) - skipped, "shards_reused": skipped,
+        {"cpu_s": {k: round(v, 3) for k, v in timer.cpu.items()},
+         "shards_written": len(results) - skipped, "shards_reused": skipped,
          "k_core_rounds": reduced.rounds, "num_cpus": cfg.ray.num_cpus},
     )  # fmt: skip
     if not cfg.keep_staging:
         shutil.rmtree(work, ignore_errors=True)
-    table = report.summary_table(manifest, timer.seconds, skipped)
+    table = report.summary_table(manifest, timer.seconds, skipped, timer.cpu)
     log.info("prepared %s\n%s", output, table)
     return manifest
