@@ -40,6 +40,8 @@ def cold_ids(seed: int, n: int, fraction: float, kind: str) -> np.ndarray:
         raise ValueError(f"cold {kind} fraction must be in [0, 1), got {fraction}")
     stream = {"items": _ITEM_STREAM, "users": _USER_STREAM}[kind]
     take = int(round(fraction * n))
+    if take == 0:  # no permutation of every id for nothing (data prep asks once per bucket)
+        return np.zeros(0, dtype=np.int64)
     return np.sort(np.random.default_rng([seed, stream]).permutation(n)[:take]).astype(np.int64)
 
 
