@@ -261,9 +261,10 @@ def run_plan(cfg: PlanRoot) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from cllm4rec_dist.cli.errors import reported
+    from cllm4rec_dist.data.location import RemoteReadError
     from cllm4rec_dist.data.manifest import ManifestError
 
-    with reported(ConfigError, ManifestError, FileNotFoundError):
+    with reported(ConfigError, ManifestError, FileNotFoundError, RemoteReadError):
         plan = make_plan(cfg, training_overrides(list(HydraConfig.get().overrides.task)))
     print(render_json(plan) if cfg.plan.format == OutputFormat.json else render_text(plan))
 
