@@ -1,6 +1,6 @@
 """Shard reading: our reader against webdataset's on the same shards, local and over HTTP.
 
-    python bench/bench_shard_reader.py --data DATA [--repeats 5] [--corpus all]
+    python -m bench.bench_shard_reader --data DATA [--repeats 5] [--corpus all]
 
 Readers, each decoding every sample of the chosen corpora to numpy arrays / JSON:
 
@@ -11,10 +11,12 @@ Readers, each decoding every sample of the chosen corpora to numpy arrays / JSON
 - ``webdataset``: ``wds.WebDataset(urls, shardshuffle=False).decode()``, the library's own
   pipeline with its default decoders (no digest check).
 
-Each is timed over every non-empty shard, ``--repeats`` times (median; the files stay in the page
-cache after the first pass). Then ``ours`` and ``webdataset`` read the same shards from
-``python -m http.server`` on 127.0.0.1 (curl under gopen). Prints MB/s per reader and the ratios;
-the last line is ``ratio ours/hand-written X.XX webdataset/ours Y.YY``.
+Each reads every non-empty shard once per round, in ``--repeats`` interleaved rounds after one
+untimed pass that counts the samples (bench/harness.py; median; the files stay in the page
+cache). Then ``ours`` and ``webdataset`` read the same shards from ``python -m http.server`` on
+127.0.0.1 (curl under gopen). Prints the machine and its load, MB/s per reader and the ratios; the last line is
+``ratio X.XX webdataset Y.YY``: the hand-written reader's time over ours, and webdataset's
+pipeline's over ours (> 1: ours is faster).
 """
 
 from __future__ import annotations
@@ -24,16 +26,21 @@ import hashlib
 import io
 import json
 import re
-import statistics
-import subprocess
 import tarfile
-import time
 from pathlib import Path
 
 import numpy as np
 import webdataset as wds
 
-from bench.harness import serve_directory
+from bench.harness import (
+    final_line,
+    interleaved,
+    load_average,
+    machine_line,
+    median,
+    peer_ratio,
+    serve_directory,
+)
 from cllm4rec_dist.data import location
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.samples import read_blocks
@@ -69,16 +76,6 @@ def hand_written(path: str, sha256: str) -> list[dict]:
     return blocks
 
 
-def timed(read, shards: list[tuple[str, str]], repeats: int) -> tuple[float, int]:
-    """(median seconds per pass, samples per pass)."""
-    times, samples = [], 0
-    for _ in range(repeats):
-        start, samples = time.perf_counter(), 0
-        samples = read(shards)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times), samples
-
-
 def ours(shards):
     return sum(1 for address, digest in shards for _ in read_blocks(address, digest))
 
@@ -102,29 +99,27 @@ def main() -> None:
     corpora = list(manifest.corpora) if args.corpus == "all" else [args.corpus]
     entries = [s for c in corpora for s in manifest.corpus(c).shards if s.bytes > 0]
     megabytes = sum(s.bytes for s in entries) / 1e6
-    load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    print(f"{len(entries)} shards, {megabytes:.1f} MB ({', '.join(corpora)}); load: {load}")
+    print(machine_line())
+    print(f"{len(entries)} shards, {megabytes:.1f} MB ({', '.join(corpora)})")
+
+    def report(where: str, shards: list[tuple[str, str]], readers: dict) -> dict[str, float]:
+        counts = {name: read(shards) for name, read in readers.items()}  # samples per pass
+        seconds = median(interleaved({n: lambda r=r: r(shards) for n, r in readers.items()},
+                                     args.repeats, warmup=0))  # fmt: skip
+        for name, took in seconds.items():
+            print(f"{where:<7}{name:<13}{took:8.3f} s {megabytes / took:8.1f} MB/s "
+                  f"{counts[name]} samples")  # fmt: skip
+        return seconds
 
     local = [(manifest.shard_path(s), s.sha256) for s in entries]
-    results = {}
-    for name, read in (("ours", ours), ("hand-written", previous), ("webdataset", library)):
-        seconds, samples = timed(read, local, args.repeats)
-        results[name] = seconds
-        rate = megabytes / seconds
-        print(f"local  {name:<13}{seconds:8.3f} s {rate:8.1f} MB/s {samples} samples")
-
+    here = report("local", local, {"ours": ours, "hand-written": previous, "webdataset": library})
     with serve_directory(manifest.data_dir) as base:
         remote = [(location.join(base, s.path), s.sha256) for s in entries]
-        for name, read in (("ours", ours), ("webdataset", library)):
-            seconds, samples = timed(read, remote, args.repeats)
-            results[f"http {name}"] = seconds
-            rate = megabytes / seconds
-            print(f"http   {name:<13}{seconds:8.3f} s {rate:8.1f} MB/s {samples} samples")
-    print(f"http ours/webdataset {results['http webdataset'] / results['http ours']:.2f}")
-    print(
-        f"ratio ours/hand-written {results['hand-written'] / results['ours']:.2f} "
-        f"webdataset/ours {results['ours'] / results['webdataset']:.2f}"
-    )
+        http = report("http", remote, {"ours": ours, "webdataset": library})
+    print(f"http webdataset/ours {peer_ratio(http['webdataset'], http['ours']):.2f}")
+    print("load average (1, 5, 15 min) at the end: " + load_average())
+    print(final_line(ratio=peer_ratio(here["hand-written"], here["ours"]),
+                     webdataset=peer_ratio(here["webdataset"], here["ours"])))  # fmt: skip
 
 
 if __name__ == "__main__":
