@@ -26,11 +26,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from helpers import TINY
 from one_node_slurm import OneNodeSlurm, SlurmUnavailable, start
 
 from cllm4rec_dist.distributed.spawn import free_port
+from cllm4rec_dist.export import read_backbone_state, read_exported_rows, read_meta
 from data_prep.presets import TINY_CATALOG
 
 REPO = Path(__file__).resolve().parents[2]
@@ -98,17 +98,15 @@ def _finished(slurm: OneNodeSlurm, job: str, out: Path, timeout: float = 600) ->
 
 
 def _export(run_dir: Path) -> dict[str, np.ndarray]:
-    from cllm4rec_dist.train.export import read_exported_rows
-
-    meta = json.loads((run_dir / "export" / "meta.json").read_text())
-    sizes = {"user": meta["num_users"], "item": meta["num_items"]}
+    export = run_dir / "export"
+    meta = read_meta(export)
+    sizes = {"user": meta.num_users, "item": meta.num_items}
     tables = {
-        name: read_exported_rows(
-            run_dir / "export" / "tables", name, 0, sizes[name.split("_")[0]]
-        ).numpy()
+        name: read_exported_rows(export, name, 0, sizes[name.split("_")[0]]).numpy()
         for name in ("user_collab", "item_collab", "user_content", "item_content")
     }
-    state = torch.load(run_dir / "export" / "backbone" / "state.pt")
+    state = read_backbone_state(export, meta)
+    assert state is not None, f"{export} has no backbone state"
     return {**tables, **{f"backbone.{k}": v.numpy() for k, v in state.items()}}
 
 
