@@ -116,7 +116,7 @@ def main() -> None:
     with serve_directory(manifest.data_dir) as base:
         remote = [(location.join(base, s.path), s.sha256) for s in entries]
         http = report("http", remote, {"ours": ours, "webdataset": library})
-    print(f"http webdataset/ours {peer_ratio(http['webdataset'], http['ours']):.2f}")
+    print(f"webdataset/ours over http {peer_ratio(http['webdataset'], http['ours']):.2f}")
     print("load average (1, 5, 15 min) at the end: " + load_average())
     print(final_line(ratio=peer_ratio(here["hand-written"], here["ours"]),
                      webdataset=peer_ratio(here["webdataset"], here["ours"])))  # fmt: skip
