@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml constraints.txt
 lint: $(STAMP)
 	$(VENV)/bin/ruff check cllm4rec_dist data_prep launchers bench tests experiments
 	$(VENV)/bin/ruff format --check cllm4rec_dist data_prep launchers bench tests experiments
-	$(VENV)/bin/shellcheck -x slurm/*.sbatch slurm/*.sh launchers/*.sh bench/gpu/*.sh
+	$(VENV)/bin/shellcheck -x .ci/run slurm/*.sbatch slurm/*.sh launchers/*.sh bench/gpu/*.sh
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format cllm4rec_dist data_prep launchers bench tests experiments

@@ -116,15 +116,43 @@ def _write_user_shards(out: Path, corpus: str, users: np.ndarray, csr: dict) -> 
         write_bytes_atomic(out / corpus / f"shard-{plan.index:06d}.tar", tar_bytes(samples))
 
 
+@contextlib.contextmanager
+def _step(cpu: dict[str, float], name: str):
+    """CPU seconds of this (single) process in one step of the baseline."""
+    start = time.process_time()
+    yield
+    cpu[name] = time.process_time() - start
+
+
 def baseline(input_dir: Path, out: Path) -> None:
-    """The same work as the pipeline on this input, written the ordinary single-process way."""
-    table = pq.read_table(input_dir / "interactions.parquet", columns=["user", "item"])
-    frame = table.to_pandas()
-    del table
-    user_codes, users = pd.factorize(frame["user"], sort=True)
-    item_codes, items = pd.factorize(frame["item"], sort=True)
-    del frame
-    pairs = sorted_unique(user_codes.astype(np.int64) * len(items) + item_codes)
+    """The same work as the pipeline on this input, written the ordinary single-process way.
+    Its steps' CPU seconds go to ``counts.json`` (``cpu_s``), beside the pipeline's phases."""
+    cpu: dict[str, float] = {}
+    with _step(cpu, "read + factorize"):
+        table = pq.read_table(input_dir / "interactions.parquet", columns=["user", "item"])
+        frame = table.to_pandas()
+        del table
+        user_codes, users = pd.factorize(frame["user"], sort=True)
+        item_codes, items = pd.factorize(frame["item"], sort=True)
+        del frame
+    with _step(cpu, "dedupe"):
+        pairs = sorted_unique(user_codes.astype(np.int64) * len(items) + item_codes)
+    with _step(cpu, "id maps + split + parquet"):
+        csr = _maps_and_splits(out, pairs, users, items)
+    with _step(cpu, "user shards"):
+        all_users = np.arange(len(users), dtype=np.int64)
+        _write_user_shards(out, "collaborative", all_users, csr)
+        _write_user_shards(out, "recommendation", all_users, csr)
+    with _step(cpu, "content shards + tokenizer"):
+        _content_and_tokenizer(input_dir, out, items)
+    counts = {name: int(len(csr[name][1])) for name in SPLITS}
+    (out / "counts.json").write_text(json.dumps({
+        "users": len(users), "items": len(items), "interactions": counts, "cpu_s": cpu,
+    }))  # fmt: skip
+
+
+def _maps_and_splits(out: Path, pairs: np.ndarray, users, items) -> dict:
+    """Id maps and split Parquet written; returns each split's per-user CSR (offsets, items)."""
     u, i = pairs // len(items), pairs % len(items)
     for name, ids in (("users", users), ("items", items)):
         ids = pa.array(np.asarray(ids, dtype=object), pa.string())
@@ -139,10 +167,10 @@ def baseline(input_dir: Path, out: Path) -> None:
                       pa.table({"user": u[sel], "item": i[sel]}))  # fmt: skip
         offsets = np.concatenate([[0], np.cumsum(np.bincount(u[sel], minlength=len(users)))])
         csr[name] = (offsets, i[sel])
-    all_users = np.arange(len(users), dtype=np.int64)
-    _write_user_shards(out, "collaborative", all_users, csr)
-    _write_user_shards(out, "recommendation", all_users, csr)
+    return csr
 
+
+def _content_and_tokenizer(input_dir: Path, out: Path, items) -> None:
     texts = pq.read_table(input_dir / "items.parquet").to_pandas()
     texts["index"] = pd.Index(items).get_indexer(texts["item"])
     texts = texts[texts["index"] >= 0].sort_values(["index", "text"])
@@ -165,9 +193,6 @@ def baseline(input_dir: Path, out: Path) -> None:
     sample = rng.choice(len(text), min(len(text), TOKENIZER_DOCS), replace=False)
     train_tokenizer([text[k] for k in sorted(sample)], PROMPTS, VOCAB, 2,
                     out / "tokenizer" / "tokenizer.json")  # fmt: skip
-    counts = {name: int(len(csr[name][1])) for name in SPLITS}
-    (out / "counts.json").write_text(json.dumps({"users": len(users), "items": len(items),
-                                                 "interactions": counts}))  # fmt: skip
 
 
 # --- measuring --------------------------------------------------------------------------------
@@ -274,12 +299,22 @@ def main() -> None:
               f"{base[0] / wall:>10.2f}x")  # fmt: skip
         manifest = json.loads((out / "manifest.json").read_text())
         counts = {k: manifest["counts"][k] for k in ("users", "items", "interactions")}
-        agree &= counts == base_counts and _split_sets(out) == base_splits
+        agree &= counts == {k: base_counts[k] for k in counts} and _split_sets(out) == base_splits
     print(f"{'baseline (1 process)':28}{base[0]:>9.1f}{rows / base[0]:>16,.0f}"
           f"{base[1] / 2**30:>13.2f}{base[2]:>8.0f}")  # fmt: skip
     for name, (*_, out) in results.items():
-        timings = json.loads((out / "run_log.json").read_text())["timings_s"]
+        run_log = json.loads((out / "run_log.json").read_text())
+        timings, cpu = run_log["timings_s"], run_log.get("cpu_s", {})
         print(f"{name} phases (s): " + ", ".join(f"{k} {v:.1f}" for k, v in timings.items()))
+        # The profile: CPU seconds of the whole process tree per phase, and the share of the
+        # phase's capacity (CPUs x wall) they used; the rest of it stood idle.
+        print(f"{name} phases, CPU s (of {args.num_cpus} x wall): " + ", ".join(
+            f"{k} {cpu[k]:.1f} ({cpu[k] / (args.num_cpus * timings[k]):.0%})"
+            for k in cpu if timings.get(k)
+        ))  # fmt: skip
+    print("baseline steps, CPU s: " + ", ".join(
+        f"{k} {v:.1f}" for k, v in base_counts.get("cpu_s", {}).items()
+    ))  # fmt: skip
     print("load average (1, 5, 15 min) at the end: " + load_average())
     print(f"outputs agree with the baseline (counts and split sets): {agree}")
     if not agree:

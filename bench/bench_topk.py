@@ -14,7 +14,10 @@ Timings interleave the methods round by round and keep each one's best (bench/ha
 Last line ``ratio X.XX``: FAISS / ours time at the worst batch size.
 
 Full size (default): ``python -m bench.bench_topk``; CI size:
-``python -m bench.bench_topk --items 20000 --users 64``.
+``python -m bench.bench_topk --items 20000 --users 64``. The evaluation's shape (one rank's
+shard at 1 M users x 100k items, K = 100), dense path against the tiled one:
+``python -m bench.bench_topk --items 50000 --dim 64 --users 512 --k 100 --threads 1 --clock cpu``
+with and without ``--dense-elements 0``.
 """
 
 from __future__ import annotations
@@ -30,7 +33,7 @@ import torch
 
 from bench.harness import CLOCKS, best, cpu_model, final_line, interleaved, load_average
 from bench.peers import torch_topk
-from cllm4rec_dist.ops.topk import masked_topk
+from cllm4rec_dist.ops.topk import DENSE_ELEMENTS, masked_topk
 
 
 def best_times(
@@ -113,6 +116,9 @@ def main() -> None:
     parser.add_argument("--user-chunk", type=int, default=256)
     parser.add_argument("--item-chunk", type=int, default=4096)
     parser.add_argument("--clock", choices=sorted(CLOCKS), default="wall")
+    parser.add_argument(
+        "--dense-elements", type=int, default=DENSE_ELEMENTS, help="0: the tiled path only"
+    )
     args = parser.parse_args()
     clock = CLOCKS[args.clock]
 
@@ -136,7 +142,9 @@ def main() -> None:
         f"{'ours/faiss':>10} {'mm GFLOP/s':>10} {'ours GFLOP/s':>12} {'% of mm':>7} {'exact':>5}"
     )
     print(header)
-    chunks = dict(user_chunk=args.user_chunk, item_chunk=args.item_chunk)
+    chunks = dict(
+        user_chunk=args.user_chunk, item_chunk=args.item_chunk, dense_elements=args.dense_elements
+    )
     ratios = []
     for users in args.users:
         q = torch.randn(users, args.dim, generator=gen)

@@ -13,10 +13,18 @@ import os
 import platform
 import resource
 import statistics
+import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import torch
+
+from cllm4rec_dist.distributed.spawn import free_port
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
@@ -107,6 +115,35 @@ def final_line(**figures: float | str) -> str:
     )
 
 
+@contextmanager
+def serve_directory(directory: str | Path, timeout: float = 30) -> Iterator[str]:
+    """A real HTTP peer (``python -m http.server`` on 127.0.0.1, a free port) serving
+    ``directory``; yields its base URL and stops it on exit. The URL-reading benches and tests
+    (tests/data/test_remote_data.py, tests/train/test_launcher.py) read datasets through it."""
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "http.server", str(port), "--bind", "127.0.0.1"],
+        cwd=directory,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(base + "/", timeout=5):
+                    break
+            except (urllib.error.URLError, ConnectionError) as err:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"http.server on port {port} did not start: {err}") from None
+                time.sleep(0.1)
+        yield base
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 __all__ = [
     "CLOCKS",
     "best",
@@ -118,4 +155,5 @@ __all__ = [
     "median",
     "peak_rss_bytes",
     "peer_ratio",
+    "serve_directory",
 ]

@@ -93,9 +93,11 @@ def summary(cfg: BaselineConfig, result: dict[str, Any]) -> str:
 
 
 def run_baseline(cfg: BaselineConfig) -> None:
+    from cllm4rec_dist.data.location import RemoteReadError
     from cllm4rec_dist.data.manifest import ManifestError
+    from cllm4rec_dist.data.samples import ShardError
 
-    with reported(ManifestError, FileNotFoundError):
+    with reported(ManifestError, FileNotFoundError, RemoteReadError, ShardError):
         check(cfg)
         manifest = dataset(cfg.data_dir)
         result = {"method": cfg.method, **evaluate(cfg, manifest)}

@@ -16,7 +16,6 @@ and every later reader derives the same set without a file.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
@@ -24,9 +23,7 @@ import pyarrow.parquet as pq
 
 from cllm4rec_dist.data.format import SPLITS
 from cllm4rec_dist.data.id_maps import indices_of, read_id_file
-
-if TYPE_CHECKING:
-    from cllm4rec_dist.data.manifest import Manifest
+from cllm4rec_dist.data.manifest import Manifest, load_manifest
 
 # Distinct streams of np.random.default_rng([seed, stream]) for the two draws.
 _ITEM_STREAM, _USER_STREAM = 0xC01D, 0xC01E
@@ -43,6 +40,8 @@ def cold_ids(seed: int, n: int, fraction: float, kind: str) -> np.ndarray:
         raise ValueError(f"cold {kind} fraction must be in [0, 1), got {fraction}")
     stream = {"items": _ITEM_STREAM, "users": _USER_STREAM}[kind]
     take = int(round(fraction * n))
+    if take == 0:  # no permutation of every id for nothing (data prep asks once per bucket)
+        return np.zeros(0, dtype=np.int64)
     return np.sort(np.random.default_rng([seed, stream]).permutation(n)[:take]).astype(np.int64)
 
 
@@ -54,8 +53,14 @@ def cold_mask(seed: int, n: int, fraction: float, kind: str) -> np.ndarray:
 
 
 def _read_parts(data_dir: str | Path, folder: str, schema: pa.Schema) -> pa.Table:
-    parts = sorted((Path(data_dir) / folder).glob("part-*.parquet"))
-    tables = [pq.read_table(p, schema=schema) for p in parts]
+    """The ``part-*.parquet`` files of ``folder`` that the manifest lists (digest-checked; a
+    remote dataset cannot be globbed), concatenated."""
+    manifest = load_manifest(data_dir)
+    tables = [
+        pq.read_table(pa.BufferReader(manifest.read_file(part)), schema=schema)
+        for part in manifest.files_under(folder)
+        if Path(part).name.startswith("part-") and part.endswith(".parquet")
+    ]
     return pa.concat_tables(tables) if tables else schema.empty_table()
 
 

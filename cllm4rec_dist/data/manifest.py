@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cllm4rec_dist.data import location
 from cllm4rec_dist.data.format import MANIFEST_NAME, ROW_KEYS, SCHEMA_VERSION
 
 
@@ -66,10 +67,19 @@ class GrownFrom:
 
 
 @dataclass(frozen=True)
-class Manifest:
-    """A loaded manifest.json; ``data_dir`` is the (absolute) dataset directory it came from."""
+class FileRecord:
+    """A ``files`` entry: a split part, id map, cold part or the tokenizer, by relative path."""
 
-    data_dir: Path
+    sha256: str
+    bytes: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A loaded manifest.json; ``data_dir`` is where the dataset lives (``location.normalize``:
+    an absolute local directory, an http(s) URL or a pipe: command)."""
+
+    data_dir: str
     schema_version: int
     source: dict[str, Any]
     config: dict[str, Any]
@@ -83,6 +93,8 @@ class Manifest:
     # A grown catalog (data prep ``id_maps_from``): the dataset whose id maps this one extends,
     # {"dir", "manifest_sha256", "num_users", "num_items"}; its ids keep their indices here.
     grown_from: GrownFrom | None = None
+    # ``files``: every file besides the shards, by relative path (read_file checks them)
+    files: dict[str, FileRecord] = field(default_factory=dict)
     # sha256 of the manifest without ``created_by`` (see ``dataset_fingerprint``)
     sha256: str = field(default="", compare=False)
 
@@ -104,23 +116,45 @@ class Manifest:
     def num_items(self) -> int:
         return self.counts.items
 
-    @property
-    def tokenizer_path(self) -> Path | None:
-        """Absolute path of the dataset's tokenizer file, or None if it has none."""
-        return None if self.tokenizer is None else self.data_dir / self.tokenizer
-
     def corpus(self, name: str) -> Corpus:
         """The named corpus; ManifestError listing the available ones if absent."""
         if name not in self.corpora:
             raise ManifestError(
-                f"{self.data_dir / MANIFEST_NAME}: no corpus {name!r} under 'corpora' "
-                f"(has {sorted(self.corpora)})"
+                f"{location.join(self.data_dir, MANIFEST_NAME)}: no corpus {name!r} under "
+                f"'corpora' (has {sorted(self.corpora)})"
             )
         return self.corpora[name]
 
-    def shard_path(self, shard: Shard) -> Path:
-        """Absolute path of a shard of this dataset."""
-        return self.data_dir / shard.path
+    def shard_path(self, shard: Shard) -> str:
+        """Where a shard of this dataset is read from (a path, a URL or a pipe: command)."""
+        return location.join(self.data_dir, shard.path)
+
+    def files_under(self, folder: str) -> list[str]:
+        """Relative paths of the ``files`` entries under ``folder`` (e.g. ``cold/items``),
+        sorted: what a glob would list, for local and remote datasets alike."""
+        prefix = folder.rstrip("/") + "/"
+        return sorted(p for p in self.files if p.startswith(prefix))
+
+    def read_file(self, relative: str) -> bytes:
+        """The bytes of a file of this dataset, checked against its ``files`` record (size and
+        sha256) when it has one: ManifestError naming the file otherwise."""
+        address = location.join(self.data_dir, relative)
+        try:
+            data = location.read_bytes(address)
+        except FileNotFoundError:
+            raise ManifestError(f"{address}: not found (listed by the dataset)") from None
+        record = self.files.get(relative)
+        if record is not None and (
+            len(data) != record.bytes or hashlib.sha256(data).hexdigest() != record.sha256
+        ):
+            raise ManifestError(
+                f"{address}: differs from the manifest's files record (corrupted or replaced)"
+            )
+        return data
+
+    def tokenizer_json(self) -> str | None:
+        """The dataset tokenizer's JSON text (digest-checked), or None if it has none."""
+        return None if self.tokenizer is None else self.read_file(self.tokenizer).decode()
 
 
 def load_manifest(data_dir: str | Path) -> Manifest:
@@ -129,14 +163,19 @@ def load_manifest(data_dir: str | Path) -> Manifest:
     Raises ManifestError naming the file and the dotted key (e.g. ``counts.users``) when a field
     is missing or has the wrong type, or when ``schema_version`` is not SCHEMA_VERSION.
     """
-    data_dir = Path(data_dir).expanduser().resolve()
-    path = data_dir / MANIFEST_NAME
     try:
-        raw = json.loads(path.read_text(encoding="utf-8"))
+        where = location.normalize(data_dir)
+    except ValueError as err:
+        raise ManifestError(str(err)) from None
+    path = location.join(where, MANIFEST_NAME)
+    try:
+        raw = json.loads(location.read_bytes(path).decode("utf-8"))
     except FileNotFoundError as err:
-        raise ManifestError(f"{path}: not found (is {data_dir} a prepared dataset?)") from err
+        raise ManifestError(f"{path}: not found (is {where} a prepared dataset?)") from err
     except json.JSONDecodeError as err:
         raise ManifestError(f"{path}:{err.lineno}:{err.colno}: invalid JSON: {err.msg}") from err
+    except UnicodeDecodeError as err:
+        raise ManifestError(f"{path}: not UTF-8 text ({err.reason} at byte {err.start})") from err
     get = _Getter(path)
     version = get(raw, "schema_version", int)
     if version != SCHEMA_VERSION:
@@ -145,11 +184,13 @@ def load_manifest(data_dir: str | Path) -> Manifest:
         )
     counts = get(raw, "counts", dict)
     tokenizer = None if raw.get("tokenizer", "") is None else get(raw, "tokenizer", str)
+    if tokenizer is not None:
+        _relative(get, tokenizer, "tokenizer")
     prompts = get(raw, "prompts", dict)
     for name, template in prompts.items():
         get.check(template, f"prompts.{name}", str)
     return Manifest(
-        data_dir=data_dir,
+        data_dir=where,
         schema_version=version,
         source=get(raw, "source", dict),
         config=get(raw, "config", dict),
@@ -169,8 +210,28 @@ def load_manifest(data_dir: str | Path) -> Manifest:
         tokenizer=tokenizer,
         created_by=get(raw, "created_by", str),
         grown_from=_grown_from(get, raw),
+        files=_files(get, raw),
         sha256=dataset_fingerprint(raw),
     )
+
+
+def _files(get: _Getter, raw: dict[str, Any]) -> dict[str, FileRecord]:
+    """``files`` (absent in manifests written before it existed: no checks then)."""
+    records = {}
+    for relative, node in get(raw, "files", dict).items() if "files" in raw else ():
+        key = f"files.{relative}"
+        get.check(node, key, dict)
+        _relative(get, relative, key)
+        records[relative] = FileRecord(
+            sha256=get.check(node.get("sha256"), f"{key}.sha256", str),
+            bytes=get.check(node.get("bytes"), f"{key}.bytes", int),
+        )
+    return records
+
+
+def _relative(get: _Getter, path: str, key: str) -> None:
+    if Path(path).is_absolute() or ".." in Path(path).parts or "://" in path:
+        raise ManifestError(f"{get.path}: '{key}' must be a relative path: {path!r}")
 
 
 def _grown_from(get: _Getter, raw: dict[str, Any]) -> GrownFrom | None:
@@ -218,8 +279,7 @@ def _corpus(get: _Getter, name: str, node: Any) -> Corpus:
             sha256=get(entry, f"{key}.sha256", str),
             bytes=get(entry, f"{key}.bytes", int),
         )
-        if Path(shard.path).is_absolute() or ".." in Path(shard.path).parts:
-            raise ManifestError(f"{get.path}: '{key}.path' must be relative: {shard.path!r}")
+        _relative(get, shard.path, f"{key}.path")
         shards.append(shard)
     num_shards = get(node, f"{where}.num_shards", int)
     if num_shards != len(shards):
@@ -232,7 +292,7 @@ def _corpus(get: _Getter, name: str, node: Any) -> Corpus:
 class _Getter:
     """Typed lookups by dotted key that fail with the manifest path and the full key."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: str):
         self.path = path
 
     def __call__(self, node: dict[str, Any], dotted: str, kind: type) -> Any:

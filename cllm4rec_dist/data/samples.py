@@ -12,62 +12,92 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import re
 import tarfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
+from webdataset.tariterators import group_by_keys, tar_file_iterator
 
-from cllm4rec_dist.data.format import (
-    CONTENT_MEMBERS,
-    USER_CSR,
-    USERS_MEMBER,
-    member_key,
-    sha256_file,
-)
+from cllm4rec_dist.data.format import CONTENT_MEMBERS, USER_CSR, USERS_MEMBER, member_key
+from cllm4rec_dist.data.location import is_remote, open_stream
 from cllm4rec_dist.data.manifest import Shard, load_manifest
-
-# WebDataset's rule: the key is the member path up to the first dot of its file name.
-_KEY_EXT = re.compile(r"^((?:.*/|)[^.]+)[.]([^/]*)$")
 
 
 class ShardError(ValueError):
     """A shard's content disagrees with the manifest or with the sample layout."""
 
 
-def read_blocks(path: Path, sha256: str | None = None) -> Iterator[dict[str, Any]]:
+def read_blocks(address: str | Path, sha256: str | None = None) -> Iterator[dict[str, Any]]:
     """Decoded samples of one tar in stored order: ``{"__key__": key, member: value}``.
 
-    Members are grouped by WebDataset key; ``name.npy`` is decoded to an array under ``name``,
-    ``name.json`` to a Python object, anything else is kept as bytes under its extension.
-    ``sha256``: the manifest's digest; the shard is read once, hashed, and refused with a
-    ShardError when it differs (so training never runs on a corrupted shard).
+    ``address``: a local path, an http(s) URL or a pipe: command (``location.join``), streamed
+    through webdataset's I/O and tar iterators (members grouped by WebDataset key).
+    ``name.npy`` is decoded to an array under ``name`` (never unpickled), ``name.json`` to a
+    Python object, anything else is kept as bytes under its extension. ``sha256``: the
+    manifest's digest, computed as the bytes stream in; nothing is yielded before it matched,
+    so training never sees a row of a corrupted shard (ShardError).
     """
-    data = path.read_bytes()
-    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise ShardError(f"{path}: sha256 differs from the manifest's (corrupted or replaced)")
-    if not data:  # an empty padding shard may be a zero-byte file
-        return
-    sample: dict[str, Any] = {}
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r|*") as tar:
-            for member in tar:
-                match = _KEY_EXT.match(member.name)
-                if not member.isfile() or match is None:
-                    continue
-                key, ext = match.groups()
-                if sample and sample["__key__"] != key:
-                    yield sample
-                    sample = {}
-                sample["__key__"] = key
-                data = tar.extractfile(member).read()  # type: ignore[union-attr]
-                sample.update(_decode(ext, data, f"{path}:{member.name}"))
-    except tarfile.TarError as err:
-        raise ShardError(f"{path}: unreadable tar: {err}") from err
-    if sample:
-        yield sample
+    where = str(address)
+    blocks: list[dict[str, Any]] = []
+    with open_stream(where) as raw:
+        stream = _Hashing(raw)
+        try:
+            if not stream.empty:  # an empty padding shard may be a zero-byte file
+                files = ({**f, "__url__": where} for f in tar_file_iterator(stream))
+                blocks = [_decoded(sample, where) for sample in group_by_keys(files)]
+        except (tarfile.TarError, ValueError) as err:
+            stream.drain()
+            _check_digest(where, stream, sha256)
+            reason = err.args[0] if err.args else err
+            raise ShardError(f"{where}: unreadable tar: {reason}") from err
+        stream.drain()
+    _check_digest(where, stream, sha256)
+    yield from blocks
+
+
+class _Hashing:
+    """A binary stream that hashes and counts what is read through it."""
+
+    def __init__(self, raw: BinaryIO):
+        self.raw, self.digest, self.bytes = raw, hashlib.sha256(), 0
+        self._head = self._take(raw.read(1 << 16))
+        self.empty = not self._head
+
+    def _take(self, data: bytes) -> bytes:
+        self.digest.update(data)
+        self.bytes += len(data)
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        if self._head:
+            head, self._head = self._head, b""
+            if 0 <= size < len(head):
+                head, self._head = head[:size], head[size:]
+                return head
+            rest = self.raw.read(-1 if size < 0 else size - len(head))
+            return head + self._take(rest)
+        return self._take(self.raw.read(size))
+
+    def drain(self) -> None:
+        """Read to the end (tar stops at its end-of-archive blocks; the file's padding after
+        them counts in its digest)."""
+        while self.read(1 << 20):
+            pass
+
+
+def _check_digest(where: str, stream: _Hashing, sha256: str | None) -> None:
+    if sha256 is not None and stream.digest.hexdigest() != sha256:
+        raise ShardError(f"{where}: sha256 differs from the manifest's (corrupted or replaced)")
+
+
+def _decoded(sample: dict[str, Any], where: str) -> dict[str, Any]:
+    block: dict[str, Any] = {"__key__": sample["__key__"]}
+    for ext, data in sample.items():
+        if not ext.startswith("__"):
+            block.update(_decode(ext, data, f"{where}:{sample['__key__']}.{ext}"))
+    return block
 
 
 def _decode(ext: str, data: bytes, where: str) -> dict[str, Any]:
@@ -140,7 +170,7 @@ ROW_BUILDERS: dict[str, Callable[[dict[str, Any], str], list[dict[str, Any]]]] =
 
 
 def shard_rows(
-    path: Path, shard: Shard, corpus: str, skip: int, check_digest: bool = True
+    path: str | Path, shard: Shard, corpus: str, skip: int, check_digest: bool = True
 ) -> Iterator[dict[str, Any]]:
     """Rows of one shard file from row ``skip``; read to its end, it must hold exactly the rows
     and samples its manifest entry ``shard`` says."""
@@ -167,7 +197,7 @@ def verify_shards(data_dir: str | Path, *, count_rows: bool = False) -> list[str
 
     Checks existence, byte size and sha256; with ``count_rows`` also decodes each shard and
     compares its samples and rows with the manifest (and the sample layout of its corpus).
-    An empty list means the dataset is intact.
+    An empty list means the dataset is intact. ``data_dir`` may be a URL (location.py).
     """
     manifest = load_manifest(data_dir)
     return [
@@ -178,22 +208,25 @@ def verify_shards(data_dir: str | Path, *, count_rows: bool = False) -> list[str
     ]
 
 
-def check_shard(path: Path, shard: Shard, corpus: str, count_rows: bool = True) -> list[str]:
+def check_shard(path: str | Path, shard: Shard, corpus: str, count_rows: bool = True) -> list[str]:
     """Problems of one shard file against its manifest entry (empty: intact): existence, byte
     size, sha256 and, with ``count_rows``, its decoded samples and rows (and sample layout).
     The one shard check, for the reader's ``verify_shards`` and ``prepare.py --validate``."""
-    if not path.is_file():
-        return [f"{path}: missing ({corpus})"]
+    where = str(path)
+    if not is_remote(where) and not Path(where).is_file():
+        return [f"{where}: missing ({corpus})"]
+    with open_stream(where) as raw:
+        stream = _Hashing(raw)
+        stream.drain()
     problems = []
-    size = path.stat().st_size
-    if size != shard.bytes:
-        problems.append(f"{path}: {size} bytes, manifest says {shard.bytes}")
-    digest = sha256_file(path)
+    if stream.bytes != shard.bytes:
+        problems.append(f"{where}: {stream.bytes} bytes, manifest says {shard.bytes}")
+    digest = stream.digest.hexdigest()
     if digest != shard.sha256:
-        problems.append(f"{path}: sha256 {digest}, manifest says {shard.sha256}")
+        problems.append(f"{where}: sha256 {digest}, manifest says {shard.sha256}")
     if count_rows and corpus in ROW_BUILDERS:
         try:
-            for _ in shard_rows(path, shard, corpus, 0, check_digest=False):
+            for _ in shard_rows(where, shard, corpus, 0, check_digest=False):
                 pass
         except ShardError as err:
             problems.append(str(err))

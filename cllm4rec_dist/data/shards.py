@@ -96,13 +96,14 @@ def iter_blocks(
     num_workers: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Decoded blocks (dicts of arrays / lists, see architecture.md §1) of this rank's and
-    worker's shards, in shard order (blocks within a shard keep their stored order)."""
+    worker's shards, in shard order (blocks within a shard keep their stored order); each
+    shard's sha256 is checked against the manifest's as it streams."""
     manifest = load_manifest(data_dir)
     for shard in worker_shards(
         manifest, corpus, rank=rank, world_size=world_size, epoch=epoch, seed=seed,
         shuffle=shuffle, worker_id=worker_id, num_workers=num_workers,
     ):  # fmt: skip
-        yield from read_blocks(manifest.shard_path(shard))
+        yield from read_blocks(manifest.shard_path(shard), shard.sha256)
 
 
 # --- rows ----------------------------------------------------------------------------------------

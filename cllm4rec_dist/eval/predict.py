@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 from cllm4rec_dist.cli.outputs import begin_staged, publish, staging_path
+from cllm4rec_dist.data import location
 from cllm4rec_dist.data.cold import cold_user_rows, dataset_cold_mask, history_rows
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
 from cllm4rec_dist.data.shards import iter_rows, rows_per_rank
@@ -121,7 +122,7 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
     replaced as a whole (built in a temporary sibling, then renamed)."""
     rank, world = env.rank(), env.world_size()
     out_dir = Path(cfg.predict.output_dir)
-    data_dir = Path(cfg.data.dir)
+    data_dir = location.normalize(cfg.data.dir)
     manifest = built.manifest
     k, bs = min(cfg.predict.k, manifest.num_items), cfg.predict.batch_size
     # Every user is ranked: the exclusion rule of the split, but users without held-out items too.
@@ -176,7 +177,7 @@ def predict(built: Any, cfg: TrainConfig) -> Path:
                     "cold_items": cfg.predict.cold_items,
                     "parts": parts,
                     "users": int(counts.sum()),
-                    "dataset": str(data_dir.resolve()),
+                    "dataset": data_dir,
                     "model": str(cfg.stage.init_from),
                 },
                 indent=2,

@@ -22,6 +22,7 @@ import pyarrow.compute as pc
 from cllm4rec_dist.cli.console import grid, paths
 from cllm4rec_dist.cli.outputs import check_output_dir
 from cllm4rec_dist.config import InferConfig, InferMethod, TrainConfig
+from cllm4rec_dist.data import location
 from cllm4rec_dist.data.cold import (
     cold_item_texts,
     cold_user_rows,
@@ -104,7 +105,7 @@ def export_inferred(built: TrainingParts, cfg: TrainConfig, record: dict[str, An
             writer.write_table(name, table.weight)
         manifest = built.manifest
         meta.num_users, meta.num_items = manifest.num_users, manifest.num_items
-        meta.data_dir = str(Path(cfg.data.dir).resolve())
+        meta.data_dir = location.normalize(cfg.data.dir)
         meta.dataset = manifest.fingerprint
         meta.inferred.append({**record, "from": str(src)})
         return writer.commit(meta)

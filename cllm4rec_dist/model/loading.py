@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
+from tokenizers import Tokenizer
 from transformers import (
     AutoModelForCausalLM,
     AutoTokenizer,
@@ -73,24 +74,32 @@ def build_backbone(cfg: ModelConfig, vocab_size: int | None = None) -> Backbone:
 
 
 def load_tokenizer(
-    cfg: ModelConfig, tokenizer_file: str | Path | None = None
+    cfg: ModelConfig, tokenizer_file: str | Path | None = None, *, tokenizer_json: str | None = None
 ) -> PreTrainedTokenizerFast:
     """The word tokenizer of the backbone ``cfg`` describes.
 
-    tokenizer_file: the dataset's ``tokenizer/tokenizer.json``, used (and required) by ``tiny``.
-    A tokenizer without a pad token pads with its eos token.
+    The dataset's tokenizer (``tokenizer/tokenizer.json`` written by data_prep), used (and
+    required) by ``tiny``: its file, or its JSON text (``Manifest.tokenizer_json``, which also
+    reads it from a remote dataset). A tokenizer without a pad token pads with its eos token.
     """
     if cfg.source == ModelSource.tiny:
-        if tokenizer_file is None or not Path(tokenizer_file).is_file():
+        if tokenizer_json is not None:
+            where = "the dataset's tokenizer"
+            tok = PreTrainedTokenizerFast(
+                tokenizer_object=Tokenizer.from_str(tokenizer_json), **TINY_SPECIAL_TOKENS
+            )
+        elif tokenizer_file is not None and Path(tokenizer_file).is_file():
+            where = str(tokenizer_file)
+            tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **TINY_SPECIAL_TOKENS)
+        else:
             raise FileNotFoundError(
                 f"tiny backbone: tokenizer file {tokenizer_file} not found (expected the "
                 "dataset's tokenizer/tokenizer.json written by data_prep)"
             )
-        tok = PreTrainedTokenizerFast(tokenizer_file=str(tokenizer_file), **TINY_SPECIAL_TOKENS)
         vocab = tok.get_vocab()
         absent = [t for t in TINY_SPECIAL_TOKENS.values() if t not in vocab]
         if absent:
-            raise ValueError(f"{tokenizer_file} lacks the special tokens {absent}")
+            raise ValueError(f"{where} lacks the special tokens {absent}")
     else:
         tok = AutoTokenizer.from_pretrained(pretrained_dir(cfg))
     if tok.pad_token is None:

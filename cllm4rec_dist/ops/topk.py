@@ -19,6 +19,16 @@ of a ``torch.topk`` per tile:
   score), still a lower bound of the final K-th score.
 
 Everything below ``tau`` can never enter the top-K, so the result is exact, ties included.
+
+The filter tightens ``tau`` from block maxima only when a tile has at least K blocks; with
+fewer (K = 100, the evaluation's cut-off, against 4096 / 64 = 64 blocks) every early tile falls
+back to a ``torch.topk`` across the tile's strided item axis. In that case, when a user chunk's
+scores against every item fit in ``dense_elements`` values for at least ``DENSE_MIN_ROWS`` users
+at a time (an item shard of up to about 130k items), they are filled whole instead, a piece of
+that many values at a time in one reused [users, items] buffer: ``torch.topk`` along the
+contiguous item axis gives each user's K-th score, and every score reaching it (ties at the
+boundary included) goes through the same merge. Against a 50,000-item shard at K = 100 that
+took 0.4x the tiled kernel's time (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -35,6 +45,14 @@ _TIGHTEN_FRACTION = 4
 # fill(u0, u1, c0, c1, out): write the scores of users [u0, u1) x items [c0, c1) into ``out``,
 # an [items, users] tile.
 Fill = Callable[[int, int, int, int, Tensor], None]
+# fill_rows(u0, u1, out): write the scores of users [u0, u1) x every item into ``out``, a
+# [users, items] piece (the dense path).
+RowFill = Callable[[int, int, Tensor], None]
+# Scores per piece of the dense path (8 Mi fp32 = 32 MiB, glibc's largest dynamic mmap
+# threshold: a freed piece is reused, not mapped afresh), and the fewest users per piece for
+# which it is taken.
+DENSE_ELEMENTS = 2**23
+DENSE_MIN_ROWS = 64
 
 
 def _check_csr(offsets: Tensor, values: Tensor, rows: int, num_items: int, what: str) -> None:
@@ -74,6 +92,7 @@ def masked_topk(
     item_chunk: int = 4096,
     block: int = 64,
     threads: int | None = None,
+    dense_elements: int = DENSE_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
     """Exact top-k of ``queries @ items.T`` per row with CSR exclusions, tiled: memory is one
     [item_chunk, user_chunk] fp32 score block per thread plus the running top-k.
@@ -89,7 +108,8 @@ def masked_topk(
     intra-op thread count) with one intra-op thread each, restored afterwards: one independent
     stream of work per core instead of two fork/join regions per tile, which stalls whenever
     the cores are shared (see docs/distributed.md). Do not run torch in other Python threads
-    meanwhile: the intra-op thread count is process-wide.
+    meanwhile: the intra-op thread count is process-wide. ``dense_elements``: the dense path's
+    piece (module docstring; 0 = always tiled).
     """
     q, it = queries.float(), items.float()
 
@@ -99,9 +119,14 @@ def masked_topk(
         # over contiguous user rows.
         torch.mm(it[c0:c1], q[u0:u1].T, out=out)
 
+    def fill_rows(u0: int, u1: int, out: Tensor) -> None:
+        # [users, items]: torch.topk then runs along the contiguous item axis.
+        torch.mm(q[u0:u1], it.T, out=out)
+
     return _tiled_topk(
-        fill, queries.shape[0], items.shape[0], torch.float32, queries.device, k,
+        fill, fill_rows, queries.shape[0], items.shape[0], torch.float32, queries.device, k,
         exclude_offsets, exclude_items, index_offset, user_chunk, item_chunk, block, threads,
+        dense_elements,
     )  # fmt: skip
 
 
@@ -115,23 +140,29 @@ def masked_topk_scores(
     item_chunk: int = 4096,
     block: int = 64,
     threads: int | None = None,
+    dense_elements: int = DENSE_ELEMENTS,
 ) -> tuple[Tensor, Tensor]:
     """``masked_topk``'s contract over score rows given whole: ``scores`` [B, n] (fp32 or fp64,
     ranked in that precision; not modified) -> (scores [B, k] in that dtype, item indices [B, k]
-    int64), the same tiles, ties and padding."""
+    int64), the same tiles, dense path, ties and padding."""
     scores = scores.detach()
 
     def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
         out.copy_(scores[u0:u1, c0:c1].T)
 
+    def fill_rows(u0: int, u1: int, out: Tensor) -> None:
+        out.copy_(scores[u0:u1])
+
     return _tiled_topk(
-        fill, scores.shape[0], scores.shape[1], scores.dtype, scores.device, k,
+        fill, fill_rows, scores.shape[0], scores.shape[1], scores.dtype, scores.device, k,
         exclude_offsets, exclude_items, 0, user_chunk, item_chunk, block, threads,
+        dense_elements,
     )  # fmt: skip
 
 
 def _tiled_topk(
     fill: Fill,
+    fill_rows: RowFill,
     num_q: int,
     n: int,
     dtype: torch.dtype,
@@ -144,9 +175,11 @@ def _tiled_topk(
     item_chunk: int,
     block: int,
     threads: int | None,
+    dense_elements: int,
 ) -> tuple[Tensor, Tensor]:
     """The kernel behind both entries: user chunks (on threads, on CPU), each over item tiles
-    that ``fill`` writes."""
+    that ``fill`` writes, or, on the dense path, over pieces of whole rows that ``fill_rows``
+    writes."""
     _check_csr(exclude_offsets, exclude_items, num_q, n, "exclude")
     scores = torch.full((num_q, k), NEG_INF, dtype=dtype, device=device)
     index = torch.full((num_q, k), -1, dtype=torch.int64, device=device)
@@ -159,6 +192,8 @@ def _tiled_topk(
         threads = 1
     # At least one chunk per thread.
     user_chunk = max(1, min(user_chunk, -(-num_q // threads)))
+    piece = dense_elements // n
+    dense = k > max(1, item_chunk // block) and piece >= min(DENSE_MIN_ROWS, user_chunk)
 
     def run(u0: int) -> None:
         u1 = min(num_q, u0 + user_chunk)
@@ -166,10 +201,14 @@ def _tiled_topk(
         # This chunk's exclusions sorted by item, so every tile masks one contiguous slice.
         ex_items, order = torch.sort(exclude_items[a:b])
         ex_rows = rows_all[a:b][order] - u0
-        chunk_fill = lambda c0, c1, out: fill(u0, u1, c0, c1, out)  # noqa: E731
-        s, i = _chunk_topk(
-            chunk_fill, u1 - u0, n, dtype, device, k, ex_rows, ex_items, item_chunk, block
-        )
+        if dense:
+            rows_fill = lambda r0, r1, out: fill_rows(u0 + r0, u0 + r1, out)  # noqa: E731
+            s, i = _dense_topk(rows_fill, u1 - u0, n, dtype, device, k, ex_rows, ex_items, piece)
+        else:
+            chunk_fill = lambda c0, c1, out: fill(u0, u1, c0, c1, out)  # noqa: E731
+            s, i = _chunk_topk(
+                chunk_fill, u1 - u0, n, dtype, device, k, ex_rows, ex_items, item_chunk, block
+            )
         scores[u0:u1], index[u0:u1] = s, i
 
     starts = range(0, num_q, user_chunk)
@@ -220,6 +259,41 @@ def _chunk_topk(
         cand = _candidates(tile, k, tau, block)
         if cand is not None:
             _merge(k, *cand, c0, best_s, best_i, tau)
+    return best_s, best_i
+
+
+def _dense_topk(
+    fill_rows: Callable[[int, int, Tensor], None],
+    b: int,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    k: int,
+    ex_rows: Tensor,
+    ex_items: Tensor,
+    piece: int,
+) -> tuple[Tensor, Tensor]:
+    """``b`` users against all ``n`` items, ``piece`` users at a time, every score at once
+    (``fill_rows(r0, r1, out)``) -> (scores [b, k], item rows [b, k]). Candidates are the
+    scores reaching the user's K-th (torch.topk) in item order, so the merge's stable sort keeps
+    ties by lower item."""
+    best_s = torch.full((b, k), NEG_INF, dtype=dtype, device=device)
+    best_i = torch.full((b, k), -1, dtype=torch.int64, device=device)
+    tau = torch.full((b,), NEG_INF, dtype=dtype, device=device)  # written by the merge only
+    # One buffer for every piece: a fresh one per piece doubled the product's time (faults).
+    buffer = torch.empty((min(piece, b), n), dtype=dtype, device=device)
+    lowest = torch.finfo(dtype).min  # a K-th score of -inf (too few allowed) selects none
+    for r0 in range(0, b, piece):
+        r1 = min(b, r0 + piece)
+        scores = buffer[: r1 - r0]
+        fill_rows(r0, r1, scores)
+        mine = (ex_rows >= r0) & (ex_rows < r1)
+        scores[ex_rows[mine] - r0, ex_items[mine]] = NEG_INF
+        kth = torch.topk(scores, min(k, n), dim=1, sorted=False).values.amin(dim=1)
+        reach = scores >= kth.clamp(min=lowest).unsqueeze(1)
+        rows, cols = reach.nonzero().unbind(1)
+        if rows.numel():
+            _merge(k, rows, cols, scores[rows, cols], 0, best_s[r0:r1], best_i[r0:r1], tau[r0:r1])
     return best_s, best_i
 
 
@@ -289,4 +363,11 @@ def _merge(
     tau[touched] = top[:, k - 1]
 
 
-__all__ = ["NEG_INF", "csr_rows", "masked_topk", "masked_topk_scores", "sorted_topk"]
+__all__ = [
+    "DENSE_ELEMENTS",
+    "NEG_INF",
+    "csr_rows",
+    "masked_topk",
+    "masked_topk_scores",
+    "sorted_topk",
+]

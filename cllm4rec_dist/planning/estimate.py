@@ -105,10 +105,12 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
         items = manifest.num_items if items is None else items
         if mean is None and manifest.num_users:
             mean = manifest.counts.interactions.get("train", 0) / manifest.num_users
-        if need_vocab and manifest.tokenizer_path is not None:
+        if need_vocab and manifest.tokenizer is not None:
+            from tokenizers import Tokenizer
             from transformers import PreTrainedTokenizerFast
 
-            vocab = len(PreTrainedTokenizerFast(tokenizer_file=str(manifest.tokenizer_path)))
+            words = manifest.tokenizer_json()
+            vocab = len(PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(words)))
     mean = float(cfg.data.max_items if mean is None else mean)
     return int(users), int(items), vocab, mean
 
@@ -215,6 +217,7 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
                 run.head_items(ph.scored_rows),
                 hw,
                 run.zero_stage,
+                run.sampled,
             ),
             ph,
         )
@@ -258,9 +261,10 @@ def run_plan(cfg: PlanRoot) -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from cllm4rec_dist.cli.errors import reported
+    from cllm4rec_dist.data.location import RemoteReadError
     from cllm4rec_dist.data.manifest import ManifestError
 
-    with reported(ConfigError, ManifestError, FileNotFoundError):
+    with reported(ConfigError, ManifestError, FileNotFoundError, RemoteReadError):
         plan = make_plan(cfg, training_overrides(list(HydraConfig.get().overrides.task)))
     print(render_json(plan) if cfg.plan.format == OutputFormat.json else render_text(plan))
 

@@ -60,7 +60,6 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 
-from cllm4rec_dist.distributed.item_parallel import BLOCK_ELEMENTS as SAMPLED_BLOCK_ELEMENTS
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS as SCORER_CHUNK_ITEMS
 from cllm4rec_dist.distributed.table_checkpoint import EXPORT_BLOCK_ROWS
 from cllm4rec_dist.model.interfaces import INIT_DRAW_ROWS
@@ -304,26 +303,24 @@ def scorer_transient(
     chunk_items: int,
     sampled: bool = False,
 ) -> list[Term]:
-    """Item-parallel scorer: gathered hidden rows and a logits block with its exponential. The
-    full softmax walks its shard in blocks of every row x ``chunk_items`` items; a sampled one
-    walks the rows in blocks of at most ``SAMPLED_BLOCK_ELEMENTS`` logits against its share of
-    the ``num_items`` candidates."""
+    """Item-parallel scorer: gathered hidden rows and its logits. The full softmax walks its
+    shard in blocks of every row x ``chunk_items`` items, a block and its exponential at a time;
+    a sampled one keeps the exponentials of every row against its share of the ``num_items``
+    candidates from forward to backward (computed in place, in the scorer's reused buffer)."""
     if scored_rows == 0:
         return []
     rows = world_size * scored_rows
     cols = shard(num_items, world_size)
-    block_rows = rows
+    gathered = Term(
+        "scorer gathered hidden rows", FP32 * rows * hidden, f"{rows:,} rows from all ranks"
+    )
     if sampled:
-        block_rows = min(rows, max(1, SAMPLED_BLOCK_ELEMENTS // max(cols, 1)))
-    else:
-        cols = min(chunk_items, cols)
+        kept = Term("scorer kept exponentials", FP32 * rows * cols, f"[{rows:,}, {cols:,}] fp32")
+        return [gathered, kept]
+    cols = min(chunk_items, cols)
     return [
-        Term("scorer gathered hidden rows", FP32 * rows * hidden, f"{rows:,} rows from all ranks"),
-        Term(
-            "scorer logits block (x2)",
-            2 * FP32 * block_rows * cols,
-            f"[{block_rows:,}, {cols:,}] fp32",
-        ),
+        gathered,
+        Term("scorer logits block (x2)", 2 * FP32 * rows * cols, f"[{rows:,}, {cols:,}] fp32"),
     ]
 
 

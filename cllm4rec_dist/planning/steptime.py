@@ -10,12 +10,16 @@ scorer's logits and its collectives, each at a rate of the machine (``Hardware``
   gradients of its trainable share only (``2 + T / P``: 2.003x for SmolLM2's q/v adapters).
 - item head: every rank scores the ``W * rows`` gathered hidden rows against its ``ceil(I / W)``
   items (``I``: every item with the full softmax; the step's candidates with a sampled one,
-  ``memory.RunShape.head_items``). The item-parallel softmax (``distributed/item_parallel.py``)
-  makes four products of that size: the forward's logits, the backward's recomputed logits (they are not kept, to
-  bound memory), the hidden rows' gradient and the item shard's gradient: ``8 W rows ceil(I/W) h``.
-- item head element-wise: about six passes per logit (forward: shift, exp, row sum; backward:
-  shift, exp, scale by the upstream gradient). At a small width ``h`` these cost as much as the
-  products: a logit needs ``2 h`` FLOPs per product but each pass reads and writes it.
+  ``memory.RunShape.head_items``). The full item-parallel softmax
+  (``distributed/item_parallel.py``) makes four products of that size: the forward's logits,
+  the backward's recomputed logits (not kept, to bound memory), the hidden rows' gradient and
+  the item shard's gradient: ``8 W rows ceil(I/W) h``. The sampled head keeps its forward's
+  exponentials for the backward (a few hundred MB at most on CPU scales): three products.
+- item head element-wise: about six passes per logit for the full softmax (forward: shift,
+  exp, row sum; backward: shift, exp, scale by the upstream gradient), four for the sampled
+  one (the backward only scales what the forward kept). At a small width ``h`` these cost as
+  much as the products: a logit needs ``2 h`` FLOPs per product but each pass reads and
+  writes it.
 - table update: the item shard's gradient is dense (the head is tied to the table); the
   row-wise Adagrad step reads and writes it a few times (``4`` passes over ``ceil(I/W) h``).
 - collectives: the hidden rows gathered (forward) and the upstream gradient gathered and the
@@ -41,8 +45,9 @@ from dataclasses import dataclass
 from cllm4rec_dist.model.options import DTYPE_BYTES, Dtype
 from cllm4rec_dist.planning.memory import FP32, BackboneShape, Term, shard
 
-HEAD_PRODUCTS = 4  # forward logits, recomputed logits, grad hidden, grad item shard
-HEAD_ELEMENTWISE_PASSES = 6
+# (full softmax, sampled): forward logits, [recomputed logits,] grad hidden, grad item shard
+HEAD_PRODUCTS = {False: 4, True: 3}
+HEAD_ELEMENTWISE_PASSES = {False: 6, True: 4}
 TABLE_UPDATE_PASSES = 4
 LOOKUP_TABLE_COPIES = 2  # collaborative + content copy (the lambda_v regularizer reads both)
 
@@ -99,12 +104,15 @@ def step_time(
     num_items: int,
     hw: Hardware,
     zero_stage: int = 0,
+    sampled: bool = False,
 ) -> StepEstimate:
     """The modelled seconds of one step of ``phase`` on one rank (see the module docstring);
-    ``num_items``: the items the head scores each row against (all, or the candidates)."""
+    ``num_items``: the items the head scores each row against (all, or the candidates of a
+    ``sampled`` head)."""
     w, h = world_size, shape.hidden
     logits = w * phase.scored_rows * shard(num_items, w) if phase.scored_rows else 0.0
-    head_flops = HEAD_PRODUCTS * 2 * logits * h
+    products, passes = HEAD_PRODUCTS[sampled], HEAD_ELEMENTWISE_PASSES[sampled]
+    head_flops = products * 2 * logits * h
     comm = FP32 * (3 * (w - 1) * phase.scored_rows * h)
     comm += FP32 * 2 * LOOKUP_TABLE_COPIES * phase.tokens * h * (w - 1) / w
     if shape.trainable:
@@ -125,12 +133,12 @@ def step_time(
         Term(
             "item head matmuls",
             head_flops / hw.matmul_flops_per_s,
-            f"{HEAD_PRODUCTS} x [{w * phase.scored_rows:,.0f}, {h}] x [{h}, {shard(num_items, w):,}]",
+            f"{products} x [{w * phase.scored_rows:,.0f}, {h}] x [{h}, {shard(num_items, w):,}]",
         ),
         Term(
             "item head element-wise",
-            HEAD_ELEMENTWISE_PASSES * logits / hw.elementwise_per_s,
-            f"{HEAD_ELEMENTWISE_PASSES} passes over {logits:,.0f} logits",
+            passes * logits / hw.elementwise_per_s,
+            f"{passes} passes over {logits:,.0f} logits",
         ),
         Term(
             "item table update",

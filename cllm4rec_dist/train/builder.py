@@ -32,7 +32,7 @@ from cllm4rec_dist.export import load_export
 from cllm4rec_dist.model.cllm4rec import CLLM4Rec, IdTables, LossOutput
 from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone, document_start, load_tokenizer
-from cllm4rec_dist.model.options import TableInit, table_init
+from cllm4rec_dist.model.options import ModelSource, TableInit, table_init
 from cllm4rec_dist.model.prompts import PromptBuilder
 from cllm4rec_dist.model.sampling import (
     ItemSampler,
@@ -120,7 +120,10 @@ def build(cfg: TrainConfig) -> TrainingParts:
     """Tokenizer, backbone, tables, scorer, model, DeepSpeed engine and the table optimizer."""
     torch.manual_seed(cfg.run.seed)
     manifest = load_manifest(cfg.data.dir)
-    tokenizer = load_tokenizer(cfg.model, manifest.tokenizer_path)
+    # Only the tiny backbone uses the dataset's tokenizer (read through the manifest, which
+    # checks its digest and reads it from a remote dataset too).
+    words = manifest.tokenizer_json() if cfg.model.source == ModelSource.tiny else None
+    tokenizer = load_tokenizer(cfg.model, tokenizer_json=words)
     backbone = build_backbone(cfg.model, vocab_size=len(tokenizer))
     prompts = PromptBuilder(
         tokenizer,

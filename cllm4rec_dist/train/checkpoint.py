@@ -36,6 +36,7 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from cllm4rec_dist.config import CheckpointConfig
+from cllm4rec_dist.data import location
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.distributed.table_checkpoint import (
     TableCheckpointError,
@@ -451,7 +452,7 @@ def export_checkpoint(built: TrainingParts, cfg: TrainConfig, checkpoint: Path, 
                     hidden_size=backbone.hidden_size,
                     vocab_size=backbone.vocab_size,
                     model=OmegaConf.to_container(cfg.model, resolve=True),
-                    data_dir=str(Path(cfg.data.dir).resolve()),
+                    data_dir=location.normalize(cfg.data.dir),
                     dataset=manifest.fingerprint,
                     backbone_state=state is not None,
                     checkpoint=str(checkpoint.resolve()),

@@ -47,6 +47,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
     """Errors caused by the user's input (a file, a dataset, an export, a checkpoint): printed as
     one line naming the culprit, exit 2; ``CLLM4REC_DEBUG=1`` re-raises for the traceback."""
     from cllm4rec_dist.data.id_maps import IdFileError
+    from cllm4rec_dist.data.location import RemoteReadError
     from cllm4rec_dist.data.manifest import ManifestError
     from cllm4rec_dist.data.samples import ShardError
     from cllm4rec_dist.distributed.table_checkpoint import TableCheckpointError
@@ -59,6 +60,7 @@ def user_errors() -> tuple[type[BaseException], ...]:
         ConfigError,
         IdFileError,
         ManifestError,
+        RemoteReadError,
         ShardError,
         TableCheckpointError,
         CheckpointError,

@@ -9,8 +9,15 @@ from typing import Any
 from data_prep.pipeline.arrowio import write_bytes_atomic
 
 
-def summary_table(manifest: dict[str, Any], timings: dict[str, float], skipped: int) -> str:
-    """Human-readable summary of a finished run: sizes, shards, rejected counts, wall times."""
+def summary_table(
+    manifest: dict[str, Any],
+    timings: dict[str, float],
+    skipped: int,
+    cpu: dict[str, float] | None = None,
+) -> str:
+    """Human-readable summary of a finished run: sizes, shards, rejected counts, wall times
+    (and the CPU seconds of each phase's process tree, when given)."""
+    cpu = cpu or {}
     counts = manifest["counts"]
     rows: list[tuple[str, str]] = [
         ("users", f"{counts['users']:,}"),
@@ -30,7 +37,8 @@ def summary_table(manifest: dict[str, Any], timings: dict[str, float], skipped: 
     for reason, n in sorted(manifest["rejected"].items()):
         rows.append((f"rejected {reason}", f"{n:,}"))
     for phase, seconds in timings.items():
-        rows.append((f"time {phase}", f"{seconds:.1f} s"))
+        spent = f" (CPU {cpu[phase]:.1f} s)" if phase in cpu else ""
+        rows.append((f"time {phase}", f"{seconds:.1f} s{spent}"))
     width = max(len(name) for name, _ in rows)
     lines = [f"{name:<{width}}  {value}" for name, value in rows]
     rule = "-" * max(len(line) for line in lines)

@@ -26,12 +26,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import pyarrow as pa
 import pyarrow.compute as pc
 import ray
 from omegaconf import DictConfig, OmegaConf
 
 from cllm4rec_dist.cli.outputs import check_output_dir, claim_output_dir
+from cllm4rec_dist.data import location
 from cllm4rec_dist.data.cold import COLD_ITEM_TEXTS, COLD_USER_PAIRS, cold_ids
 from cllm4rec_dist.data.format import CORPORA, MANIFEST_NAME, SCHEMA_VERSION, SPLITS, sha256_file
 from cllm4rec_dist.data.id_maps import raw_ids_by_index
@@ -66,17 +68,32 @@ TOKENIZER = "tokenizer/tokenizer.json"
 
 
 class Timer:
-    """Wall time per named phase, in order."""
+    """Wall time and CPU time per named phase, in order. CPU seconds are those of this process
+    and every descendant alive at the phase's ends (Ray's GCS, raylet and workers, which live
+    for the whole session): wall x CPUs minus them is the capacity a phase leaves idle."""
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
 
     @contextmanager
     def phase(self, name: str) -> Iterator[None]:
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), tree_cpu_seconds()
         log.info("phase %s ...", name)
         yield
         self.seconds[name] = time.perf_counter() - start
+        self.cpu[name] = max(0.0, tree_cpu_seconds() - cpu)
+
+
+def tree_cpu_seconds() -> float:
+    """User + system CPU seconds of this process and its live descendants."""
+    me = psutil.Process()
+    total = 0.0
+    for proc in (me, *me.children(recursive=True)):
+        with contextlib.suppress(psutil.Error):
+            times = proc.cpu_times()
+            total += times.user + times.system
+    return total
 
 
 def _check_not_empty(
@@ -183,7 +200,8 @@ def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
     naming the file when the old dataset's id maps or tokenizer differ from its manifest."""
     if not cfg.id_maps_from:
         return None, None
-    old = Path(cfg.id_maps_from).expanduser().resolve()
+    # Growing reads the old id maps with Ray tasks and copies its tokenizer: local files.
+    old = location.local_dir(cfg.id_maps_from, "id_maps_from (growing a catalog)")
     if old == Path(cfg.output_dir).expanduser().resolve():
         raise ValueError(
             f"id_maps_from={cfg.id_maps_from} is output_dir: a grown dataset goes to a new output_dir"
@@ -194,7 +212,7 @@ def _grown_from(cfg: DictConfig) -> tuple[Path | None, dict[str, Any] | None]:
         raise ValueError(
             f"id_maps_from={cfg.id_maps_from}: not a prepared dataset: {err}"
         ) from None
-    if manifest.tokenizer_path is None or not manifest.tokenizer_path.exists():
+    if manifest.tokenizer is None or not (old / manifest.tokenizer).exists():
         raise ValueError(f"id_maps_from={cfg.id_maps_from}: the dataset has no tokenizer file")
     listed = read_manifest(old).get("files", {})
     for relative in _REUSED:
@@ -467,11 +485,12 @@ def run_prepare(cfg: DictConfig) -> dict[str, Any]:
     report.write_run_log(
         output / "run_log.json",
         timer.seconds,
-        {"shards_written": len(results) - skipped, "shards_reused": skipped,
+        {"cpu_s": {k: round(v, 3) for k, v in timer.cpu.items()},
+         "shards_written": len(results) - skipped, "shards_reused": skipped,
          "k_core_rounds": reduced.rounds, "num_cpus": cfg.ray.num_cpus},
     )  # fmt: skip
     if not cfg.keep_staging:
         shutil.rmtree(work, ignore_errors=True)
-    table = report.summary_table(manifest, timer.seconds, skipped)
+    table = report.summary_table(manifest, timer.seconds, skipped, timer.cpu)
     log.info("prepared %s\n%s", output, table)
     return manifest

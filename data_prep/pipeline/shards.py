@@ -31,7 +31,7 @@ from data_prep.pipeline.layout import ShardPlan
 from data_prep.pipeline.tarwrite import json_bytes, npy_bytes, tar_bytes
 
 # Bump when the bytes of a shard change for the same inputs (invalidates journals).
-SHARD_FORMAT = 1
+SHARD_FORMAT = 2  # 2: written by webdataset's TarWriter
 
 
 @dataclass

@@ -1,13 +1,14 @@
-"""Deterministic WebDataset tar bytes: fixed member metadata, members in the given order."""
+"""Deterministic WebDataset tar bytes (webdataset's TarWriter with fixed member metadata) and the
+member encodings our shards use."""
 
 from __future__ import annotations
 
 import io
 import json
-import tarfile
 from collections.abc import Iterable
 
 import numpy as np
+from webdataset.writer import TarWriter
 
 
 def npy_bytes(array: np.ndarray) -> bytes:
@@ -23,19 +24,13 @@ def json_bytes(value: object) -> bytes:
 
 
 def tar_bytes(samples: Iterable[tuple[str, list[tuple[str, bytes]]]]) -> bytes:
-    """A tar archive of samples: (key, [(extension, data), ...]) -> ``key.extension`` members.
+    """A tar archive of samples: (key, [(extension, data), ...]) -> ``key.extension`` members,
+    written by webdataset's TarWriter (USTAR; a sample's members in extension order).
 
     mtime, uid/gid, user/group names and mode are fixed, so equal samples give equal bytes.
     """
     buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+    with TarWriter(buf, user="", group="", mode=0o644, mtime=0, encoder=False) as sink:
         for key, members in samples:
-            for extension, data in members:
-                info = tarfile.TarInfo(f"{key}.{extension}")
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = ""
-                tar.addfile(info, io.BytesIO(data))
+            sink.write({"__key__": key, **dict(members)})
     return buf.getvalue()

@@ -17,7 +17,7 @@ def test_typed_view(dataset: Path) -> None:
     m = load_manifest(dataset)
     assert (m.num_users, m.num_items) == (NUM_USERS, NUM_ITEMS)
     assert m.prompts["collaborative"] == "<user> has interacted with"
-    assert m.tokenizer_path == dataset.resolve() / "tokenizer" / "tokenizer.json"
+    assert m.data_dir == str(dataset.resolve()) and m.tokenizer == "tokenizer/tokenizer.json"
     assert m.counts.interactions == {"train": 60, "val": 11, "test": 23}
     content = m.corpus("content")
     assert content.num_shards == NUM_SHARDS and content.rows == NUM_DOCUMENTS
@@ -65,7 +65,7 @@ def test_errors_name_file_and_key(dataset: Path, tmp_path: Path, edit, message: 
 
 def test_null_tokenizer_and_missing_manifest(dataset: Path, tmp_path: Path) -> None:
     d = edited(dataset, tmp_path / "d", lambda m: m.update(tokenizer=None))
-    assert load_manifest(d).tokenizer_path is None
+    assert load_manifest(d).tokenizer_json() is None
     with pytest.raises(ManifestError, match="not found"):
         load_manifest(tmp_path / "nowhere")
 

@@ -65,7 +65,7 @@ def test_grown_maps_keep_old_indices_and_append_new_ids(grown):
     assert m_new.grown_from.manifest_sha256 == m_old.sha256
     assert (m_new.grown_from.num_users, m_new.grown_from.num_items) == (30, m_old.num_items)
     assert m_new.num_users == 40 and "u005" in _id_map(new, "users")  # reserved, no rows
-    assert m_new.tokenizer_path.read_bytes() == m_old.tokenizer_path.read_bytes()
+    assert m_new.tokenizer_json() == m_old.tokenizer_json()
     rows = {r for corpus in ("recommendation",) for r in _users_in(new, corpus)}
     assert _id_map(new, "users")["u005"] not in rows and len(rows) == 39
 

@@ -101,9 +101,9 @@ def test_tar_bytes_are_deterministic_and_readable() -> None:
     assert data == tar_bytes(samples)
     with tarfile.open(fileobj=io.BytesIO(data)) as tar:
         members = tar.getmembers()
-        assert [m.name for m in members] == ["000000000.users.npy", "000000000.texts.json"]
+        assert [m.name for m in members] == ["000000000.texts.json", "000000000.users.npy"]
         assert {(m.mtime, m.uid, m.gid, m.uname, m.gname) for m in members} == {(0, 0, 0, "", "")}
-        loaded = np.load(io.BytesIO(tar.extractfile(members[0]).read()))
+        loaded = np.load(io.BytesIO(tar.extractfile(members[1]).read()))
     assert loaded.tolist() == [0, 1, 2]
 
 

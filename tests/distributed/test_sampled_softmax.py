@@ -137,3 +137,35 @@ def test_sampled_softmax_in_blocks_of_rows_matches_reference(monkeypatch):
         monkeypatch.setattr(item_parallel, "BLOCK_ELEMENTS", block)
         check_against_reference([_all_cases(0, 1)])
         check_against_reference(run_ranks_serialized(_all_cases, 2))
+
+
+def _together(rank: int, world_size: int) -> list[str]:
+    """Both losses taken before one backward (the second gets its own kept buffer), and a loss
+    under no_grad (keeps nothing), against the losses taken one at a time (run_case)."""
+    problems = []
+    for case in CASES:
+        apart = run_case(rank, world_size, case)
+        counts, data = make_data(case, world_size)
+        mine = data[rank]
+        table = PartitionedTable(case["num_items"], case["dim"], seed=case["seed"], std=1.0)
+        scorer = SampledSoftmaxScorer(ItemParallelScorer(table), sampler_for(case, counts))
+        h_ce, h_nll = (mine["hidden"].clone().requires_grad_() for _ in range(2))
+        ce = scorer.cross_entropy(h_ce, mine["targets"])
+        nll = scorer.multinomial_nll(h_nll, *mine["multi"])
+        ((ce * mine["coef"][0]).sum() + (nll * mine["coef"][1]).sum()).backward()
+        with torch.no_grad():
+            quiet = scorer.cross_entropy(mine["hidden"], mine["targets"])
+        checks = [
+            (ce, apart["ce"][0]), (nll, apart["nll"][0]), (quiet, apart["ce"][0]),
+            (h_ce.grad, apart["ce"][1]), (h_nll.grad, apart["nll"][1]),
+            (table.weight.grad.to_dense(), apart["ce"][3] + apart["nll"][3]),
+        ]  # fmt: skip
+        for i, (got, want) in enumerate(checks):
+            if got is not None and not torch.allclose(got.detach(), want, atol=1e-6):
+                problems.append(f"{case} check {i}")
+    return problems
+
+
+@pytest.mark.distributed
+def test_two_losses_before_one_backward_and_no_grad_match_one_at_a_time():
+    assert run_ranks_serialized(_together, 2) == [[], []]

@@ -1,5 +1,6 @@
-"""The one masked top-K (ops/topk.py), from factors and from score rows, == the full-matrix
-torch.sort reference (ops/reference.py): ties, k >= #allowed, tiling, fp64 rows."""
+"""The one masked top-K (ops/topk.py), from factors and from score rows, tiled and on its dense
+path, == the full-matrix torch.sort reference (ops/reference.py): ties, k >= #allowed, tiling,
+pieces, fp64 rows."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cllm4rec_dist.ops.reference import masked_topk_reference, topk_of_scores_reference
-from cllm4rec_dist.ops.topk import masked_topk, masked_topk_scores
+from cllm4rec_dist.ops.topk import DENSE_ELEMENTS, masked_topk, masked_topk_scores
 
 
 @st.composite
@@ -31,6 +32,8 @@ def topk_cases(draw):
         user_chunk=draw(st.integers(1, 4)),
         item_chunk=draw(st.sampled_from([block, 2 * block, 3 * block, 4 * block + 1])),
         block=block,
+        # 0: always tiled; 40: the dense path in pieces of a few users; default: whole chunks.
+        dense_elements=draw(st.sampled_from([0, 40, DENSE_ELEMENTS])),
     )
     return q, items, k, offsets, ex_items, draw(st.integers(0, 5)), chunks
 
@@ -59,20 +62,26 @@ def test_score_rows_match_reference_exactly(case, dtype):
     assert torch.equal(got[1], expected[1])
 
 
-def test_kernel_on_float_vectors_and_adversarial_order():
+@pytest.mark.parametrize("dense_elements", [0, DENSE_ELEMENTS])  # tiled; dense at K > blocks
+def test_kernel_on_float_vectors_and_adversarial_order(dense_elements):
     gen = torch.Generator().manual_seed(0)
     q, items = torch.randn(40, 16, generator=gen), torch.randn(3000, 16, generator=gen)
     offsets = torch.arange(41) * 5
     ex_items = torch.randint(0, 3000, (200,), generator=gen)
-    expected = masked_topk_reference(q, items, 20, offsets, ex_items)
-    got = masked_topk(q, items, 20, offsets, ex_items, user_chunk=16, item_chunk=256, block=32)
-    torch.testing.assert_close(got[0], expected[0])
-    assert torch.equal(got[1], expected[1])
+    opts = dict(user_chunk=16, item_chunk=256, block=32, dense_elements=dense_elements)
+    for k in (20, 100):
+        expected = masked_topk_reference(q, items, k, offsets, ex_items)
+        got = masked_topk(q, items, k, offsets, ex_items, **opts)
+        torch.testing.assert_close(got[0], expected[0])
+        assert torch.equal(got[1], expected[1])
     # Items in increasing score order for query 0: every tile improves the top-k (worst case).
     order = torch.argsort(items @ q[0])
     none = torch.zeros(41, dtype=torch.int64)
     expected = masked_topk_reference(q, items[order], 20, none, ex_items[:0])
-    got = masked_topk(q, items[order], 20, none, ex_items[:0], item_chunk=64, block=16)
+    got = masked_topk(
+        q, items[order], 20, none, ex_items[:0], item_chunk=64, block=16,
+        dense_elements=dense_elements,
+    )  # fmt: skip
     torch.testing.assert_close(got[0], expected[0])
     assert torch.equal(got[1], expected[1])
 

@@ -167,9 +167,10 @@ def test_a_large_catalog_plans_the_batch_and_softmax_the_trainer_uses():
     full_heads = {t.name: t.note for t in full.steps["collaborative"][0].terms}
     assert full_heads["item head matmuls"].endswith("[64, 50,000]")
     assert est.seconds < full.steps["collaborative"][0].seconds
-    # The sampled head's block: rows of 4 Mi logits against this shard's share of candidates.
+    # The sampled head keeps the exponentials of every gathered row (2 ranks x 128 users x 64
+    # items at most) against this shard's share of the candidates until its backward.
     block = {t.name: t.note for t in large.memory.transient["collaborative"]}
-    assert block["scorer logits block (x2)"] == "[1,024, 4,096] fp32"  # 8,192 candidates / 2
+    assert block["scorer kept exponentials"] == "[16,384, 4,096] fp32"  # 8,192 candidates / 2
     assert "softmax   popularity, 8,192 candidates per step" in render_text(large)
     table = {t.name: t.note for t in large.memory.transient["collaborative"]}
     assert table["item table gradient + update temporaries"].startswith("sparse")

@@ -29,6 +29,10 @@ def test_item_head_terms_by_hand():
     assert t["collectives"] == pytest.approx(comm / 1e9)
     assert t["backbone matmuls"] == pytest.approx(backbone_flops(FROZEN, 300, 40) / 1e9)
     assert t["fixed cost per step"] == 0.5
+    # The sampled head keeps its forward's exponentials: no recomputed logits, no second exp.
+    s = _terms(step_time(phase, FROZEN, "fp32", 2, 1000, HW, sampled=True))
+    assert s["item head matmuls"] == pytest.approx(3 * 2 * 200 * 500 * 64 / 1e9)
+    assert s["item head element-wise"] == pytest.approx(4 * 200 * 500 / 1e8)
 
 
 def test_backbone_flops_frozen_vs_trained():

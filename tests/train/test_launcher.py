@@ -14,6 +14,8 @@ import pytest
 import torch
 from helpers import TINY, launch
 
+from bench.harness import serve_directory
+
 REPO = Path(__file__).resolve().parents[2]
 
 pytestmark = pytest.mark.distributed
@@ -60,22 +62,34 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
         torch.testing.assert_close(run_state[key], value, rtol=1e-6, atol=1e-7)
 
 
+PRETRAIN = ["stage.epochs=1", "stage.content_warmup_epochs=0", "stage.max_steps_per_phase=2"]
+
+
 @pytest.fixture(scope="module")
 def pretrained(tiny_dataset, tmp_path_factory) -> Path:
     """Export of a short 2-rank pretraining run (shared by the finetune and predict tests)."""
     run_dir = tmp_path_factory.mktemp("pretrained") / "pre"
-    pre = launch(
-        "pretrain",
-        [
-            f"data.dir={tiny_dataset}",
-            f"run.dir={run_dir}",
-            "stage.epochs=1",
-            "stage.content_warmup_epochs=0",
-            "stage.max_steps_per_phase=2",
-        ],
-    )
+    pre = launch("pretrain", [f"data.dir={tiny_dataset}", f"run.dir={run_dir}", *PRETRAIN])
     assert pre.returncode == 0, pre.stdout[-3000:] + pre.stderr[-3000:]
     return run_dir / "export"
+
+
+@pytest.fixture(scope="module")
+def served(tiny_dataset):
+    """The tiny dataset at an http:// URL (python -m http.server on 127.0.0.1)."""
+    with serve_directory(tiny_dataset) as url:
+        yield url
+
+
+def test_pretraining_from_a_url_equals_the_local_directory(served, pretrained, tmp_path):
+    """Shards, manifest and tokenizer streamed over HTTP: the same export, bit for bit."""
+    run = launch("pretrain", [f"data.dir={served}", f"run.dir={tmp_path / 'pre'}", *PRETRAIN])
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    want, got = exported_tables(pretrained.parent), exported_tables(tmp_path / "pre")
+    for name in want:
+        np.testing.assert_array_equal(got[name], want[name], err_msg=name)
+    meta = json.loads((tmp_path / "pre" / "export" / "meta.json").read_text())
+    assert meta["data_dir"] == served
 
 
 def test_pretrain_then_finetune_from_export(tiny_dataset, pretrained, tmp_path):
@@ -138,12 +152,14 @@ def _read_predictions(out_dir: Path) -> dict[str, tuple[list[str], list[float]]]
     return rows
 
 
-def test_predict_two_ranks_equals_one(tiny_dataset, pretrained, tmp_path):
+def test_predict_two_ranks_equals_one(tiny_dataset, served, pretrained, tmp_path):
+    """2 ranks reading the dataset from its URL (id maps included) give what 1 rank reading the
+    directory gives."""
     export = pretrained
     two = launch(
         "predict",
         [
-            f"data.dir={tiny_dataset}",
+            f"data.dir={served}",
             f"run.dir={tmp_path / 'p2'}",
             f"stage.init_from={export}",
             "predict.k=7",

@@ -17,7 +17,7 @@ from tests.helpers import compose_train
 def _parts(data_dir):
     cfg = compose_train("pretrain", [f"data.dir={data_dir}"])
     manifest = load_manifest(str(data_dir))
-    tokenizer = load_tokenizer(cfg.model, manifest.tokenizer_path)
+    tokenizer = load_tokenizer(cfg.model, tokenizer_json=manifest.tokenizer_json())
     prompts = PromptBuilder(
         tokenizer,
         prompt_builder_templates(manifest.prompts),
