@@ -171,7 +171,7 @@ def serve(export: Path, port: int, args: argparse.Namespace) -> subprocess.Popen
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
     )
-    deadline = time.time() + 300
+    deadline = time.time() + 900  # a busy machine: minutes
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"serve.py exited {proc.returncode}: {proc.stdout.read()[-3000:]!r}")
@@ -184,7 +184,7 @@ def serve(export: Path, port: int, args: argparse.Namespace) -> subprocess.Popen
             pass
         time.sleep(1)
     proc.terminate()
-    raise RuntimeError("serve.py did not answer /healthz within 300 s")
+    raise RuntimeError("serve.py did not answer /healthz within 900 s")
 
 
 def stop(proc: subprocess.Popen) -> None:
