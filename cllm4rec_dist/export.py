@@ -121,6 +121,7 @@ class ExportMeta:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], path: Path) -> ExportMeta:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        raw = {"format_version": 1, **raw}  # written before the field existed: format 1
         meta = cls(
             **{k: v for k, v in raw.items() if k in names},
             extra={k: v for k, v in raw.items() if k not in names},
@@ -451,7 +452,9 @@ class ExportWriter:
     def write_assets(
         self, assets: ServingAssets, meta: ExportMeta, metrics: Mapping[str, Any] | None = None
     ) -> None:
-        """The serving files (``ServingAssets``) and the model card (README.md) of ``meta``."""
+        """The serving files (``ServingAssets``) and the model card (README.md) of ``meta``,
+        which now describes a format-2 export (a format-1 base's ``state.pt`` still reads)."""
+        meta.format_version = FORMAT_VERSION
         d = self.directory
         assets.tokenizer.save_pretrained(d / TOKENIZER)
         (d / ID_MAPS).mkdir(exist_ok=True)

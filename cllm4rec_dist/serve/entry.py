@@ -25,6 +25,8 @@ APP = "cllm4rec"
 def check(cfg: ServeConfig) -> None:
     """UserError naming the key or file before Ray starts: the export must load its serving
     files, and the sizes be positive."""
+    if OmegaConf.is_missing(cfg, "init_from"):
+        raise UserError("invalid config `init_from`: serve needs an export (init_from=<run>/best)")
     s = cfg.serve
     for key in ("port", "replicas", "max_batch_size", "max_body_bytes", "max_queries", "max_k"):
         if getattr(s, key) < (0 if key == "port" else 1):

@@ -6,8 +6,12 @@ from __future__ import annotations
 import json
 
 import pytest
+from omegaconf import OmegaConf
 
-from cllm4rec_dist.serve.config import ServeOptions
+from cllm4rec_dist.cli.errors import UserError
+from cllm4rec_dist.export import ExportError
+from cllm4rec_dist.serve.config import ServeConfig, ServeOptions
+from cllm4rec_dist.serve.entry import check
 from cllm4rec_dist.serve.requests import HttpError, Query, parse, response
 
 OPTS = ServeOptions(max_body_bytes=200, max_queries=3, max_k=50)
@@ -61,3 +65,19 @@ def test_response_names_each_query():
         "scores": [0.25],
     }
     assert response(Query("histories", (("x",), ("y",)), 1), results)["results"][0]["history"] == 0
+
+
+def test_the_command_checks_its_config_before_ray_starts(tmp_path):
+    cfg = OmegaConf.structured(ServeConfig)
+    with pytest.raises(UserError, match="`init_from`"):
+        check(cfg)
+    cfg.init_from = str(tmp_path / "nowhere")
+    with pytest.raises(UserError, match="not an export directory"):
+        check(cfg)
+    (tmp_path / "meta.json").write_text(json.dumps({"num_users": 1, "num_items": 1}))
+    cfg.init_from = str(tmp_path)
+    with pytest.raises(ExportError, match="format_version 1 has no serving files"):
+        check(cfg)
+    cfg.serve.replicas = 0
+    with pytest.raises(UserError, match="serve.replicas"):
+        check(cfg)
