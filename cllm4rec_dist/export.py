@@ -1,30 +1,37 @@
 """The export: the directory a trained model leaves behind, and the one module that writes,
 reads and validates it. A later stage (``stage.init_from``), ``predict``, the inference of new
-rows and, later, a serving API load it.
+rows and the serving API (``cllm4rec_dist/api``) load it.
 
 ``<export>/``::
 
     meta.json            ExportMeta: format version, sizes, backbone config, source dataset and
                          its fingerprint, what was inferred into it
     tables/<name>.safetensors   one tensor ``weight`` [rows, dim] fp32 per ID table
-    backbone/state.pt    the Backbone module's state dict (all modes; ZeRO-3 consolidated), when
-                         ``backbone_state``
+    backbone/state.safetensors  the Backbone module's state dict (all modes; ZeRO-3
+                         consolidated), when ``backbone_state`` (format 1: ``state.pt``)
     backbone/hf/         a Hugging Face directory (full model, or the PEFT adapter for LoRA),
                          when the backbone is not partitioned by ZeRO-3
+    tokenizer/           the word tokenizer (Hugging Face files: tokenizer.json, its config)
+    id_maps/{users,items}.parquet   column ``raw_id`` (string), row i = index i
+    serving.json         the prompt templates, the document start token, max_items
+    seen.safetensors     per user (CSR over the user index): ``history`` = the train items in
+                         stored order (the recommendation prompt's input), ``val`` = the
+                         validation items; ``unranked`` = items that have no trained row
+    README.md            the model card: dataset fingerprint, metrics, how to load
+
+The files from ``tokenizer/`` down (format 2, ``ServingAssets``) are what scoring needs besides
+the weights, so an export copied alone loads with ``Recommender.from_pretrained`` and no
+dataset directory.
 
 An export is written into a temporary sibling and renamed into place whole (``ExportWriter``,
 through ``cli/outputs.py``: marked as the writing command's, and it only ever replaces that
 command's own earlier output), so a reader never sees half of one. ``meta.json["dataset"]`` is the fingerprint of the dataset the
 model was trained on (``Manifest.fingerprint``): ``load_export`` refuses an export whose counts
 do not match the tables it fills, or whose fingerprint is not the current dataset's, unless
-``allow_other_dataset`` (then only the counts must match). Nothing here unpickles: tables are
-safetensors, the backbone state loads with ``weights_only=True``; a truncated or corrupt file is
-an ``ExportFileError`` naming it.
-
-What a self-contained export for serving would add (its tokenizer, id maps, prompt templates,
-seen items, a model card) are further files beside these, written through ``ExportWriter``
-(``directory``) and named in ``ExportMeta.extra``; ``format_version`` says which layout a
-directory has.
+``allow_other_dataset`` (then only the counts must match). Nothing here unpickles or runs code
+from the directory: tables, seen items and the backbone are safetensors, the rest JSON and
+Parquet, the tokenizer a plain ``PreTrainedTokenizerFast``; a format-1 ``state.pt`` loads with
+``weights_only=True``. A truncated, corrupt or foreign file is an ``ExportFileError`` naming it.
 """
 
 from __future__ import annotations
@@ -39,6 +46,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -52,12 +62,22 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1  # meta.json without the field: written before it existed, the same layout
+# 1: tables, backbone/state.pt, meta.json (meta.json without the field: the same layout).
+# 2: backbone/state.safetensors and the serving files (ServingAssets).
+FORMAT_VERSION = 2
+SERVING_FORMAT = 2  # the first version with the serving files
 META = "meta.json"
 TABLES = "tables"
 TABLE_KEY = "weight"
-BACKBONE_STATE = "backbone/state.pt"
+BACKBONE_STATE = "backbone/state.safetensors"
+BACKBONE_STATE_V1 = "backbone/state.pt"
 BACKBONE_HF = "backbone/hf"
+TOKENIZER = "tokenizer"
+ID_MAPS = "id_maps"
+SERVING = "serving.json"
+SEEN = "seen.safetensors"
+SEEN_KEYS = ("history_offsets", "history_items", "val_offsets", "val_items", "unranked")
+CARD = "README.md"
 
 
 class ExportError(ValueError):
@@ -101,6 +121,7 @@ class ExportMeta:
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any], path: Path) -> ExportMeta:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        raw = {"format_version": 1, **raw}  # written before the field existed: format 1
         meta = cls(
             **{k: v for k, v in raw.items() if k in names},
             extra={k: v for k, v in raw.items() if k not in names},
@@ -177,17 +198,169 @@ def read_backbone_state(
 ) -> dict[str, Tensor] | None:
     """The exported Backbone state dict (tensors only), or None when the export has none;
     ExportFileError naming the file when it is truncated, corrupt or refused."""
-    path = Path(export_dir) / BACKBONE_STATE
     meta = read_meta(export_dir) if meta is None else meta
-    if not meta.backbone_state or not path.exists():
+    path, old = Path(export_dir) / BACKBONE_STATE, Path(export_dir) / BACKBONE_STATE_V1
+    if not meta.backbone_state or not (path.exists() or old.exists()):
         return None
+    if path.exists():
+        with _opened(path) as f:
+            return {key: f.get_tensor(key) for key in f.keys()}  # noqa: SIM118 (no __iter__)
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        return torch.load(old, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated zip, refused pickle, ...: torch raises several types
         first = str(err).splitlines()[0] if str(err) else ""
         raise ExportFileError(
-            f"{path}: truncated, corrupt or refused backbone state ({type(err).__name__}: {first})"
+            f"{old}: truncated, corrupt or refused backbone state ({type(err).__name__}: {first})"
         ) from None
+
+
+# --- the serving files (format 2) ------------------------------------------------------------
+@dataclass
+class ServingAssets:
+    """What scoring needs besides the weights: ``PromptBuilder``'s inputs, the raw ids, and per
+    user the items of the recommendation prompt and those masked (as ``predict`` masks them:
+    history + val, and ``unranked``)."""
+
+    tokenizer: Any  # transformers.PreTrainedTokenizerFast
+    templates: dict[str, str]  # PromptBuilder templates ({user} / {item} slots)
+    bos_id: int | None
+    max_items: int  # the recommendation prompt's item budget (Collator.max_items)
+    user_ids: pa.Array  # raw ids, element i = index i
+    item_ids: pa.Array
+    history: tuple[Tensor, Tensor]  # CSR (offsets [U+1], items) of train items, stored order
+    val: tuple[Tensor, Tensor]  # CSR of validation items
+    unranked: Tensor  # [n] item indices never recommended (no trained row)
+
+
+def _csr(lists: list[np.ndarray]) -> tuple[Tensor, Tensor]:
+    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
+    offsets[1:] = np.cumsum([len(x) for x in lists])
+    flat = np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64)
+    return torch.from_numpy(offsets), torch.from_numpy(flat)
+
+
+def dataset_assets(
+    manifest: Manifest, tokenizer: Any, bos_id: int | None, max_items: int, items_inferred: bool
+) -> ServingAssets:
+    """The serving files of a prepared dataset (one pass over its recommendation corpus; the
+    cold users' histories from ``cold/users``, as ``predict.users=cold`` reads them). Cold items
+    are ``unranked`` unless their rows were inferred (``items_inferred``). Cached per dataset:
+    every validation gain exports ``best/``."""
+    key = (str(manifest.data_dir), manifest.sha256, max_items, items_inferred)
+    if key not in _ASSETS:
+        from cllm4rec_dist.data.cold import cold_user_rows, dataset_cold_mask
+        from cllm4rec_dist.data.format import prompt_builder_templates
+        from cllm4rec_dist.data.id_maps import raw_ids_by_index
+        from cllm4rec_dist.data.shards import iter_rows
+
+        empty = np.zeros(0, np.int64)
+        history, val = [empty] * manifest.num_users, [empty] * manifest.num_users
+        rows = iter_rows(manifest.data_dir, "recommendation", shuffle=False)
+        for row in [*rows, *cold_user_rows(manifest.data_dir)]:
+            user = int(row["user"])
+            history[user], val[user] = np.asarray(row["train"]), np.asarray(row["val"])
+        cold = np.flatnonzero(dataset_cold_mask(manifest, "items"))
+        _ASSETS.clear()  # one dataset per process
+        _ASSETS[key] = ServingAssets(
+            tokenizer, prompt_builder_templates(manifest.prompts), bos_id, max_items,
+            raw_ids_by_index(manifest.data_dir, "users"), raw_ids_by_index(manifest.data_dir, "items"),
+            _csr(history), _csr(val), torch.from_numpy(empty if items_inferred else cold),
+        )  # fmt: skip
+    return _ASSETS[key]
+
+
+_ASSETS: dict[tuple, ServingAssets] = {}
+
+
+def model_card(meta: ExportMeta, metrics: Mapping[str, Any] | None) -> str:
+    """README.md of an export: what it was trained on, how well it did, how to load it."""
+    fingerprint = meta.dataset or {}
+    lines = [
+        "# CLLM4Rec model (cllm4rec_dist export)",
+        "",
+        f"- format version: {FORMAT_VERSION}",
+        f"- users: {meta.num_users}, items: {meta.num_items}, hidden size: {meta.hidden_size}",
+        f"- backbone: {meta.model.get('source')} ({meta.model.get('mode')})",
+        f"- dataset: {meta.data_dir} (manifest sha256 {fingerprint.get('manifest_sha256')}, "
+        f"schema {fingerprint.get('schema_version')})",
+    ]
+    if meta.inferred:
+        lines.append(f"- inferred rows: {json.dumps(meta.inferred)}")
+    if metrics:
+        lines += ["", "## Metrics", "", "| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v:.4f} |" for k, v in metrics.items() if isinstance(v, int | float)]
+    lines += [
+        "", "## Use", "", "```python", "from cllm4rec_dist import Recommender", "",
+        'rec = Recommender.from_pretrained("<this directory>")',
+        'items, scores = rec.recommend(users=["<raw user id>"], k=20)[0]', "```", "",
+        "Serve it over HTTP: `python launchers/serve.py init_from=<this directory>`.",
+        "Loading runs no code from these files (safetensors, JSON, Parquet).", "",
+    ]  # fmt: skip
+    return "\n".join(lines)
+
+
+def _check_csr(path: Path, offsets: Tensor, values: Tensor, rows: int, bound: int, what: str):
+    ok = offsets.shape == (rows + 1,) and int(offsets[0]) == 0 and int(offsets[-1]) == len(values)
+    ok = ok and bool((offsets[1:] >= offsets[:-1]).all())
+    if not ok or (len(values) and (int(values.min()) < 0 or int(values.max()) >= bound)):
+        raise ExportFileError(f"{path}: `{what}` is not a CSR of {rows} rows over [0, {bound})")
+
+
+def read_assets(export_dir: str | Path, meta: ExportMeta | None = None) -> ServingAssets:
+    """The serving files of ``export_dir``, checked against its meta.json (ExportError naming
+    the file when one is missing, truncated or foreign; an export older than format 2 has none)."""
+    from transformers import PreTrainedTokenizerFast
+
+    d = Path(export_dir)
+    meta = read_meta(d) if meta is None else meta
+    if meta.format_version < SERVING_FORMAT:
+        raise ExportError(
+            f"{d / META}: format_version {meta.format_version} has no serving files (tokenizer, "
+            "id maps, seen items); export it again with this version (training or infer)"
+        )
+    users, items = int(meta.num_users or 0), int(meta.num_items or 0)
+    if not (d / TOKENIZER / "tokenizer.json").is_file():
+        raise ExportError(f"{d / TOKENIZER / 'tokenizer.json'} not found")
+    try:  # a plain fast tokenizer from its JSON files: no class named in them is imported
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(d / TOKENIZER))
+    except Exception as err:  # tokenizers raises its own Exception types on a bad file
+        raise ExportFileError(f"{d / TOKENIZER}: unreadable tokenizer ({err})") from None
+    ids = {}
+    for kind, n in (("users", users), ("items", items)):
+        path = d / ID_MAPS / f"{kind}.parquet"
+        try:
+            column = pq.read_table(path, columns=["raw_id"]).column("raw_id").combine_chunks()
+        except (OSError, pa.ArrowException, KeyError) as err:
+            raise ExportFileError(f"{path}: not an id map of this export ({err})") from None
+        if len(column) != n:
+            raise ExportFileError(f"{path}: {len(column)} ids, meta.json says {n} {kind}")
+        ids[kind] = column
+    path = d / SERVING
+    try:
+        serving = json.loads(path.read_text())
+        templates, bos_id, max_items = (
+            dict(serving["templates"]),
+            serving["bos_id"],
+            int(serving["max_items"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ExportFileError(f"{path}: not this export's serving settings ({err!r})") from None
+    path = d / SEEN
+    with _opened(path) as f:
+        try:
+            seen = {k: f.get_tensor(k) for k in SEEN_KEYS}
+        except Exception as err:  # a key this layout lacks
+            raise ExportFileError(f"{path}: not this export's seen items ({err})") from None
+    for what in ("history", "val"):
+        _check_csr(path, seen[f"{what}_offsets"], seen[f"{what}_items"], users, items, what)
+    _check_csr(
+        path, torch.tensor([0, len(seen["unranked"])]), seen["unranked"], 1, items, "unranked"
+    )
+    return ServingAssets(
+        tokenizer, templates, bos_id, max_items, ids["users"], ids["items"],
+        (seen["history_offsets"], seen["history_items"]), (seen["val_offsets"], seen["val_items"]),
+        seen["unranked"],
+    )  # fmt: skip
 
 
 # --- writing ---------------------------------------------------------------------------------
@@ -211,8 +384,13 @@ class ExportWriter:
         self.out_dir, self.command, self.legacy = Path(out_dir), command, legacy
         self.directory = begin_staged(self.out_dir, command, legacy)
         if base is not None:
-            ignore = shutil.ignore_patterns("*.safetensors", MARKER)
-            shutil.copytree(base, self.directory, ignore=ignore, dirs_exist_ok=True)
+            root = Path(base)
+
+            # Only the tables at the top (and the writer's marker) are left to the new export.
+            def ignore(folder: str, names: list[str]) -> list[str]:
+                return [n for n in names if Path(folder) == root and n in (TABLES, MARKER)]
+
+            shutil.copytree(root, self.directory, ignore=ignore, dirs_exist_ok=True)
         (self.directory / TABLES).mkdir(exist_ok=True)
 
     def __enter__(self) -> ExportWriter:
@@ -256,7 +434,9 @@ class ExportWriter:
         one), its Hugging Face directory."""
         path = self.directory / BACKBONE_STATE
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(state, path)
+        (self.directory / BACKBONE_STATE_V1).unlink(missing_ok=True)  # a format-1 base's
+        # Cloned: safetensors refuses tensors that share memory (tied embeddings).
+        save_file({k: v.detach().cpu().clone().contiguous() for k, v in state.items()}, str(path))
         if hf_model is not None:
             # Without transformers' "Writing model shards" bar: every validation gain exports.
             from transformers.utils import logging as hf_logging
@@ -268,6 +448,32 @@ class ExportWriter:
             finally:
                 if shown:
                     hf_logging.enable_progress_bar()
+
+    def write_assets(
+        self, assets: ServingAssets, meta: ExportMeta, metrics: Mapping[str, Any] | None = None
+    ) -> None:
+        """The serving files (``ServingAssets``) and the model card (README.md) of ``meta``,
+        which now describes a format-2 export (a format-1 base's ``state.pt`` still reads)."""
+        meta.format_version = FORMAT_VERSION
+        d = self.directory
+        assets.tokenizer.save_pretrained(d / TOKENIZER)
+        (d / ID_MAPS).mkdir(exist_ok=True)
+        for kind, ids in (("users", assets.user_ids), ("items", assets.item_ids)):
+            pq.write_table(
+                pa.table({"raw_id": ids.cast(pa.string())}), d / ID_MAPS / f"{kind}.parquet"
+            )
+        serving = {
+            "templates": assets.templates,
+            "bos_id": assets.bos_id,
+            "max_items": assets.max_items,
+        }
+        (d / SERVING).write_text(json.dumps(serving, indent=2))
+        tensors = {
+            "history_offsets": assets.history[0], "history_items": assets.history[1],
+            "val_offsets": assets.val[0], "val_items": assets.val[1], "unranked": assets.unranked,
+        }  # fmt: skip
+        save_file({k: v.to(torch.int64).contiguous() for k, v in tensors.items()}, str(d / SEEN))
+        (d / CARD).write_text(model_card(meta, metrics))
 
     def commit(self, meta: ExportMeta) -> Path:
         """Write meta.json last and move the export into place (the command's earlier one is
@@ -411,6 +617,10 @@ __all__ = [
     "ExportMeta",
     "ExportMismatchError",
     "ExportWriter",
+    "ServingAssets",
+    "dataset_assets",
+    "model_card",
+    "read_assets",
     "check_export_dataset",
     "is_training_export",
     "load_export",

@@ -9,6 +9,7 @@ from omegaconf import OmegaConf
 
 from cllm4rec_dist.baselines.config import register_baseline
 from cllm4rec_dist.config import ConfigError, register, validate
+from cllm4rec_dist.serve.config import ServeConfig, register_serve
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 TRAIN_ROOTS = ("pretrain", "finetune", "evaluate", "predict", "infer")
@@ -16,6 +17,7 @@ GROUPS = ("model", "data", "deepspeed", "stage", "experiment")
 
 register()
 register_baseline()
+register_serve()
 
 
 def _compose(name: str, overrides: list[str], config_dir: Path = CONFIGS):
@@ -53,6 +55,13 @@ def test_every_group_option_composes(group, option, monkeypatch):
 def test_baseline_root_composes():
     cfg = _compose("baseline", ["data_dir=/tmp/x"])
     assert cfg.method == "popularity"
+
+
+def test_serve_root_composes():
+    cfg = _compose("serve", ["init_from=/tmp/x", "serve.replicas=2", "ray.address=auto"])
+    typed = OmegaConf.to_object(cfg)
+    assert isinstance(typed, ServeConfig) and typed.serve.host == "127.0.0.1"
+    assert (typed.serve.replicas, typed.ray.address) == (2, "auto")
 
 
 def test_data_prep_configs_compose():

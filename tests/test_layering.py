@@ -1,7 +1,9 @@
 """Imports point down the layering: cli <- ops, optim <- model <- distributed/data <- eval,
 export.py <- config.py <- train <- infer <- launchers (cli, what every command shares with the
 terminal, sits below everything; export.py reads and writes exports). config.py imports the
-kinds it types its keys with from the layers below it, never from train/ or infer/."""
+kinds it types its keys with from the layers below it, never from train/ or infer/. The public
+API (api/) sits above model/, data/ and export.py and below the server (serve/) and the
+launchers; neither imports train/, infer/ or eval/, and nothing below imports them."""
 
 from __future__ import annotations
 
@@ -27,16 +29,43 @@ FORBIDDEN = {
         "baselines",
         "planning",
         "config",
+        "api",
+        "serve",
     ),  # fmt: skip
-    "ops": ("infer", "train", "eval", "data", "distributed", "model", "optim", "config"),
-    "optim": ("infer", "train", "eval", "data", "distributed", "model", "ops", "config"),
-    "model": ("infer", "train", "eval", "data", "distributed"),
-    "distributed": ("infer", "train", "eval", "data"),
-    "data": ("infer", "train", "eval"),
-    "eval": ("infer", "train"),
-    "export.py": ("infer", "train", "eval", "config"),
-    "config.py": ("infer", "train"),
-    "train": ("infer",),
+    "ops": (
+        "infer",
+        "train",
+        "eval",
+        "data",
+        "distributed",
+        "model",
+        "optim",
+        "config",
+        "api",
+        "serve",
+    ),
+    "optim": (
+        "infer",
+        "train",
+        "eval",
+        "data",
+        "distributed",
+        "model",
+        "ops",
+        "config",
+        "api",
+        "serve",
+    ),
+    "model": ("infer", "train", "eval", "data", "distributed", "api", "serve"),
+    "distributed": ("infer", "train", "eval", "data", "api", "serve"),
+    "data": ("infer", "train", "eval", "api", "serve"),
+    "eval": ("infer", "train", "api", "serve"),
+    "export.py": ("infer", "train", "eval", "config", "api", "serve"),
+    "config.py": ("infer", "train", "api", "serve"),
+    "train": ("infer", "api", "serve"),
+    "infer": ("api", "serve"),
+    "api": ("train", "infer", "eval", "serve"),
+    "serve": ("train", "infer", "eval"),
 }
 
 

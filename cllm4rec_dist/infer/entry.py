@@ -31,7 +31,7 @@ from cllm4rec_dist.data.cold import (
 )
 from cllm4rec_dist.data.id_maps import IdFileError, indices_of, read_id_file
 from cllm4rec_dist.distributed import env
-from cllm4rec_dist.export import META, ExportWriter, read_meta
+from cllm4rec_dist.export import META, ExportWriter, dataset_assets, read_meta
 from cllm4rec_dist.infer.cold_items import (
     ITEM_DESCRIPTION,
     infer_content_rows,
@@ -108,6 +108,14 @@ def export_inferred(built: TrainingParts, cfg: TrainConfig, record: dict[str, An
         meta.data_dir = location.normalize(cfg.data.dir)
         meta.dataset = manifest.fingerprint
         meta.inferred.append({**record, "from": str(src)})
+        # The serving files of this dataset (a grown catalog's ids, the new users' histories);
+        # cold items become ranked once any export on the way inferred their rows.
+        prompts = built.collator.builder
+        items_inferred = any(r.get("kind") == "items" for r in meta.inferred)
+        assets = dataset_assets(
+            manifest, prompts.tokenizer, prompts.bos_id, built.collator.max_items, items_inferred
+        )
+        writer.write_assets(assets, meta)
         return writer.commit(meta)
 
 

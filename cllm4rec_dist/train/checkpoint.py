@@ -45,7 +45,7 @@ from cllm4rec_dist.distributed.table_checkpoint import (
     save_tables,
     table_blocks,
 )
-from cllm4rec_dist.export import ExportMeta, ExportWriter, is_training_export
+from cllm4rec_dist.export import ExportMeta, ExportWriter, dataset_assets, is_training_export
 from cllm4rec_dist.model.options import ModelSource
 from cllm4rec_dist.train.state import TrainerState, TrainerStateError, load_state, save_state
 
@@ -429,10 +429,17 @@ def _backbone_state(engine: Any, backbone: nn.Module) -> dict[str, torch.Tensor]
     return module.state_dict() if env.rank() == 0 else None
 
 
-def export_checkpoint(built: TrainingParts, cfg: TrainConfig, checkpoint: Path, out_dir: Path):
+def export_checkpoint(
+    built: TrainingParts,
+    cfg: TrainConfig,
+    checkpoint: Path,
+    out_dir: Path,
+    metrics: dict[str, Any] | None = None,
+):
     """Collective: the export (``cllm4rec_dist/export.py``) of saved ``checkpoint`` into
     ``out_dir``, marked as this stage's: its tables whole, the backbone (when it trains, or is
-    the tiny one built from scratch) and meta.json, written by rank 0."""
+    the tiny one built from scratch), the serving files, a model card with ``metrics`` (the
+    checkpoint's validation metrics, when it has them) and meta.json, written by rank 0."""
     engine = built.engine
     backbone = engine.module if engine is not None else built.model.backbone
     keep = engine is not None or cfg.model.source == ModelSource.tiny
@@ -445,18 +452,22 @@ def export_checkpoint(built: TrainingParts, cfg: TrainConfig, checkpoint: Path, 
                 zero3 = engine is not None and engine.zero_optimization_partition_weights()
                 writer.write_backbone(state, None if zero3 else backbone.lm)
             manifest = built.manifest
-            writer.commit(
-                ExportMeta(
-                    num_users=manifest.num_users,
-                    num_items=manifest.num_items,
-                    hidden_size=backbone.hidden_size,
-                    vocab_size=backbone.vocab_size,
-                    model=OmegaConf.to_container(cfg.model, resolve=True),
-                    data_dir=location.normalize(cfg.data.dir),
-                    dataset=manifest.fingerprint,
-                    backbone_state=state is not None,
-                    checkpoint=str(checkpoint.resolve()),
-                )
+            meta = ExportMeta(
+                num_users=manifest.num_users,
+                num_items=manifest.num_items,
+                hidden_size=backbone.hidden_size,
+                vocab_size=backbone.vocab_size,
+                model=OmegaConf.to_container(cfg.model, resolve=True),
+                data_dir=location.normalize(cfg.data.dir),
+                dataset=manifest.fingerprint,
+                backbone_state=state is not None,
+                checkpoint=str(checkpoint.resolve()),
             )
+            prompts = built.collator.builder
+            assets = dataset_assets(
+                manifest, prompts.tokenizer, prompts.bos_id, built.collator.max_items, False
+            )
+            writer.write_assets(assets, meta, metrics)
+            writer.commit(meta)
         log.info("exported model to %s", out_dir)
     env.barrier()

@@ -180,7 +180,8 @@ class Trainer:
         if self.cfg.stage.epochs > 0 and not self.state.finished:
             self.state.finished = True
             path = self.checkpoints.save(self.state)
-            export_checkpoint(self.b, self.cfg, path, self.run_dir / "export")
+            last = self.state.history[-1] if self.state.history else None
+            export_checkpoint(self.b, self.cfg, path, self.run_dir / "export", last)
         if self.cfg.stage.name == "evaluate":
             result["val"] = self.evaluate("val")
         if self.cfg.stage.test_at_end:
@@ -222,7 +223,7 @@ class Trainer:
             st.best_checkpoint = f"step{st.global_step:08d}"
         path = self.checkpoints.save(st)
         if improved:
-            export_checkpoint(self.b, self.cfg, path, self.run_dir / "best")
+            export_checkpoint(self.b, self.cfg, path, self.run_dir / "best", st.history[-1])
 
     def _run_phase(self, spec: PhasePass) -> None:
         st, cfg = self.state, self.cfg

@@ -16,6 +16,7 @@ import torch
 from helpers import TINY, compose_train, launch
 from safetensors.torch import load_file
 
+from cllm4rec_dist import Recommender
 from cllm4rec_dist.data.cold import cold_ids, cold_item_texts, cold_user_rows, trained_item_texts
 from cllm4rec_dist.data.id_maps import IdFileError, raw_ids_by_index
 from cllm4rec_dist.eval.predict import predict
@@ -244,6 +245,13 @@ def test_inferred_exports_are_what_predict_serves(trained, tmp_path):
             assert set(table["user"].to_pylist()) == {
                 user_ids[r["user"]] for r in cold_user_rows(data)
             }
+    # The API on the same export, the dataset's cold users by id: predict's lists (cold items
+    # ranked: their rows were inferred). The base's backbone files came along whole.
+    rec = Recommender.from_pretrained(users_export)
+    assert len(rec.assets.unranked) == 0
+    assert (users_export / "backbone" / "hf" / "model.safetensors").is_file()
+    served = rec.recommend(users=table["user"].to_pylist(), k=5)
+    assert [items for items, _ in served] == table["items"].to_pylist()
     # The same export served on 2 ranks (partitioned tables, each rank its rows): same lists.
     proc = launch(
         "predict",

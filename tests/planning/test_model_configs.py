@@ -123,4 +123,4 @@ def test_zero3_experiments_train(hf_dirs, tiny_dataset, tmp_path, experiment):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     resolved = (tmp_path / "config.yaml").read_text()
     assert "zero_stage: 3" in resolved and "gradient_checkpointing: true" in resolved
-    assert (tmp_path / "export" / "backbone" / "state.pt").exists()
+    assert (tmp_path / "export" / "backbone" / "state.safetensors").exists()

@@ -15,6 +15,7 @@ import torch
 from helpers import TINY, launch
 
 from bench.harness import serve_directory
+from cllm4rec_dist.export import read_backbone_state
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,8 +57,8 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
     want, got = exported_tables(tmp_path / "ref"), exported_tables(tmp_path / "run")
     for name in want:
         np.testing.assert_allclose(got[name], want[name], rtol=1e-6, atol=1e-7, err_msg=name)
-    ref_state = torch.load(tmp_path / "ref" / "export" / "backbone" / "state.pt")
-    run_state = torch.load(tmp_path / "run" / "export" / "backbone" / "state.pt")
+    ref_state = read_backbone_state(tmp_path / "ref" / "export")
+    run_state = read_backbone_state(tmp_path / "run" / "export")
     for key, value in ref_state.items():
         torch.testing.assert_close(run_state[key], value, rtol=1e-6, atol=1e-7)
 

@@ -1,0 +1,45 @@
+"""Typed schema of ``launchers/serve.py`` (registered in the ConfigStore as ``serve_schema``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+
+@dataclass
+class ServeOptions:
+    host: str = "127.0.0.1"  # loopback by default: expose it on purpose (0.0.0.0)
+    port: int = 8000
+    replicas: int = 1  # each replica holds the whole model (tables, backbone)
+    cpus_per_replica: float = 1.0
+    # Dynamic batching (@serve.batch): requests arriving within the wait share one top-K pass
+    # over the items, which is what bounds a request's cost at 1M items.
+    max_batch_size: int = 32
+    batch_wait_timeout_s: float = 0.002
+    max_body_bytes: int = 1_000_000  # larger request bodies get 413
+    max_queries: int = 1000  # users / histories / items in one request (422 above)
+    max_k: int = 1000
+
+
+@dataclass
+class RayOptions:
+    address: str | None = None  # null: start a local Ray; "auto" or host:port joins a cluster
+    num_cpus: int | None = None  # a local Ray's CPUs (null: the machine's)
+
+
+@dataclass
+class ServeConfig:
+    """``launchers/serve.py``: answer HTTP JSON with the recommendations of an export."""
+
+    init_from: str = MISSING  # an export directory (<run>/best, <run>/export, save_pretrained)
+    serve: ServeOptions = field(default_factory=ServeOptions)
+    ray: RayOptions = field(default_factory=RayOptions)
+
+
+def register_serve() -> None:
+    ConfigStore.instance().store(name="serve_schema", node=ServeConfig)
+
+
+__all__ = ["RayOptions", "ServeConfig", "ServeOptions", "register_serve"]
