@@ -248,6 +248,8 @@ def main() -> None:
         f"{args.replicas} replica(s), max batch {args.max_batch}"
     )
     sizes = [int(s) for s in args.items.split(",")]
+    if args.work is not None:
+        args.work.mkdir(parents=True, exist_ok=True)  # the temporary exports go in a child of it
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for items in sizes:
             out = run_size(items, args, Path(tmp))

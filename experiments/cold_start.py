@@ -66,10 +66,11 @@ NEIGHBORS = (5, 10, 20)  # text_neighbors: trained items averaged per cold item
 RIDGES = (0.1, 1.0, 10.0, 100.0)  # lm_tokens: the ridge of the map from text rows to table rows
 
 
-def load(data_dir: str, export: str) -> Any:
-    """The model of ``export`` on ``data_dir``, one process, dense tables."""
+def load(data_dir: str, export: str, overrides: list[str]) -> Any:
+    """The model of ``export`` on ``data_dir``, one process, dense tables; ``overrides`` name
+    the export's model when it is not the default one (``model=smollm2``)."""
     with initialize_config_dir(str(REPO / "configs"), version_base="1.3"):
-        cfg = compose("infer", [f"data.dir={data_dir}", f"stage.init_from={export}"])
+        cfg = compose("infer", [f"data.dir={data_dir}", f"stage.init_from={export}", *overrides])
     start(cfg)
     return build(cfg)
 
@@ -312,7 +313,7 @@ def fold_in_study(args: argparse.Namespace, built: Any, log: dict) -> None:
 
 def warm_reference(args: argparse.Namespace, log: dict) -> None:
     """The warm model on the same measures: cold items and cold users trained from the start."""
-    built = load(args.warm_data, args.warm_export)
+    built = load(args.warm_data, args.warm_export, args.override)
     cold_manifest = load_manifest(args.cold_data)
     cold = dataset_cold_mask(cold_manifest, "items")
     cold_users = dataset_cold_mask(cold_manifest, "users")
@@ -399,6 +400,10 @@ def main() -> None:
         "--max-text-tokens", type=int, default=64, help="lm_tokens: data.max_text_tokens"
     )
     parser.add_argument(
+        "--override", action="append", default=[],
+        help="a Hydra override of both exports' infer config, e.g. model=smollm2 (repeatable)",
+    )  # fmt: skip
+    parser.add_argument(
         "--skip-lm", action="store_true",
         help="leave out the lm route's grid and the fold-in study (each step runs the backbone "
         "forward and backward: hours for a pretrained LM on a CPU)",
@@ -411,7 +416,7 @@ def main() -> None:
         parser.error("--cold-data and --cold-export are required")
     register()
     log: dict[str, Any] = {"args": vars(args)}
-    built = load(args.cold_data, args.cold_export)
+    built = load(args.cold_data, args.cold_export, args.override)
     rows = corpus_rows(args.cold_data)
     t0 = time.perf_counter()
     cold_items_study(args, built, rows, log)
