@@ -18,6 +18,10 @@ class ServeOptions:
     # over the items, which is what bounds a request's cost at 1M items.
     max_batch_size: int = 32
     batch_wait_timeout_s: float = 0.002
+    # Requests a replica holds at once (Ray Serve's max_ongoing_requests, whose default of 5
+    # would cap every batch at 5): null = 2 x max_batch_size, one batch computing while the
+    # next one fills.
+    max_ongoing_requests: int | None = None
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     max_queries: int = 1000  # users / histories / items in one request (422 above)
     max_k: int = 1000

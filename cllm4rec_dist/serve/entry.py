@@ -31,6 +31,8 @@ def check(cfg: ServeConfig) -> None:
     for key in ("port", "replicas", "max_batch_size", "max_body_bytes", "max_queries", "max_k"):
         if getattr(s, key) < (0 if key == "port" else 1):
             raise UserError(f"invalid config `serve.{key}`: {getattr(s, key)}")
+    if s.max_ongoing_requests is not None and s.max_ongoing_requests < 1:
+        raise UserError(f"invalid config `serve.max_ongoing_requests`: {s.max_ongoing_requests}")
     if not 0 <= s.batch_wait_timeout_s <= 10 or s.cpus_per_replica <= 0:
         raise UserError("invalid config `serve.batch_wait_timeout_s` or `serve.cpus_per_replica`")
     if not Path(cfg.init_from).is_dir():
@@ -66,8 +68,11 @@ def serve_forever(cfg: ServeConfig) -> None:
             serve.start(http_options={"host": s.host, "port": s.port})
         except TimeoutError as err:  # Serve waits a fixed 60 s for its proxy; it goes on starting
             print(f"warning: {err}; still starting (a busy machine?)", file=sys.stderr, flush=True)
+        ongoing = s.max_ongoing_requests or 2 * s.max_batch_size
         app = RecommenderServer.options(
-            num_replicas=s.replicas, ray_actor_options={"num_cpus": s.cpus_per_replica}
+            num_replicas=s.replicas,
+            max_ongoing_requests=ongoing,
+            ray_actor_options={"num_cpus": s.cpus_per_replica},
         ).bind(str(Path(cfg.init_from).resolve()), OmegaConf.to_container(cfg.serve))
         serve.run(app, name=APP, route_prefix="/", blocking=False)
         print(

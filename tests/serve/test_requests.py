@@ -81,3 +81,7 @@ def test_the_command_checks_its_config_before_ray_starts(tmp_path):
     cfg.serve.replicas = 0
     with pytest.raises(UserError, match="serve.replicas"):
         check(cfg)
+    cfg.serve.replicas = 1
+    cfg.serve.max_ongoing_requests = 0
+    with pytest.raises(UserError, match="serve.max_ongoing_requests"):
+        check(cfg)
