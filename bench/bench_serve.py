@@ -1,5 +1,6 @@
-"""Online top-K over HTTP: ``launchers/serve.py`` (Ray Serve) under a closed-loop load, against
-FAISS answering the same queries in-process.
+"""Online top-K over HTTP: ``launchers/serve.py`` under a closed-loop load, against FAISS
+answering the same queries in-process. ``--backends local,ray`` measures both servers (the
+one-process default, and Ray Serve with ``--replicas``) on the same exports and queries.
 
 For each catalog size (default 100k and 1M items, d=64) it writes a synthetic export
 (``Recommender.save_pretrained``: random ID rows, the tiny backbone, random histories), starts
@@ -159,14 +160,17 @@ def line(name: str, f: dict[str, float]) -> str:
     )
 
 
-def serve(export: Path, port: int, args: argparse.Namespace) -> subprocess.Popen:
+def serve(export: Path, port: int, backend: str, args: argparse.Namespace) -> subprocess.Popen:
     """launchers/serve.py on ``export``, once /healthz answers."""
     cmd = [
         sys.executable, str(ROOT / "launchers" / "serve.py"), f"init_from={export}",
-        f"serve.port={port}", f"serve.replicas={args.replicas}", f"ray.num_cpus={args.ray_cpus}",
-        f"serve.cpus_per_replica={args.ray_cpus / args.replicas}",
-        f"serve.max_batch_size={args.max_batch}",
+        f"serve.port={port}", f"serve.backend={backend}", f"serve.max_batch_size={args.max_batch}",
     ]  # fmt: skip
+    if backend == "ray":
+        cmd += [
+            f"serve.replicas={args.replicas}", f"ray.num_cpus={args.ray_cpus}",
+            f"serve.cpus_per_replica={args.ray_cpus / args.replicas}",
+        ]  # fmt: skip
     env = dict(os.environ, RAY_AUTH_MODE="disabled", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT
@@ -197,26 +201,25 @@ def stop(proc: subprocess.Popen) -> None:
 
 
 def run_size(items: int, args: argparse.Namespace, work: Path) -> dict[str, dict[str, float]]:
+    """Figures at ``items``: per backend ``<backend>/users`` and ``<backend>/histories``, and
+    ``faiss``."""
     export = synthetic_export(work / f"export-{items}", args.users, items, args.dim, args.history)
     rng = np.random.default_rng(1)
     users = [f"u{u}" for u in rng.integers(0, args.users, 4096)]
     histories = [[f"i{i}" for i in rng.integers(0, items, args.history)] for _ in range(4096)]
     user_bodies = [json.dumps({"users": [u], "k": args.k}).encode() for u in users]
     history_bodies = [json.dumps({"histories": [h], "k": args.k}).encode() for h in histories]
-    port = free_port()
-    proc = serve(export, port, args)
-    try:
-        closed_loop(port, user_bodies, args.clients, min(2.0, args.seconds))  # warm-up
-        out = {
-            "users": figures(
-                closed_loop(port, user_bodies, args.clients, args.seconds), args.seconds
-            )
-        }
-        out["histories"] = figures(
-            closed_loop(port, history_bodies, args.clients, args.seconds), args.seconds
-        )
-    finally:
-        stop(proc)
+    out = {}
+    for backend in args.backends.split(","):
+        port = free_port()
+        proc = serve(export, port, backend, args)
+        try:
+            closed_loop(port, user_bodies, args.clients, min(2.0, args.seconds))  # warm-up
+            for kind, bodies in (("users", user_bodies), ("histories", history_bodies)):
+                latencies = closed_loop(port, bodies, args.clients, args.seconds)
+                out[f"{backend}/{kind}"] = figures(latencies, args.seconds)
+        finally:
+            stop(proc)
     rec = Recommender.from_pretrained(export)
     index = faiss.IndexFlatIP(args.dim)
     index.add(rec.item_vectors().numpy())
@@ -236,7 +239,11 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
-    parser.add_argument("--replicas", type=int, default=1)
+    parser.add_argument(
+        "--backends", default="local",
+        help="serve.backend values, comma-separated; the last line is the first one's",
+    )  # fmt: skip
+    parser.add_argument("--replicas", type=int, default=1, help="backend ray")
     parser.add_argument("--ray-cpus", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--work", type=Path, default=None, help="where the exports go (a tmp dir)")
@@ -245,21 +252,25 @@ def main() -> None:
     print(
         f"{args.clients} closed-loop clients x {args.seconds:g} s per phase over loopback, "
         f"k={args.k}, d={args.dim}, {args.users} trained users, histories of {args.history}; "
-        f"{args.replicas} replica(s), max batch {args.max_batch}"
+        f"backends {args.backends} (ray: {args.replicas} replica(s)), max batch {args.max_batch}"
     )
     sizes = [int(s) for s in args.items.split(",")]
+    backends = args.backends.split(",")
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)  # the temporary exports go in a child of it
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for items in sizes:
             out = run_size(items, args, Path(tmp))
             print(f"{items} items (load average {load_average()}):")
-            print(line("serve: user requests", out["users"]))
-            print(line("serve: history requests", out["histories"]))
+            for backend in backends:
+                print(line(f"{backend}: user requests", out[f"{backend}/users"]))
+                print(line(f"{backend}: history requests", out[f"{backend}/histories"]))
             print(line("FAISS IndexFlatIP", out["faiss"]))
-            print(f"  ratio {peer_ratio(1 / out['faiss']['qps'], 1 / out['users']['qps']):.2f} "
-                  "(ours / FAISS requests/s, user requests; > 1: ours is faster)")  # fmt: skip
-    u = out["users"]
+            for backend in backends:
+                ratio = peer_ratio(1 / out["faiss"]["qps"], 1 / out[f"{backend}/users"]["qps"])
+                print(f"  ratio {ratio:.2f} {backend} (ours / FAISS requests/s, user requests; "
+                      "> 1: ours is faster)")  # fmt: skip
+    u = out[f"{backends[0]}/users"]
     print(f"serve qps {u['qps']:.1f} p50 {u['p50']:.1f} ms p99 {u['p99']:.1f} ms")
 
 

@@ -53,6 +53,10 @@ RowFill = Callable[[int, int, Tensor], None]
 # which it is taken.
 DENSE_ELEMENTS = 2**23
 DENSE_MIN_ROWS = 64
+# With fewer users than this per thread (online serving's small batches) the CPU threads split
+# the items instead of the users: each thread then reads its share of the item rows once for
+# every user, where a split of the users made each thread read all of them for a few users.
+ITEM_SPLIT_USERS = 64
 
 
 def _check_csr(offsets: Tensor, values: Tensor, rows: int, num_items: int, what: str) -> None:
@@ -211,6 +215,12 @@ def _tiled_topk(
             )
         scores[u0:u1], index[u0:u1] = s, i
 
+    if not dense and threads > 1 and num_q < ITEM_SPLIT_USERS * threads and n >= threads:
+        scores, index = _item_split_topk(
+            fill, num_q, n, dtype, device, k, exclude_items, rows_all, item_chunk, block, threads
+        )
+        return scores, torch.where(scores == NEG_INF, -1, index + index_offset)
+
     starts = range(0, num_q, user_chunk)
     if threads == 1 or len(starts) == 1:
         for u0 in starts:
@@ -225,6 +235,46 @@ def _tiled_topk(
             torch.set_num_threads(previous)
     index = torch.where(scores == NEG_INF, -1, index + index_offset)
     return scores, index
+
+
+def _item_split_topk(
+    fill: Fill,
+    num_q: int,
+    n: int,
+    dtype: torch.dtype,
+    device: torch.device,
+    k: int,
+    exclude_items: Tensor,
+    exclude_rows: Tensor,
+    item_chunk: int,
+    block: int,
+    threads: int,
+) -> tuple[Tensor, Tensor]:
+    """Every user against one contiguous range of items per thread, each range's running top-k
+    merged at the end by a stable sort over the ranges in item order (ties: lower item first)
+    -> (scores [num_q, k], item rows [num_q, k]; -1 where fewer than k)."""
+    bounds = [n * t // threads for t in range(threads + 1)]
+
+    def run(t: int) -> tuple[Tensor, Tensor]:
+        lo, hi = bounds[t], bounds[t + 1]
+        mine = (exclude_items >= lo) & (exclude_items < hi)
+        ex_items, order = torch.sort(exclude_items[mine] - lo)
+        ex_rows = exclude_rows[mine][order]
+        part_fill = lambda c0, c1, out: fill(0, num_q, lo + c0, lo + c1, out)  # noqa: E731
+        s, i = _chunk_topk(part_fill, num_q, hi - lo, dtype, device, k, ex_rows, ex_items,
+                           item_chunk, block)  # fmt: skip
+        return s, torch.where(i >= 0, i + lo, i)
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            parts = list(pool.map(run, range(threads)))
+    finally:
+        torch.set_num_threads(previous)
+    scores = torch.cat([s for s, _ in parts], dim=1)
+    index = torch.cat([i for _, i in parts], dim=1)
+    return sorted_topk(scores, index, k)
 
 
 def _chunk_topk(

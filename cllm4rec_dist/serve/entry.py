@@ -1,6 +1,8 @@
-"""``launchers/serve.py``: start (or join) Ray, run the deployment, answer until SIGTERM or
-Ctrl-C, then stop what this command started: the application, and Serve and Ray when it started
-them (joined to a cluster, it removes only its application and disconnects)."""
+"""``launchers/serve.py``: answer until SIGTERM or Ctrl-C, then stop what this command started.
+``serve.backend=local`` (the default) serves from this process (serve/local.py);
+``serve.backend=ray`` starts (or joins) Ray and runs the deployment (serve/app.py), then stops
+the application, and Serve and Ray when it started them (joined to a cluster, it removes only
+its application and disconnects)."""
 
 from __future__ import annotations
 
@@ -15,6 +17,7 @@ from omegaconf import OmegaConf
 
 from cllm4rec_dist.cli.errors import UserError, reported
 from cllm4rec_dist.export import ExportError, read_assets, read_meta
+from cllm4rec_dist.serve.config import ServeBackend
 
 if TYPE_CHECKING:
     from cllm4rec_dist.serve.config import ServeConfig
@@ -23,8 +26,8 @@ APP = "cllm4rec"
 
 
 def check(cfg: ServeConfig) -> None:
-    """UserError naming the key or file before Ray starts: the export must load its serving
-    files, and the sizes be positive."""
+    """UserError naming the key or file before a server starts: the export must load its
+    serving files, the sizes be positive, and replicas or a cluster ask for the Ray backend."""
     if OmegaConf.is_missing(cfg, "init_from"):
         raise UserError("invalid config `init_from`: serve needs an export (init_from=<run>/best)")
     s = cfg.serve
@@ -35,13 +38,32 @@ def check(cfg: ServeConfig) -> None:
         raise UserError(f"invalid config `serve.max_ongoing_requests`: {s.max_ongoing_requests}")
     if not 0 <= s.batch_wait_timeout_s <= 10 or s.cpus_per_replica <= 0:
         raise UserError("invalid config `serve.batch_wait_timeout_s` or `serve.cpus_per_replica`")
+    if s.backend == ServeBackend.local and (s.replicas != 1 or cfg.ray.address is not None):
+        raise UserError(
+            "invalid config `serve.backend`: serve.replicas > 1 and ray.address need "
+            "serve.backend=ray (local serves one replica from this process)"
+        )
     if not Path(cfg.init_from).is_dir():
         raise UserError(f"init_from={cfg.init_from}: not an export directory")
     read_assets(cfg.init_from, read_meta(cfg.init_from))
 
 
+def serve_local_forever(cfg: ServeConfig) -> None:
+    """serve.backend=local: uvicorn in this process until SIGTERM or SIGINT."""
+    from cllm4rec_dist.serve.local import serve_local
+
+    s = cfg.serve
+    print(
+        f"serving {cfg.init_from} on http://{s.host}:{s.port} (one process): "
+        "POST /recommend, POST /similar, GET /healthz; Ctrl-C stops",
+        flush=True,
+    )
+    serve_local(cfg.init_from, OmegaConf.to_object(s))
+    print("stopped", flush=True)
+
+
 def serve_forever(cfg: ServeConfig) -> None:
-    """Run until SIGTERM or SIGINT, then stop what it started."""
+    """serve.backend=ray: run until SIGTERM or SIGINT, then stop what it started."""
     import ray
     from ray import serve
 
@@ -93,7 +115,10 @@ def serve_forever(cfg: ServeConfig) -> None:
 def run_serve(cfg: ServeConfig) -> None:
     with reported(ExportError, FileNotFoundError):
         check(cfg)
-    serve_forever(cfg)
+    if cfg.serve.backend == ServeBackend.local:
+        serve_local_forever(cfg)
+    else:
+        serve_forever(cfg)
 
 
-__all__ = ["check", "run_serve", "serve_forever"]
+__all__ = ["check", "run_serve", "serve_forever", "serve_local_forever"]

@@ -20,7 +20,7 @@ def test_bench_serve_tiny(tmp_path):
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     lines = out.stdout.strip().splitlines()
-    for name in ("serve: user requests", "serve: history requests", "FAISS IndexFlatIP"):
+    for name in ("local: user requests", "local: history requests", "FAISS IndexFlatIP"):
         assert any(line.strip().startswith(name) for line in lines), name
     assert any(re.match(r"\s+ratio \d+\.\d\d", line) for line in lines)
     last = re.fullmatch(r"serve qps ([\d.]+) p50 ([\d.]+) ms p99 ([\d.]+) ms", lines[-1])

@@ -34,6 +34,8 @@ def topk_cases(draw):
         block=block,
         # 0: always tiled; 40: the dense path in pieces of a few users; default: whole chunks.
         dense_elements=draw(st.sampled_from([0, 40, DENSE_ELEMENTS])),
+        # several threads split the users, or the items when the users are few per thread
+        threads=draw(st.sampled_from([1, 2, 3])),
     )
     return q, items, k, offsets, ex_items, draw(st.integers(0, 5)), chunks
 

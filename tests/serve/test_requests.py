@@ -1,8 +1,10 @@
-"""The server's HTTP contract without Ray (serve/requests.py, serve/app.answer_batch): what each
-bad body gets, and a batch of mixed requests answers each as alone."""
+"""The server's HTTP contract without a server (serve/requests.py, serve/handler.answer_batch):
+what each bad body gets, a batch of mixed requests answers each as alone, and the one-process
+backend's micro-batcher batches what arrives together and fails only the batch that failed."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -12,6 +14,7 @@ from cllm4rec_dist.cli.errors import UserError
 from cllm4rec_dist.export import ExportError
 from cllm4rec_dist.serve.config import ServeConfig, ServeOptions
 from cllm4rec_dist.serve.entry import check
+from cllm4rec_dist.serve.local import MicroBatcher
 from cllm4rec_dist.serve.requests import HttpError, Query, parse, response
 
 OPTS = ServeOptions(max_body_bytes=200, max_queries=3, max_k=50)
@@ -85,3 +88,33 @@ def test_the_command_checks_its_config_before_ray_starts(tmp_path):
     cfg.serve.max_ongoing_requests = 0
     with pytest.raises(UserError, match="serve.max_ongoing_requests"):
         check(cfg)
+    cfg.serve.max_ongoing_requests = None
+    cfg.serve.replicas = 2  # replicas need Ray
+    with pytest.raises(UserError, match="serve.backend=ray"):
+        check(cfg)
+
+
+def test_micro_batcher_batches_concurrent_queries_and_isolates_a_failure():
+    calls = []
+
+    def run(queries):
+        calls.append(len(queries))
+        if any(q.ids == ("boom",) for q in queries):
+            raise RuntimeError("boom")
+        return [[([q.ids[0]], [float(q.k)])] for q in queries]
+
+    async def main():
+        batcher = MicroBatcher(run, max_batch=4, wait_s=0.01)
+        await batcher.start()
+        try:
+            queries = [Query("users", (f"u{i}",), i + 1) for i in range(6)]
+            got = await asyncio.gather(*(batcher(q) for q in queries))
+            assert got == [[([f"u{i}"], [float(i + 1)])] for i in range(6)]
+            assert calls == [4, 2]  # six at once: a full batch, then the rest
+            with pytest.raises(RuntimeError, match="boom"):
+                await batcher(Query("users", ("boom",), 1))
+            assert await batcher(Query("users", ("u9",), 3)) == [(["u9"], [3.0])]  # still serving
+        finally:
+            await batcher.stop()
+
+    asyncio.run(main())

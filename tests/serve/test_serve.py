@@ -1,6 +1,7 @@
-"""launchers/serve.py on Ray Serve, answering a real HTTP client on 127.0.0.1: recommendations
-equal the in-process Recommender's, bad requests get their JSON status and leave the replica
-serving, concurrent requests are batched and answered, and SIGTERM stops everything."""
+"""launchers/serve.py on each backend (one process with uvicorn; Ray Serve), answering a real
+HTTP client on 127.0.0.1: recommendations equal the in-process Recommender's, bad requests get
+their JSON status and leave the server serving, concurrent requests are batched and answered,
+and SIGTERM stops everything."""
 
 from __future__ import annotations
 
@@ -36,14 +37,16 @@ def _ask(port: int, method: str, path: str, body: object = None) -> tuple[int, d
     ) == "application/json" else payload
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
+@pytest.fixture(scope="module", params=["local", "ray"])
+def server(tmp_path_factory, request):
     export = synthetic_export(tmp_path_factory.mktemp("serve") / "model", 50, 300, 16, 5)
     port = free_port()
     cmd = [
         sys.executable, str(REPO / "launchers" / "serve.py"), f"init_from={export}",
-        f"serve.port={port}", "serve.max_body_bytes=4000", "ray.num_cpus=1",
+        f"serve.port={port}", "serve.max_body_bytes=4000", f"serve.backend={request.param}",
     ]  # fmt: skip
+    if request.param == "ray":
+        cmd.append("ray.num_cpus=1")
     env = dict(os.environ, RAY_AUTH_MODE="disabled")
     proc = subprocess.Popen(
         cmd, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
