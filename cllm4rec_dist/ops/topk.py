@@ -29,6 +29,11 @@ that many values at a time in one reused [users, items] buffer: ``torch.topk`` a
 contiguous item axis gives each user's K-th score, and every score reaching it (ties at the
 boundary included) goes through the same merge. Against a 50,000-item shard at K = 100 that
 took 0.4x the tiled kernel's time (docs/benchmarks.md).
+
+On CPU, user chunks run on threads. With fewer than ``ITEM_SPLIT_USERS`` users per thread (an
+online server's batch) the threads split the items instead: each runs every user over its
+contiguous range of items, and the ranges' top-k lists merge by the same stable sort, in item
+order, so ties still go to the lower item.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ this process and a micro-batcher hands the requests that arrived meanwhile (up t
 
 Why not Ray Serve for one machine: every request crosses Ray Serve's HTTP proxy, a Ray actor call
 and the replica's event loop, and on the 2-core machine that hop, not the model, set the rate:
-76 requests/s at 100k items, where the top-K kernel alone allows several hundred
+59–76 requests/s at 100k items, where the top-K kernel alone allows several hundred
 (docs/benchmarks.md, "Online serving", has both servers' figures). Ray Serve stays for
 replicas and clusters (``serve.backend=ray``)."""
 
