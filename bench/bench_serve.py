@@ -90,6 +90,15 @@ def synthetic_export(out: Path, users: int, items: int, dim: int, history: int) 
     return Recommender(backbone, tables, assets, meta).save_pretrained(out)
 
 
+def run_clients(client, clients: int) -> None:
+    """``client(i)`` for i < ``clients``, each on its own thread, until all have returned."""
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def closed_loop(port: int, bodies: list[bytes], clients: int, seconds: float) -> list[float]:
     """Latencies (s) of every request answered in ``seconds`` by ``clients`` closed-loop
     clients, each cycling through its share of ``bodies``; any answer but 200 fails the bench."""
@@ -114,11 +123,7 @@ def closed_loop(port: int, bodies: list[bytes], clients: int, seconds: float) ->
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_clients(client, clients)
     if errors:
         raise RuntimeError(f"the server answered {errors[0]}")
     return latencies
@@ -139,11 +144,7 @@ def faiss_loop(index: faiss.Index, queries: np.ndarray, k: int, clients: int, se
         with lock:
             latencies.extend(mine)
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_clients(client, clients)
     return latencies
 
 
