@@ -37,6 +37,7 @@ Parquet, the tokenizer a plain ``PreTrainedTokenizerFast``; a format-1 ``state.p
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import logging
 import shutil
@@ -232,11 +233,51 @@ class ServingAssets:
     unranked: Tensor  # [n] item indices never recommended (no trained row)
 
 
-def _csr(lists: list[np.ndarray]) -> tuple[Tensor, Tensor]:
-    offsets = np.zeros(len(lists) + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(x) for x in lists])
-    flat = np.concatenate(lists).astype(np.int64) if lists else np.zeros(0, np.int64)
-    return torch.from_numpy(offsets), torch.from_numpy(flat)
+class _CsrRows:
+    """Rows of item ids arriving in any user order -> CSR in user order (users without a row
+    are empty), holding one flat array per chunk of rows rather than an array per user. A
+    list of per-user arrays (views that kept every decoded chunk of the corpus alive, then a
+    concatenation) peaked 1.7 GiB above the process's base at 1 M users and 40 M interactions,
+    on rank 0 only, which writes the exports (docs/benchmarks.md, "End to end at 1 M users")."""
+
+    CHUNK = 65_536
+
+    def __init__(self, num_users: int):
+        self.num_users = num_users
+        self._chunks: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []  # users, lengths, flat
+        self._users: list[int] = []
+        self._rows: list[np.ndarray] = []
+
+    def add(self, user: int, items: np.ndarray) -> None:
+        self._users.append(user)
+        self._rows.append(items)
+        if len(self._rows) >= self.CHUNK:
+            self._flush()
+
+    def _flush(self) -> None:
+        if self._rows:
+            lengths = np.fromiter(map(len, self._rows), np.int64, len(self._rows))
+            flat = np.concatenate(self._rows).astype(np.int64, copy=False)
+            self._chunks.append((np.asarray(self._users, np.int64), lengths, flat))
+        self._users, self._rows = [], []
+
+    def build(self) -> tuple[Tensor, Tensor]:
+        self._flush()
+        counts = np.zeros(self.num_users, np.int64)
+        seen = np.zeros(self.num_users, bool)
+        for users, lengths, _ in self._chunks:
+            if seen[users].any() or np.unique(users).size != users.size:
+                raise ValueError("a user has two rows in the recommendation corpus and cold users")
+            seen[users] = True
+            counts[users] = lengths
+        offsets = np.zeros(self.num_users + 1, np.int64)
+        np.cumsum(counts, out=offsets[1:])
+        out = np.empty(int(offsets[-1]), np.int64)
+        while self._chunks:  # each chunk's rows to their place, freeing the chunk
+            users, lengths, flat = self._chunks.pop()
+            source = np.cumsum(lengths) - lengths
+            out[np.repeat(offsets[users] - source, lengths) + np.arange(flat.size)] = flat
+        return torch.from_numpy(offsets), torch.from_numpy(out)
 
 
 def dataset_assets(
@@ -254,17 +295,18 @@ def dataset_assets(
         from cllm4rec_dist.data.shards import iter_rows
 
         empty = np.zeros(0, np.int64)
-        history, val = [empty] * manifest.num_users, [empty] * manifest.num_users
+        history, val = _CsrRows(manifest.num_users), _CsrRows(manifest.num_users)
         rows = iter_rows(manifest.data_dir, "recommendation", shuffle=False)
-        for row in [*rows, *cold_user_rows(manifest.data_dir)]:
+        for row in itertools.chain(rows, cold_user_rows(manifest.data_dir)):
             user = int(row["user"])
-            history[user], val[user] = np.asarray(row["train"]), np.asarray(row["val"])
+            history.add(user, np.asarray(row["train"]))
+            val.add(user, np.asarray(row["val"]))
         cold = np.flatnonzero(dataset_cold_mask(manifest, "items"))
         _ASSETS.clear()  # one dataset per process
         _ASSETS[key] = ServingAssets(
             tokenizer, prompt_builder_templates(manifest.prompts), bos_id, max_items,
             raw_ids_by_index(manifest.data_dir, "users"), raw_ids_by_index(manifest.data_dir, "items"),
-            _csr(history), _csr(val), torch.from_numpy(empty if items_inferred else cold),
+            history.build(), val.build(), torch.from_numpy(empty if items_inferred else cold),
         )  # fmt: skip
     return _ASSETS[key]
 

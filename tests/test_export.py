@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from types import SimpleNamespace
 
+import numpy as np
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -18,6 +19,7 @@ from cllm4rec_dist.export import (
     ExportMeta,
     ExportMismatchError,
     ExportWriter,
+    _CsrRows,
     load_export,
     read_backbone_state,
     read_exported_rows,
@@ -149,3 +151,27 @@ def test_an_export_never_replaces_what_its_command_did_not_write(tmp_path):
     with pytest.raises(OutputError, match="written by pretrain"):
         ExportWriter(tmp_path / "ours", "fold_in")
     assert (theirs / "notes.txt").read_text() == "a user's file"
+
+
+def test_seen_items_csr_is_built_in_user_order_from_rows_in_any_order(monkeypatch):
+    monkeypatch.setattr(_CsrRows, "CHUNK", 3)  # several chunks
+    rng = np.random.default_rng(0)
+    num_users = 11
+    rows = {u: rng.integers(0, 50, rng.integers(0, 5)) for u in rng.permutation(num_users)[:8]}
+    builder = _CsrRows(num_users)
+    for user, items in rows.items():  # a shuffled order, some users absent, some rows empty
+        builder.add(int(user), items)
+    offsets, flat = builder.build()
+    for user in range(num_users):
+        got = flat[offsets[user] : offsets[user + 1]].numpy()
+        np.testing.assert_array_equal(got, rows.get(user, np.zeros(0, np.int64)))
+    assert offsets[-1] == flat.numel()
+    for first_chunk in (True, False):  # a user twice, in one chunk or in two
+        twice = _CsrRows(4)
+        twice.add(1, np.array([3]))
+        if not first_chunk:
+            twice.add(2, np.array([5]))
+            twice.add(3, np.array([6]))
+        twice.add(1, np.array([4]))
+        with pytest.raises(ValueError, match="two rows"):
+            twice.build()
