@@ -43,7 +43,7 @@ import torch
 
 from bench.e2e_procs import StageRun, dir_bytes, run_stage
 from bench.e2e_readout import cpu_step_seconds, read_log, tensorboard_rates
-from bench.harness import load_average
+from bench.harness import fresh_work_dir, load_average
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.distributed.item_parallel import CHUNK_ITEMS, block_columns
 
@@ -317,7 +317,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work dir (default: removed)")
     args = parser.parse_args()
     start = time.perf_counter()
-    shutil.rmtree(args.work, ignore_errors=True)
+    fresh_work_dir(args.work)
     bench = Bench(args)
     bench.logs.mkdir(parents=True)
     print(

@@ -43,10 +43,14 @@ RATE_KEYS = ("matmul_gflops", "elementwise_gops", "network_gbytes", "step_overhe
 
 @cache
 def calibration() -> dict[str, Any]:
-    """``calibration.yaml``: {"overhead_gib": {device: GiB}, "rates": {device: {key: value}}},
-    the values without the runs that set them."""
+    """``calibration.yaml``: {"overhead_gib": {device: GiB}, "rates": {device: {key: value}},
+    "serving_files": {key: bytes}}, the values without the runs that set them."""
     raw = yaml.safe_load(CALIBRATION.read_text())
     return {
+        "serving_files": {
+            k: float(raw["serving_files"][k]["value"])
+            for k in ("fixed_bytes", "bytes_per_user", "bytes_per_seen_item")
+        },
         "overhead_gib": {d: float(e["value"]) for d, e in raw["overhead_gib"].items()},
         "rates": {
             d: {k: float(rates[k]["value"]) for k in RATE_KEYS} for d, rates in raw["rates"].items()
@@ -91,11 +95,13 @@ def _zero_key(cfg: TrainConfig, key: str, default: int) -> int:
     return int((extra or {}).get("zero_optimization", {}).get(key, default))
 
 
-def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
-    """(users, items, debug-tokenizer vocabulary, mean train items per user) from plan.* or the
-    manifest under data.dir."""
+def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float, int]:
+    """(users, items, debug-tokenizer vocabulary, mean train items per user, seen item ids of
+    the serving files) from plan.* or the manifest under data.dir. Without a manifest the seen
+    ids are the train interactions, ``mean x users``."""
     p = cfg.plan
     users, items, vocab, mean = p.num_users, p.num_items, p.vocab_size, p.mean_items
+    seen = None
     need_vocab = cfg.model.source == ModelSource.tiny and vocab is None
     if users is None or items is None or need_vocab:
         from cllm4rec_dist.data.manifest import load_manifest
@@ -103,8 +109,10 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
         manifest = load_manifest(cfg.data.dir)
         users = manifest.num_users if users is None else users
         items = manifest.num_items if items is None else items
+        inter = manifest.counts.interactions
+        seen = inter.get("train", 0) + inter.get("val", 0)
         if mean is None and manifest.num_users:
-            mean = manifest.counts.interactions.get("train", 0) / manifest.num_users
+            mean = inter.get("train", 0) / manifest.num_users
         if need_vocab and manifest.tokenizer is not None:
             from tokenizers import Tokenizer
             from transformers import PreTrainedTokenizerFast
@@ -112,7 +120,8 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float]:
             words = manifest.tokenizer_json()
             vocab = len(PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(words)))
     mean = float(cfg.data.max_items if mean is None else mean)
-    return int(users), int(items), vocab, mean
+    seen = round(mean * users) if seen is None else seen
+    return int(users), int(items), vocab, mean, int(seen)
 
 
 def overhead_gib(plan_cfg: PlanConfig) -> float:
@@ -140,7 +149,8 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
     """The numbers ``memory.estimate`` needs, from a composed plan config."""
     p = cfg.plan
     check_plan(p)
-    users, items, vocab, _ = _counts(cfg)
+    users, items, vocab, _, seen = _counts(cfg)
+    serving = calibration()["serving_files"]
     shape = backbone_shape(cfg.model, vocab)
     world = p.nodes * p.gpus_per_node
     run_phases, seq = phases(cfg, p.prompt_tokens, users, world)
@@ -159,6 +169,10 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
         max_live_parameters=_zero_key(cfg, "stage3_max_live_parameters", DS_MAX_LIVE_PARAMETERS),
         softmax=resolve_kind(cfg.softmax.kind, items, cfg.softmax.full_max_items),
         num_samples=cfg.softmax.num_samples,
+        seen_items=seen,
+        serving_fixed_bytes=serving["fixed_bytes"],
+        serving_bytes_per_user=serving["bytes_per_user"],
+        serving_bytes_per_seen=serving["bytes_per_seen_item"],
     )
     return run, seq
 
@@ -206,7 +220,7 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
     p = cfg.plan
     mem = estimate(run, seq)
     shape = run.backbone
-    hw, (_, _, _, mean_items) = rates(p), _counts(cfg)
+    hw, (_, _, _, mean_items, _) = rates(p), _counts(cfg)
     steps = {
         ph.name: (
             step_time(

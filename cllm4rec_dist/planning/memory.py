@@ -48,7 +48,10 @@ normal draw and its scaled copy).
 
 Rank 0 exports the model at the end: it streams each table from the checkpoint's pieces into the
 export file one block of ``EXPORT_BLOCK_ROWS`` rows at a time (the block and its bytes) and, at
-ZeRO-3, gathers the consolidated backbone state (``b P``).
+ZeRO-3, gathers the consolidated backbone state (``b P``). An export also carries the serving
+files (every user's seen items, the raw ids; export.dataset_assets), which rank 0 builds at its
+first export and keeps cached for the later ones (every validation gain exports ``best/``): their
+resident size per user and per seen item id is calibrated (calibration.yaml, ``serving_files``).
 
 On GPUs, building and exporting use host memory; in a CPU run everything is one process, whose
 peak is the largest of building, training and (rank 0) exporting.
@@ -88,6 +91,7 @@ class Term:
     name: str
     bytes: float
     note: str = ""
+    kept: bool = False  # an export term rank 0 keeps after its first export (CPU: same process)
 
 
 @dataclass(frozen=True)
@@ -138,6 +142,12 @@ class RunShape:
     chunk_items: int = SCORER_CHUNK_ITEMS
     softmax: SoftmaxKind = SoftmaxKind.full  # resolved (model/sampling.resolve_kind)
     num_samples: int = 0  # popularity: candidates per step
+    # The serving files: item ids of every user's seen items (train + val interactions), and
+    # their resident bytes: fixed, per user and per seen id (calibration.yaml, serving_files).
+    seen_items: int = 0
+    serving_fixed_bytes: float = 0.0
+    serving_bytes_per_user: float = 0.0
+    serving_bytes_per_seen: float = 0.0
 
     @property
     def sampled(self) -> bool:
@@ -192,10 +202,12 @@ class MemoryEstimate:
         return self.overhead.bytes + self.static_bytes() + sum(t.bytes for t in self.export)
 
     def process_peak(self, rank: int) -> float:
-        """Peak of rank ``rank`` when everything shares one address space (CPU runs)."""
+        """Peak of rank ``rank`` when everything shares one address space (CPU runs): rank 0
+        trains on after its first export with the export's kept terms still resident."""
         peaks = [self.build_peak(), self.training_peak()]
         if rank == 0:
-            peaks.append(self.export_peak())
+            kept = sum(t.bytes for t in self.export if t.kept)
+            peaks += [self.training_peak() + kept, self.export_peak()]
         return max(peaks)
 
 
@@ -404,8 +416,8 @@ def build_terms(run: RunShape) -> list[Term]:
 
 
 def export_terms(run: RunShape) -> list[Term]:
-    """Rank 0 at export: one block of table rows streamed to the file (and its bytes), and the
-    consolidated backbone at ZeRO-3."""
+    """Rank 0 at export: one block of table rows streamed to the file (and its bytes), the
+    consolidated backbone at ZeRO-3, and the serving files (kept after the first export)."""
     shape = run.backbone
     rows = min(EXPORT_BLOCK_ROWS, max(run.num_users, run.num_items))
     terms = [
@@ -421,6 +433,17 @@ def export_terms(run: RunShape) -> list[Term]:
                 "consolidated backbone state",
                 DTYPE_BYTES[run.dtype] * shape.params,
                 "ZeRO-3 gathers the full state dict on rank 0",
+            )
+        )
+    if run.serving_fixed_bytes or run.serving_bytes_per_user or run.serving_bytes_per_seen:
+        terms.append(
+            Term(
+                "serving files (seen items, raw ids)",
+                run.serving_fixed_bytes
+                + run.serving_bytes_per_user * run.num_users
+                + run.serving_bytes_per_seen * run.seen_items,
+                f"{run.num_users:,} users, {run.seen_items:,} seen item ids; cached after the first export",
+                kept=True,
             )
         )
     return terms

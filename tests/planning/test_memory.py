@@ -187,3 +187,16 @@ def test_constants_mirror_the_code_they_model():
     assert memory.INIT_DRAW_ROWS == interfaces.INIT_DRAW_ROWS
     chunk = inspect.signature(ItemParallelScorer).parameters["chunk_items"].default
     assert chunk == memory.SCORER_CHUNK_ITEMS
+
+
+def test_serving_files_stay_on_rank_0_after_its_first_export():
+    run = _run(seen_items=10**6, serving_fixed_bytes=5e6, serving_bytes_per_user=32.0,
+               serving_bytes_per_seen=20.0)  # fmt: skip
+    terms = {t.name: t for t in export_terms(run)}
+    files = terms["serving files (seen items, raw ids)"]
+    assert files.bytes == 5e6 + 32.0 * 1000 + 20.0 * 10**6 and files.kept
+    est = estimate(run)
+    # rank 0 trains on with the cached files; the other ranks never build them
+    assert est.process_peak(0) >= est.training_peak() + files.bytes
+    assert est.process_peak(1) == max(est.build_peak(), est.training_peak())
+    assert "serving files (seen items, raw ids)" not in {t.name for t in export_terms(_run())}
