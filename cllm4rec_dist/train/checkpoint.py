@@ -24,10 +24,12 @@ directly; this project uses neither on resume, so run them only on checkpoints y
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -159,13 +161,14 @@ def save_checkpoint(
             )
         shutil.rmtree(path)
     env.barrier()
-    path.mkdir(parents=True, exist_ok=True)
-    if engine is not None:
-        engine.save_checkpoint(str(path / "backbone"), tag="ds", save_latest=False)
-    save_tables(path / "tables", tables, table_optimizer, rank, world)
-    save_state(state_file(path, rank), state)
-    if rank == 0 and dataset is not None:
-        (path / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n")
+    with _disk_full_reported(path):
+        path.mkdir(parents=True, exist_ok=True)
+        if engine is not None:
+            engine.save_checkpoint(str(path / "backbone"), tag="ds", save_latest=False)
+        save_tables(path / "tables", tables, table_optimizer, rank, world)
+        save_state(state_file(path, rank), state)
+        if rank == 0 and dataset is not None:
+            (path / "dataset.json").write_text(json.dumps(dataset, indent=1) + "\n")
     env.barrier()
     if rank == 0:
         sizes = {
@@ -180,6 +183,28 @@ def save_checkpoint(
         _prune(root, keep={path.name, state.best_checkpoint}, keep_last=keep_last)
     env.barrier()
     return path
+
+
+# Below this much free space, a failed write is reported as a full disk: torch.save says only
+# "basic_ios::clear: iostream error" when the device fills up under it.
+DISK_FULL_BYTES = 256 * 2**20
+
+
+@contextlib.contextmanager
+def _disk_full_reported(path: Path) -> Iterator[None]:
+    """A write under ``path`` that fails on a (nearly) full device: CheckpointError naming the
+    checkpoint and the space left, instead of the writer's own traceback."""
+    try:
+        yield
+    except (OSError, RuntimeError) as err:
+        free = shutil.disk_usage(path.parent if path.parent.exists() else "/").free
+        if free >= DISK_FULL_BYTES:
+            raise
+        raise CheckpointError(
+            f"{path}: cannot write the checkpoint: the device is full ({free / 2**20:.0f} MiB "
+            "free); free some space (or set checkpoint.keep_last lower) and relaunch the same "
+            "command: it resumes from the last complete checkpoint"
+        ) from err
 
 
 def has_checkpoints(run_dir: str | Path) -> bool:

@@ -162,3 +162,25 @@ def test_checkpoint_of_another_dataset_is_refused(tmp_path):
     other = {**mine, "manifest_sha256": "b" * 64}
     with pytest.raises(CheckpointError, match=r"dataset\.json: checkpoint of another dataset"):
         load_checkpoint(path, None, _tables(), None, dataset=other)
+
+
+def test_a_full_device_is_one_clear_error(tmp_path, monkeypatch):
+    """torch.save on a full device says "basic_ios::clear: iostream error": the checkpoint
+    names the device as full; a failure with space left stays what it was."""
+    import shutil
+
+    from cllm4rec_dist.train import checkpoint
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("basic_ios::clear: iostream error")
+
+    monkeypatch.setattr(checkpoint, "save_tables", fail)
+    usage = shutil.disk_usage(tmp_path)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: usage._replace(free=1 << 20))
+    with pytest.raises(CheckpointError, match=r"step00000001: .*device is full \(1 MiB free\)"):
+        _save(tmp_path, 1)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda p: usage._replace(free=1 << 40))
+    with pytest.raises(RuntimeError, match="iostream") as exc:
+        _save(tmp_path, 2)
+    assert not isinstance(exc.value, CheckpointError)
+    assert latest_checkpoint(tmp_path) is None  # nothing half-written is taken for a checkpoint
