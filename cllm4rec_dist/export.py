@@ -9,8 +9,8 @@ rows and the serving API (``cllm4rec_dist/api``) load it.
     tables/<name>.safetensors   one tensor ``weight`` [rows, dim] fp32 per ID table
     backbone/state.safetensors  the Backbone module's state dict (all modes; ZeRO-3
                          consolidated), when ``backbone_state`` (format 1: ``state.pt``)
-    backbone/hf/         a Hugging Face directory (full model, or the PEFT adapter for LoRA),
-                         when the backbone is not partitioned by ZeRO-3
+    backbone/hf/         a Hugging Face directory of the trained LM (LoRA merged into the base
+                         weights), when the backbone is not partitioned by ZeRO-3
     tokenizer/           the word tokenizer (Hugging Face files: tokenizer.json, its config)
     id_maps/{users,items}.parquet   column ``raw_id`` (string), row i = index i
     serving.json         the prompt templates, the document start token, max_items
@@ -483,10 +483,14 @@ class ExportWriter:
             # Without transformers' "Writing model shards" bar: every validation gain exports.
             from transformers.utils import logging as hf_logging
 
+            from cllm4rec_dist.model.loading import plain_hf_state
+
             shown = hf_logging.is_progress_bar_enabled()
             hf_logging.disable_progress_bar()
-            try:
-                hf_model.save_pretrained(self.directory / BACKBONE_HF)
+            try:  # LoRA merged in: a plain HF model that loads as the trained LM
+                hf_model.save_pretrained(
+                    self.directory / BACKBONE_HF, state_dict=plain_hf_state(hf_model)
+                )
             finally:
                 if shown:
                     hf_logging.enable_progress_bar()

@@ -277,9 +277,33 @@ def inject_lora(lm: torch.nn.Module, lora_cfg: LoraConfig) -> None:
     inject_adapter_in_model(lora, lm)
 
 
+def plain_hf_state(lm: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """``lm``'s state dict as the plain Hugging Face model it was before :func:`inject_lora`:
+    each adapted layer's base weight with its adapters merged in (peft's ``get_delta_weight``:
+    ``scaling * B @ A``, transposed for Conv1D) under the layer's own key, and no adapter keys.
+    ``AutoModelForCausalLM.from_pretrained`` then loads the trained LM itself; saved as is, the
+    adapted layers' keys (``q_proj.base_layer.weight``) are not the model's, and it would load
+    them as missing: freshly initialised. Without adapters: the state dict unchanged."""
+    merged: dict[str, torch.Tensor] = {}
+    for name, module in lm.named_modules():
+        if hasattr(module, "get_delta_weight") and hasattr(module, "get_base_layer"):
+            weight = module.get_base_layer().weight.detach()
+            for adapter in module.active_adapters:
+                weight = weight + module.get_delta_weight(adapter).detach().to(weight.dtype)
+            merged[f"{name}.weight"] = weight
+    state = {}
+    for key, value in lm.state_dict().items():
+        if ".lora_" in key:
+            continue
+        key = key.replace(".base_layer.", ".")
+        state[key] = merged.get(key, value)
+    return state
+
+
 __all__ = [
     "build_backbone",
     "inject_lora",
+    "plain_hf_state",
     "load_tokenizer",
     "pretrained_dir",
     "smollm2_cache",

@@ -270,3 +270,31 @@ def test_identity_tiny_init_carries_embeddings_unrotated():
     assert torch.equal(
         ident.lm.model.layers[1].get_parameter(q), rand.lm.model.layers[1].get_parameter(q)
     )
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_lora_export_loads_as_the_trained_hf_model(tmp_path, family):
+    """export's backbone/hf/ of a LoRA backbone: a plain HF directory whose model computes what
+    the trained (adapted) LM computes; saved unmerged, the adapted layers would load fresh."""
+    from transformers import AutoModelForCausalLM
+
+    from cllm4rec_dist.model.loading import inject_lora, plain_hf_state
+
+    lm = _backbone(family).lm
+    targets = ["q_proj", "v_proj"] if family == "llama" else ["c_attn"]
+    inject_lora(lm, LoraConfig(r=4, alpha=8, dropout=0.0, target_modules=targets))
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():  # a trained adapter: B is no longer zero
+        for name, p in lm.named_parameters():
+            if "lora_B" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.5)
+    lm.eval()
+    state = plain_hf_state(lm)
+    assert not any("lora_" in k or "base_layer" in k for k in state)
+    lm.save_pretrained(tmp_path / "hf", state_dict=state)
+    loaded = AutoModelForCausalLM.from_pretrained(tmp_path / "hf").eval()
+    ids, mask = _inputs()
+    with torch.no_grad():
+        want = lm(input_ids=ids, attention_mask=mask).logits
+        got = loaded(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
