@@ -187,6 +187,7 @@ def test_calibration_constants_sit_beside_the_runs_that_set_them():
     raw = yaml.safe_load(CALIBRATION.read_text())
     entries = [*raw["overhead_gib"].values()]
     entries += [e for device in raw["rates"].values() for e in device.values()]
+    entries += [*raw["serving_files"].values()]
     for entry in entries:
         assert {"value", "status", "runs"} <= set(entry), entry
         if entry["status"] == "measured":
@@ -194,4 +195,6 @@ def test_calibration_constants_sit_beside_the_runs_that_set_them():
     values = calibration()
     assert overhead_gib(PlanConfig(device="cpu")) == values["overhead_gib"]["cpu"] == 0.45
     assert rates(PlanConfig(device="cpu")).step_overhead_s == 0.06
+    assert rates(PlanConfig(device="cpu")).matmul_flops_per_s == 74.6e9
+    assert values["serving_files"]["bytes_per_seen_item"] == 19.9
     assert rates(PlanConfig(device="cuda", step_overhead_s=0.5)).step_overhead_s == 0.5
