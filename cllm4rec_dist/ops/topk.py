@@ -38,7 +38,7 @@ order, so ties still go to the lower item.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
@@ -220,26 +220,30 @@ def _tiled_topk(
             )
         scores[u0:u1], index[u0:u1] = s, i
 
+    starts = range(0, num_q, user_chunk)
     if not dense and threads > 1 and num_q < ITEM_SPLIT_USERS * threads and n >= threads:
         scores, index = _item_split_topk(
             fill, num_q, n, dtype, device, k, exclude_items, rows_all, item_chunk, block, threads
         )
-        return scores, torch.where(scores == NEG_INF, -1, index + index_offset)
-
-    starts = range(0, num_q, user_chunk)
-    if threads == 1 or len(starts) == 1:
+    elif threads == 1 or len(starts) == 1:
         for u0 in starts:
             run(u0)
     else:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            with ThreadPoolExecutor(threads) as pool:
-                list(pool.map(run, starts))
-        finally:
-            torch.set_num_threads(previous)
+        _map_on_threads(run, starts, threads)
     index = torch.where(scores == NEG_INF, -1, index + index_offset)
     return scores, index
+
+
+def _map_on_threads(fn: Callable, args: Sequence, threads: int) -> list:
+    """``fn`` over ``args`` on ``threads`` Python threads, torch kept to one thread inside each
+    (the threads are the parallelism; torch's own pool would oversubscribe the cores)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(fn, args))
+    finally:
+        torch.set_num_threads(previous)
 
 
 def _item_split_topk(
@@ -270,13 +274,7 @@ def _item_split_topk(
                            item_chunk, block)  # fmt: skip
         return s, torch.where(i >= 0, i + lo, i)
 
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with ThreadPoolExecutor(threads) as pool:
-            parts = list(pool.map(run, range(threads)))
-    finally:
-        torch.set_num_threads(previous)
+    parts = _map_on_threads(run, range(threads), threads)
     scores = torch.cat([s for s, _ in parts], dim=1)
     index = torch.cat([i for _, i in parts], dim=1)
     return sorted_topk(scores, index, k)
