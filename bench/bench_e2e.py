@@ -317,7 +317,7 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the work dir (default: removed)")
     args = parser.parse_args()
     start = time.perf_counter()
-    fresh_work_dir(args.work)
+    fresh_work_dir(args.work, "bench_e2e")
     bench = Bench(args)
     bench.logs.mkdir(parents=True)
     print(

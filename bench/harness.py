@@ -25,28 +25,22 @@ from pathlib import Path
 
 import torch
 
+from cllm4rec_dist.cli.errors import reported
+from cllm4rec_dist.cli.outputs import check_output_dir, claim_output_dir
 from cllm4rec_dist.distributed.spawn import free_port
 
 CLOCKS: dict[str, Callable[[], float]] = {"wall": time.perf_counter, "cpu": time.process_time}
 
 
-WORK_MARK = ".bench-work"  # names a work directory a bench made, and may therefore empty
-
-
-def fresh_work_dir(path: Path) -> Path:
-    """``path`` emptied for a bench run, or SystemExit(2) naming it when it holds anything a
-    bench did not make: a bench's ``--work`` must never delete a user's files."""
-    if path.exists() and any(path.iterdir()) and not (path / WORK_MARK).is_file():
-        print(
-            f"{path}: exists and is not a bench's work directory; pass another --work",
-            file=sys.stderr,
-        )
-        raise SystemExit(2)
+def fresh_work_dir(path: Path, bench: str) -> Path:
+    """``path`` emptied and marked as ``bench``'s (cli/outputs.py, as every command's output
+    directory), or one line and exit 2 when it holds anything ``bench`` did not write: a bench's
+    ``--work`` must never delete a user's files."""
+    with reported():
+        check_output_dir(path, bench)
     if path.exists():
         shutil.rmtree(path)
-    path.mkdir(parents=True)
-    (path / WORK_MARK).write_text("made by a bench under bench/; removed with its directory\n")
-    return path
+    return claim_output_dir(path, bench)
 
 
 def load_average() -> str:

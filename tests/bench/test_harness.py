@@ -2,13 +2,14 @@
 
 import pytest
 
-from bench.harness import WORK_MARK, fresh_work_dir
+from bench.harness import fresh_work_dir
+from cllm4rec_dist.cli.outputs import MARKER
 
 
 def test_a_users_directory_is_refused_and_kept(tmp_path, capsys):
     (tmp_path / "notes.txt").write_text("mine")
     with pytest.raises(SystemExit) as exc:
-        fresh_work_dir(tmp_path)
+        fresh_work_dir(tmp_path, "bench_x")
     assert exc.value.code == 2
     assert (tmp_path / "notes.txt").read_text() == "mine"
     err = capsys.readouterr().err.strip().splitlines()
@@ -16,10 +17,12 @@ def test_a_users_directory_is_refused_and_kept(tmp_path, capsys):
 
 
 def test_a_benchs_own_directory_is_emptied(tmp_path):
-    work = fresh_work_dir(tmp_path / "work")  # absent: made
+    work = fresh_work_dir(tmp_path / "work", "bench_x")  # absent: made
     (work / "data").mkdir()
-    assert fresh_work_dir(work) == work  # its mark: emptied and marked again
-    assert sorted(p.name for p in work.iterdir()) == [WORK_MARK]
+    assert fresh_work_dir(work, "bench_x") == work  # its mark: emptied and marked again
+    assert sorted(p.name for p in work.iterdir()) == [MARKER]
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert (fresh_work_dir(empty) / WORK_MARK).is_file()  # an empty directory holds nothing to lose
+    assert (
+        fresh_work_dir(empty, "bench_x") / MARKER
+    ).is_file()  # an empty directory holds nothing to lose
