@@ -211,7 +211,7 @@ def run_size(items: int, args: argparse.Namespace, work: Path) -> dict[str, dict
     user_bodies = [json.dumps({"users": [u], "k": args.k}).encode() for u in users]
     history_bodies = [json.dumps({"histories": [h], "k": args.k}).encode() for h in histories]
     out = {}
-    for backend in args.backends.split(","):
+    for backend in args.backends:
         port = free_port()
         proc = serve(export, port, backend, args)
         try:
@@ -241,7 +241,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=16)
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument(
-        "--backends", default="local",
+        "--backends", default=["local"], type=lambda v: v.split(","),
         help="serve.backend values, comma-separated; the last line is the first one's",
     )  # fmt: skip
     parser.add_argument("--replicas", type=int, default=1, help="backend ray")
@@ -253,25 +253,25 @@ def main() -> None:
     print(
         f"{args.clients} closed-loop clients x {args.seconds:g} s per phase over loopback, "
         f"k={args.k}, d={args.dim}, {args.users} trained users, histories of {args.history}; "
-        f"backends {args.backends} (ray: {args.replicas} replica(s)), max batch {args.max_batch}"
+        f"backends {','.join(args.backends)} (ray: {args.replicas} replica(s)), "
+        f"max batch {args.max_batch}"
     )
     sizes = [int(s) for s in args.items.split(",")]
-    backends = args.backends.split(",")
     if args.work is not None:
         args.work.mkdir(parents=True, exist_ok=True)  # the temporary exports go in a child of it
     with tempfile.TemporaryDirectory(dir=args.work) as tmp:
         for items in sizes:
             out = run_size(items, args, Path(tmp))
             print(f"{items} items (load average {load_average()}):")
-            for backend in backends:
+            for backend in args.backends:
                 print(line(f"{backend}: user requests", out[f"{backend}/users"]))
                 print(line(f"{backend}: history requests", out[f"{backend}/histories"]))
             print(line("FAISS IndexFlatIP", out["faiss"]))
-            for backend in backends:
+            for backend in args.backends:
                 ratio = peer_ratio(1 / out["faiss"]["qps"], 1 / out[f"{backend}/users"]["qps"])
                 print(f"  ratio {ratio:.2f} {backend} (ours / FAISS requests/s, user requests; "
                       "> 1: ours is faster)")  # fmt: skip
-    u = out[f"{backends[0]}/users"]
+    u = out[f"{args.backends[0]}/users"]
     print(f"serve qps {u['qps']:.1f} p50 {u['p50']:.1f} ms p99 {u['p99']:.1f} ms")
 
 
