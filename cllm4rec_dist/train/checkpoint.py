@@ -197,7 +197,7 @@ def _disk_full_reported(path: Path) -> Iterator[None]:
     try:
         yield
     except (OSError, RuntimeError) as err:
-        free = shutil.disk_usage(path.parent if path.parent.exists() else "/").free
+        free = shutil.disk_usage(next(p for p in path.parents if p.exists())).free
         if free >= DISK_FULL_BYTES:
             raise
         raise CheckpointError(
