@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 from omegaconf import OmegaConf
@@ -95,10 +95,19 @@ def _zero_key(cfg: TrainConfig, key: str, default: int) -> int:
     return int((extra or {}).get("zero_optimization", {}).get(key, default))
 
 
-def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float, int]:
-    """(users, items, debug-tokenizer vocabulary, mean train items per user, seen item ids of
-    the serving files) from plan.* or the manifest under data.dir. Without a manifest the seen
-    ids are the train interactions, ``mean x users``."""
+class Counts(NamedTuple):
+    """What the plan needs of the catalog (plan.* or the manifest under data.dir)."""
+
+    users: int
+    items: int
+    vocab: int | None  # the tiny backbone's tokenizer vocabulary
+    mean_items: float  # mean train items per user
+    seen_items: int  # item ids of the serving files (train + val interactions)
+
+
+def _counts(cfg: PlanRoot) -> Counts:
+    """The catalog's counts from plan.* or the manifest under data.dir (read once). Without a
+    manifest the seen ids are the train interactions, ``mean x users``."""
     p = cfg.plan
     users, items, vocab, mean = p.num_users, p.num_items, p.vocab_size, p.mean_items
     seen = None
@@ -121,7 +130,7 @@ def _counts(cfg: PlanRoot) -> tuple[int, int, int | None, float, int]:
             vocab = len(PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(words)))
     mean = float(cfg.data.max_items if mean is None else mean)
     seen = round(mean * users) if seen is None else seen
-    return int(users), int(items), vocab, mean, int(seen)
+    return Counts(int(users), int(items), vocab, mean, int(seen))
 
 
 def overhead_gib(plan_cfg: PlanConfig) -> float:
@@ -145,11 +154,13 @@ def check_plan(p: PlanConfig) -> None:
             raise ConfigError(f"invalid config `plan.{key}`: must be >= 0, got {getattr(p, key)}")
 
 
-def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
-    """The numbers ``memory.estimate`` needs, from a composed plan config."""
+def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int], Counts]:
+    """The numbers ``memory.estimate`` needs, from a composed plan config, and the catalog's
+    counts they came from."""
     p = cfg.plan
     check_plan(p)
-    users, items, vocab, _, seen = _counts(cfg)
+    counts = _counts(cfg)
+    users, items, vocab, _, seen = counts
     serving = calibration()["serving_files"]
     shape = backbone_shape(cfg.model, vocab)
     world = p.nodes * p.gpus_per_node
@@ -174,7 +185,7 @@ def run_shape(cfg: PlanRoot) -> tuple[RunShape, dict[str, int]]:
         serving_bytes_per_user=serving["bytes_per_user"],
         serving_bytes_per_seen=serving["bytes_per_seen_item"],
     )
-    return run, seq
+    return run, seq, counts
 
 
 def rates(p: PlanConfig) -> Hardware:
@@ -216,11 +227,11 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
     """Plan for a composed config; ``overrides`` are the training overrides to launch with.
     Raises ConfigError for values the trainer would reject."""
     validate(cfg)
-    run, seq = run_shape(cfg)
+    run, seq, counts = run_shape(cfg)
     p = cfg.plan
     mem = estimate(run, seq)
     shape = run.backbone
-    hw, (_, _, _, mean_items, _) = rates(p), _counts(cfg)
+    hw = rates(p)
     steps = {
         ph.name: (
             step_time(
@@ -235,7 +246,7 @@ def make_plan(cfg: PlanRoot, overrides: list[str]) -> Plan:
             ),
             ph,
         )
-        for ph in step_phases(cfg, run.num_users, mean_items)
+        for ph in step_phases(cfg, run.num_users, counts.mean_items)
     }
     backbone = {
         "source": cfg.model.source,
