@@ -48,17 +48,22 @@ def check(cfg: ServeConfig) -> None:
     read_assets(cfg.init_from, read_meta(cfg.init_from))
 
 
+def announce(cfg: ServeConfig, how: str) -> None:
+    """The line that says the server is up, where, and how to stop it."""
+    s = cfg.serve
+    print(
+        f"serving {cfg.init_from} on http://{s.host}:{s.port} ({how}): "
+        "POST /recommend, POST /similar, GET /healthz; Ctrl-C stops",
+        flush=True,
+    )
+
+
 def serve_local_forever(cfg: ServeConfig) -> None:
     """serve.backend=local: uvicorn in this process until SIGTERM or SIGINT."""
     from cllm4rec_dist.serve.local import serve_local
 
-    s = cfg.serve
-    print(
-        f"serving {cfg.init_from} on http://{s.host}:{s.port} (one process): "
-        "POST /recommend, POST /similar, GET /healthz; Ctrl-C stops",
-        flush=True,
-    )
-    serve_local(cfg.init_from, OmegaConf.to_object(s))
+    announce(cfg, "one process")
+    serve_local(cfg.init_from, OmegaConf.to_object(cfg.serve))
     print("stopped", flush=True)
 
 
@@ -97,11 +102,7 @@ def serve_forever(cfg: ServeConfig) -> None:
             ray_actor_options={"num_cpus": s.cpus_per_replica},
         ).bind(str(Path(cfg.init_from).resolve()), OmegaConf.to_container(cfg.serve))
         serve.run(app, name=APP, route_prefix="/", blocking=False)
-        print(
-            f"serving {cfg.init_from} on http://{s.host}:{s.port} ({s.replicas} replica(s)): "
-            "POST /recommend, POST /similar, GET /healthz; Ctrl-C stops",
-            flush=True,
-        )
+        announce(cfg, f"{s.replicas} replica(s)")
         stop.wait()
     finally:
         if local:
