@@ -48,8 +48,11 @@ from cllm4rec_dist.export import ExportMeta, ServingAssets
 from cllm4rec_dist.model.loading import TINY_SPECIAL_TOKENS, build_backbone
 from cllm4rec_dist.model.prompts import DEFAULT_TEMPLATES
 from cllm4rec_dist.model.tables import DenseTable
+from cllm4rec_dist.ops.topk import prefilter_supported
 
 ROOT = Path(__file__).resolve().parents[1]
+# --prefilter -> serve.prefilter (recommend's bf16 first pass; auto: where bf16 runs in hardware)
+PREFILTER = {"auto": "null", "on": "true", "off": "false"}
 
 
 def tokenizer() -> PreTrainedTokenizerFast:
@@ -166,6 +169,7 @@ def serve(export: Path, port: int, backend: str, args: argparse.Namespace) -> su
     cmd = [
         sys.executable, str(ROOT / "launchers" / "serve.py"), f"init_from={export}",
         f"serve.port={port}", f"serve.backend={backend}", f"serve.max_batch_size={args.max_batch}",
+        f"serve.prefilter={PREFILTER[args.prefilter]}",
     ]  # fmt: skip
     if backend == "ray":
         cmd += [
@@ -248,13 +252,19 @@ def main() -> None:
     parser.add_argument("--ray-cpus", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--work", type=Path, default=None, help="where the exports go (a tmp dir)")
+    parser.add_argument(
+        "--prefilter", choices=sorted(PREFILTER), default="auto",
+        help="serve.prefilter: the bf16 first pass of recommend's top-K",
+    )  # fmt: skip
     args = parser.parse_args()
+    prefilter = {"on": True, "off": False}.get(args.prefilter, prefilter_supported())
     print(machine_line())
     print(
         f"{args.clients} closed-loop clients x {args.seconds:g} s per phase over loopback, "
         f"k={args.k}, d={args.dim}, {args.users} trained users, histories of {args.history}; "
         f"backends {','.join(args.backends)} (ray: {args.replicas} replica(s)), "
-        f"max batch {args.max_batch}"
+        f"max batch {args.max_batch}; bf16 prefilter {'on' if prefilter else 'off'} "
+        f"(--prefilter {args.prefilter})"
     )
     sizes = [int(s) for s in args.items.split(",")]
     if args.work is not None:

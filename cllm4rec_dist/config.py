@@ -68,6 +68,9 @@ class ModelConfig:
     tiny_init: TinyInit = TinyInit.identity  # model/loading.py: _tiny_lm
     # A pretrained backbone's first N transformer blocks only (null: all of them).
     keep_layers: int | None = None
+    # The collaborative view's hidden states get the mean of the ID rows read so far added
+    # (model/cllm4rec.py): on in the pretrained-LM recipe, off for the tiny backbone.
+    id_skip: bool = False
 
 
 @dataclass

@@ -12,6 +12,12 @@ A new user (``histories=``) has no row: its prompt's user token takes one extra 
 the trained users' rows (where ``launchers/fold_in.py`` starts before fitting a row for them), so
 the model reads them through their items. That row sits after the trained ones (index U), which
 leaves every trained user's prompt and score unchanged.
+
+On a CPU with bf16 products in hardware, ``recommend`` ranks in two passes
+(``ops/topk.masked_topk_prefiltered``): a bf16 copy of the item head (half the bytes that bound
+a small batch over a large catalog) keeps a few candidates beyond k, whose fp32 scores are then
+ranked; the result is the fp32 kernel's (a user it cannot certify goes through that kernel).
+``prefilter=False`` turns it off; the copy costs 2 bytes per item and dimension.
 """
 
 from __future__ import annotations
@@ -46,7 +52,7 @@ from cllm4rec_dist.model.heads import DenseItemScorer
 from cllm4rec_dist.model.loading import build_backbone
 from cllm4rec_dist.model.prompts import PromptBuilder
 from cllm4rec_dist.model.tables import DenseTable
-from cllm4rec_dist.ops.topk import masked_topk
+from cllm4rec_dist.ops.topk import masked_topk, masked_topk_prefiltered, prefilter_supported
 
 # The marker command of a directory save_pretrained writes (cli/outputs.py).
 COMMAND = "save_pretrained"
@@ -81,8 +87,12 @@ class Recommender:
         meta: ExportMeta,
         *,
         batch_size: int = 256,
+        prefilter: bool | None = None,
     ):
         self.meta, self.assets, self.batch_size = meta, assets, batch_size
+        # None: where bf16 products run in hardware (see the module docstring).
+        self.prefilter = prefilter_supported() if prefilter is None else bool(prefilter)
+        self._items_bf16: tuple[Tensor, float] | None = None
         self.tables = tables
         users, items = tables["user_collab"], tables["item_collab"]
         self.num_users, self.num_items = users.num_rows, items.num_rows
@@ -98,7 +108,11 @@ class Recommender:
         items.requires_grad_(False)
         backbone.requires_grad_(False)
         id_tables = IdTables(serving_users, items, serving_users, items)
-        self.model = CLLM4Rec(backbone, id_tables, DenseItemScorer(items), lambda_v=0.0).eval()
+        model_keys = meta.model or {}
+        self.model = CLLM4Rec(
+            backbone, id_tables, DenseItemScorer(items), lambda_v=0.0,
+            id_skip=bool(model_keys.get("id_skip", False)),
+        ).eval()  # fmt: skip
         self.scorer = DenseItemScorer(items)
         prompts = PromptBuilder(
             assets.tokenizer,
@@ -179,7 +193,7 @@ class Recommender:
                 chunk = rows[lo : lo + self.batch_size]
                 batch = self.collator.collate_rec_eval(chunk, "test").to(self.device)
                 offsets, items = self._exclusions(batch, exclude_seen)
-                scores, index = self.scorer.topk(self.model.user_vectors(batch), k, offsets, items)
+                scores, index = self._topk(self.model.user_vectors(batch), k, offsets, items)
                 out += self._results(scores, index)
         return out
 
@@ -221,6 +235,22 @@ class Recommender:
         return str(raw) in self._item_index
 
     # ----- internals --------------------------------------------------------------------------
+    def _topk(
+        self, vectors: Tensor, k: int, offsets: Tensor, items: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """The masked top-k of ``vectors`` against the item head: the scorer's kernel, or on a
+        CPU with ``prefilter`` its two-pass form over a bf16 copy made at the first call."""
+        if not self.prefilter or self.device.type != "cpu":
+            return self.scorer.topk(vectors, k, offsets, items)
+        weight = self.item_vectors()
+        if self._items_bf16 is None:
+            self._items_bf16 = (weight.bfloat16(), float(weight.norm(dim=1).max()))
+        items_bf16, norm_max = self._items_bf16
+        return masked_topk_prefiltered(
+            vectors, weight, items_bf16, k, offsets, items,
+            item_norm_max=norm_max, item_chunk=self.scorer.topk_chunk,
+        )  # fmt: skip
+
     def _check_k(self, k: int) -> int:
         if isinstance(k, bool) or not isinstance(k, int | np.integer) or k < 1:
             raise ValueError(f"k must be a positive integer, got {k!r}")

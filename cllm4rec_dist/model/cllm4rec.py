@@ -74,6 +74,12 @@ class CLLM4Rec(nn.Module):
 
     vocab_size: V of the unified token space (defaults to the backbone's embedding rows; it must
     equal the PromptBuilder's).
+
+    id_skip: the collaborative view's hidden state at each position gets the mean of the ID rows
+    read so far in its document added (``causal_id_mean``). A pretrained LM's last hidden state
+    is 30 layers away from the ID rows it read; the skip gives the tied item head the item-to-item
+    and user-to-item products of the rows themselves, and the LM adds to that (docs/model.md).
+    Off for the tiny backbone, whose identity paths already carry the rows to the top.
     """
 
     def __init__(
@@ -83,8 +89,10 @@ class CLLM4Rec(nn.Module):
         item_scorer: ItemScorer,
         lambda_v: float,
         vocab_size: int | None = None,
+        id_skip: bool = False,
     ):
         super().__init__()
+        self.id_skip = bool(id_skip)
         self.backbone, self.tables = backbone, tables
         self.item_scorer = item_scorer
         self.lambda_v = float(lambda_v)
@@ -166,6 +174,9 @@ class CLLM4Rec(nn.Module):
             word_logit_index=word_logit_index,
             position_ids=batch.position_ids,
         )
+        if self.id_skip and view == "collab" and input_ids.numel():
+            skip = causal_id_mean(id_embeds, id_mask, batch.position_ids)
+            out.hidden = out.hidden + skip.to(out.hidden.dtype)
         return out, _IdLookup(users, user_rows, items, item_rows)
 
     def _mutual_reg(self, ids: _IdLookup, other_view: str, num_documents: int) -> Tensor:
@@ -182,6 +193,25 @@ class CLLM4Rec(nn.Module):
         return 0.5 * self.lambda_v * squared / max(num_documents, 1)
 
 
+def causal_id_mean(id_embeds: Tensor, id_mask: Tensor, position_ids: Tensor | None) -> Tensor:
+    """The mean of the ID rows at positions <= t of t's document -> [B, T, H] (zero before the
+    first ID token). id_embeds [N_id, H] in id_mask's row-major order; a row holds one document,
+    or several when ``position_ids`` [B, T] restarts at 0 (packing)."""
+    rows = id_embeds.new_zeros(*id_mask.shape, id_embeds.shape[-1])
+    rows = rows.index_put((id_mask,), id_embeds)
+    sums = torch.cumsum(rows, dim=1)
+    counts = torch.cumsum(id_mask.to(sums.dtype), dim=1)
+    if position_ids is not None:
+        # Subtract what the row held before each document's first position.
+        steps = torch.arange(id_mask.shape[1], device=id_mask.device).expand_as(id_mask)
+        start = torch.cummax(torch.where(position_ids == 0, steps, 0), dim=1).values
+        before = (start - 1).clamp(min=0)
+        has_before = (start > 0).to(sums.dtype)
+        sums = sums - sums.gather(1, before.unsqueeze(-1).expand_as(sums)) * has_before[..., None]
+        counts = counts - counts.gather(1, before) * has_before
+    return sums / counts.clamp(min=1).unsqueeze(-1)
+
+
 def _gather(hidden: Tensor, flat_index: Tensor) -> Tensor:
     """hidden [R, T, H], flat positions [N] into R*T -> [N, H]."""
     return hidden.reshape(-1, hidden.shape[-1])[flat_index]
@@ -195,4 +225,4 @@ def _output(loss: Tensor, terms: dict[str, Tensor], batch: Batch) -> LossOutput:
     )
 
 
-__all__ = ["CLLM4Rec", "IdTables", "LossOutput"]
+__all__ = ["CLLM4Rec", "IdTables", "LossOutput", "causal_id_mean"]

@@ -167,12 +167,27 @@ def smollm2_cache(cache_dir: str | Path) -> Path:
             del config.quantization_config
         lm = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
         lm.load_state_dict(loaded.state_dict())
-        lm.save_pretrained(tmp)
+        save_hf_model(lm, tmp)
         AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name).save_pretrained(tmp)
         (tmp / marker.name).write_text(json.dumps(source))
         shutil.rmtree(target, ignore_errors=True)  # a stale conversion of another GGUF
         tmp.rename(target)
     return target
+
+
+def save_hf_model(lm: PreTrainedModel, path: Path) -> None:
+    """``lm`` as a Hugging Face directory (config, generation config, ``model.safetensors``),
+    written by whichever process calls it. ``save_pretrained`` (transformers 5) writes the weights
+    only on torch.distributed's rank 0 and returns quietly elsewhere, while the rank that converts
+    SmolLM2 is whichever takes the lock first: a rank 1 conversion left a cache without weights."""
+    from safetensors.torch import save_model
+
+    path.mkdir(parents=True, exist_ok=True)
+    lm.config.save_pretrained(path)
+    if getattr(lm, "generation_config", None) is not None:
+        lm.generation_config.save_pretrained(path)
+    # save_model drops the duplicate of tied tensors; from_pretrained ties them again.
+    save_model(lm, str(path / "model.safetensors"), metadata={"format": "pt"})
 
 
 def _converted(marker: Path, source: dict) -> bool:

@@ -41,6 +41,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -137,6 +138,96 @@ def masked_topk(
         exclude_offsets, exclude_items, index_offset, user_chunk, item_chunk, block, threads,
         dense_elements,
     )  # fmt: skip
+
+
+# Unit roundoff of bf16 (8 significant bits, round to nearest).
+BF16_UNIT = 2.0**-8
+# The prefilter's bound on |fp32 score - bf16 score| as a multiple of ||q|| max ||v||: rounding q
+# and v (2u + u^2), the product rounded to bf16 (u (1 + u)^2), and both fp32 accumulations over
+# d terms (under 0.13 u together for d <= 4096) stay under 3.2 u; 4 u leaves room. It assumes
+# fp32 accumulation of the bf16 products, which oneDNN's and ATen's CPU kernels both do.
+PREFILTER_BOUND = 4 * BF16_UNIT
+# Candidates the bf16 pass keeps beyond k. Items within 2 bounds below the k-th score must fit
+# in them for a user to be certified: with 1 M Gaussian rows and k = 20 that band holds about 70
+# (32 extra certified none of 16 users, 128 all of them; docs/benchmarks.md).
+PREFILTER_EXTRA = 128
+
+
+def prefilter_supported() -> bool:
+    """Whether a bf16 product runs in hardware here (AVX512-BF16): elsewhere it is emulated and
+    slower than the fp32 kernel it would filter for."""
+    return bool(torch.cpu._is_avx512_bf16_supported())
+
+
+def masked_topk_prefiltered(
+    queries: Tensor,
+    items: Tensor,
+    items_bf16: Tensor,
+    k: int,
+    exclude_offsets: Tensor,
+    exclude_items: Tensor,
+    *,
+    item_norm_max: float | None = None,
+    extra: int = PREFILTER_EXTRA,
+    item_chunk: int = 4096,
+    threads: int | None = None,
+) -> tuple[Tensor, Tensor]:
+    """``masked_topk`` by two passes, for small batches over large catalogs, where reading the
+    item rows bounds the kernel: the same tiled kernel over ``items_bf16`` (half the bytes)
+    keeps k + ``extra`` candidates per user, whose exact fp32 scores are then computed and
+    ranked (ties: lower item first).
+
+    Exact: with e = ``PREFILTER_BOUND`` ||q|| max ||v|| bounding |fp32 - bf16| for every item
+    and t the k-th bf16 score, every item of the exact top-k has a bf16 score >= t - 2e; a user
+    whose last kept candidate falls below that (or whose list holds every allowed item) is
+    answered from the candidates, any other by ``masked_topk``. The exact scores are fp32 dot
+    products of each candidate, whose last bit can differ from the tile product's.
+    """
+    num_q, n = queries.shape[0], items.shape[0]
+    if num_q == 0 or k == 0 or n == 0:
+        return masked_topk(queries, items, k, exclude_offsets, exclude_items, threads=threads)
+    q = queries.float()
+    qb = q.to(torch.bfloat16)
+    wide = min(n, k + max(0, int(extra)))
+
+    def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
+        torch.mm(items_bf16[c0:c1], qb[u0:u1].T, out=out)
+
+    def fill_rows(u0: int, u1: int, out: Tensor) -> None:
+        torch.mm(qb[u0:u1], items_bf16.T, out=out)
+
+    approx, cand = _tiled_topk(
+        fill, fill_rows, num_q, n, torch.bfloat16, queries.device, wide, exclude_offsets,
+        exclude_items, 0, 256, item_chunk, 64, threads, DENSE_ELEMENTS,
+    )  # fmt: skip
+    if item_norm_max is None:
+        item_norm_max = float(items.norm(dim=1).max())
+    bound = PREFILTER_BOUND * q.norm(dim=1) * item_norm_max
+    approx = approx.float()
+    kth = approx[:, min(k, wide) - 1]
+    # Certified: the list holds every allowed item, or its last falls below t - 2e.
+    certified = (cand[:, -1] < 0) | (approx[:, -1] < kth - 2 * bound) | (wide >= n)
+    # Exact fp32 scores of the candidates, ranked by score then item (-1 padding last).
+    valid = cand >= 0
+    exact = torch.einsum("bcd,bd->bc", items[cand.clamp(min=0)].float(), q)
+    exact = torch.where(valid, exact, NEG_INF)
+    by_item = torch.argsort(torch.where(valid, cand, n), dim=1)
+    scores, index = sorted_topk(exact.gather(1, by_item), cand.gather(1, by_item), k)
+    if scores.shape[1] < k:  # fewer than k items at all
+        pad = k - scores.shape[1]
+        scores = torch.cat([scores, scores.new_full((num_q, pad), NEG_INF)], dim=1)
+        index = torch.cat([index, index.new_full((num_q, pad), -1)], dim=1)
+    index = torch.where(scores == NEG_INF, -1, index)
+    redo = (~certified).nonzero().flatten()
+    if redo.numel():
+        offsets = exclude_offsets.tolist()
+        rows = [exclude_items[offsets[u] : offsets[u + 1]] for u in redo.tolist()]
+        sub_offsets = torch.tensor([0, *np.cumsum([len(r) for r in rows])], dtype=torch.int64)
+        sub_items = torch.cat(rows) if rows else exclude_items[:0]
+        s, i = masked_topk(q[redo], items, k, sub_offsets, sub_items,
+                           item_chunk=item_chunk, threads=threads)  # fmt: skip
+        scores[redo], index[redo] = s, i
+    return scores, index
 
 
 def masked_topk_scores(
@@ -360,7 +451,7 @@ def _candidates(
     blocks = tile.view(c // block, block, b)
     # One cheap pass: the max of every block of items per user ([b, nb] view); a block below
     # tau holds no candidate.
-    block_max = blocks.amax(dim=1).T
+    block_max = block_maxima(blocks).T
     thr = tau.unsqueeze(1)
     hit = block_max >= thr
     hits = int(hit.sum())
@@ -382,6 +473,20 @@ def _candidates(
     where, offset = (values >= thr.squeeze(1)[hit_rows].unsqueeze(1)).nonzero().unbind(1)
     rows = hit_rows[where]
     return rows, hit_blocks[where] * block + offset, values[where, offset]
+
+
+def block_maxima(blocks: Tensor) -> Tensor:
+    """``blocks.amax(dim=1)`` of [nb, block, b] -> [nb, b], by pairwise halving when ``block``
+    is a power of two: torch's reduction over a middle dimension ran 11x slower (2.2 against
+    0.19 ms for a [1024, 64, 16] tile, one thread), and it was half of a served request's time
+    over 1 M items. Maxima are exact, so the two agree bit for bit."""
+    size = blocks.shape[1]
+    if size < 2 or size & (size - 1):
+        return blocks.amax(dim=1)
+    while size > 1:
+        size //= 2
+        blocks = torch.maximum(blocks[:, :size], blocks[:, size:])
+    return blocks.squeeze(1)
 
 
 def _merge(
@@ -418,9 +523,12 @@ def _merge(
 
 __all__ = [
     "DENSE_ELEMENTS",
+    "block_maxima",
     "NEG_INF",
     "csr_rows",
     "masked_topk",
+    "masked_topk_prefiltered",
     "masked_topk_scores",
+    "prefilter_supported",
     "sorted_topk",
 ]

@@ -23,7 +23,7 @@ class RecommenderServer:
 
     def __init__(self, export: str, options: dict[str, Any]):
         self.opts = ServeOptions(**options)
-        self.rec = Recommender.from_pretrained(export)
+        self.rec = Recommender.from_pretrained(export, prefilter=self.opts.prefilter)
         self.answer.set_max_batch_size(self.opts.max_batch_size)
         self.answer.set_batch_wait_timeout_s(self.opts.batch_wait_timeout_s)
 

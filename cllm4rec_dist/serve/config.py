@@ -29,6 +29,9 @@ class ServeOptions:
     # default of 5 would cap every batch at 5): null = 2 x max_batch_size, one batch computing
     # while the next one fills.
     max_ongoing_requests: int | None = None
+    # recommend's two-pass top-K over a bf16 copy of the item head (api/recommender.py): null =
+    # where bf16 products run in hardware (AVX512-BF16); the ranking is the fp32 kernel's.
+    prefilter: bool | None = None
     max_body_bytes: int = 1_000_000  # larger request bodies get 413
     max_queries: int = 1000  # users / histories / items in one request (422 above)
     max_k: int = 1000

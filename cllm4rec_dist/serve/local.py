@@ -99,7 +99,7 @@ def serve_local(export: str, opts: ServeOptions) -> None:
     from starlette.applications import Starlette
     from starlette.routing import Route
 
-    rec = Recommender.from_pretrained(export)
+    rec = Recommender.from_pretrained(export, prefilter=opts.prefilter)
     batcher = MicroBatcher(
         partial(answer_batch, rec), opts.max_batch_size, opts.batch_wait_timeout_s
     )

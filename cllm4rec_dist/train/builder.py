@@ -172,7 +172,9 @@ def build(cfg: TrainConfig) -> TrainingParts:
     device = env.device()
     for table in tables.values():
         table.to(device)
-    model = CLLM4Rec(backbone, IdTables(**tables), scorer, lambda_v=cfg.stage.lambda_v)
+    model = CLLM4Rec(
+        backbone, IdTables(**tables), scorer, lambda_v=cfg.stage.lambda_v, id_skip=cfg.model.id_skip
+    )
     engine = None
     trainable = [p for p in backbone.parameters() if p.requires_grad]
     n_train = sum(p.numel() for p in trainable)  # before ZeRO-3 empties the parameters

@@ -60,9 +60,10 @@ def served(tmp_path_factory) -> tuple[Path, list[dict]]:
     return alone, rows
 
 
-def test_an_export_alone_ranks_every_user_as_predict_does(served):
+@pytest.mark.parametrize("prefilter", [False, True], ids=["fp32", "bf16-prefilter"])
+def test_an_export_alone_ranks_every_user_as_predict_does(served, prefilter):
     export, rows = served
-    rec = Recommender.from_pretrained(export)
+    rec = Recommender.from_pretrained(export, prefilter=prefilter)
     got = rec.recommend(users=[r["user"] for r in rows], k=K)
     assert len(got) == len(rows) > 0
     for row, (items, scores) in zip(rows, got):

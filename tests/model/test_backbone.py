@@ -215,17 +215,18 @@ def test_smollm2_conversion_runs_once_when_ranks_start_together(tmp_path, monkey
         def load_state_dict(self, state):
             pass
 
-        def save_pretrained(self, path):
-            conversions.append(path)
-            time.sleep(0.2)  # long enough for the other threads to arrive mid-conversion
-            path.mkdir(parents=True)
-            (path / "model.safetensors").write_text("weights")
+    def save_hf_model(lm, path):
+        conversions.append(path)
+        time.sleep(0.2)  # long enough for the other threads to arrive mid-conversion
+        path.mkdir(parents=True)
+        (path / "model.safetensors").write_text("weights")
 
     class FakeTokenizer:
         def save_pretrained(self, path):
             (path / "tokenizer.json").write_text("{}")
 
     monkeypatch.setattr(loading, "smollm2_gguf_file", lambda: gguf)
+    monkeypatch.setattr(loading, "save_hf_model", save_hf_model)
     monkeypatch.setattr(loading.AutoModelForCausalLM, "from_pretrained", lambda *a, **k: FakeLM())
     monkeypatch.setattr(loading.AutoModelForCausalLM, "from_config", lambda *a, **k: FakeLM())
     monkeypatch.setattr(loading.AutoTokenizer, "from_pretrained", lambda *a, **k: FakeTokenizer())
@@ -298,3 +299,24 @@ def test_lora_export_loads_as_the_trained_hf_model(tmp_path, family):
         want = lm(input_ids=ids, attention_mask=mask).logits
         got = loaded(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-4)
+
+
+def test_save_hf_model_writes_the_weights_on_every_rank(tmp_path):
+    """transformers' save_pretrained writes no weights off rank 0 of a process group; the SmolLM2
+    conversion runs on whichever rank takes the lock, so it must write them on rank 1 too."""
+    from helpers import run_ranks_serialized
+    from transformers import AutoModelForCausalLM
+
+    from cllm4rec_dist.model.loading import save_hf_model
+
+    def rank_fn(rank, world_size):
+        lm = build_backbone(tiny_model_cfg(seed=rank), vocab_size=V).lm
+        save_hf_model(lm, tmp_path / f"rank{rank}")
+        return {k: v.clone() for k, v in lm.state_dict().items()}
+
+    states = run_ranks_serialized(rank_fn)
+    for rank, state in enumerate(states):
+        loaded = AutoModelForCausalLM.from_pretrained(tmp_path / f"rank{rank}").state_dict()
+        assert loaded.keys() == state.keys()
+        for key, value in state.items():
+            torch.testing.assert_close(loaded[key], value, msg=key)

@@ -33,7 +33,7 @@ class Recorder(nn.Module):
         return self.table(ids)
 
 
-def make_model(tokenizer, lambda_v=1.0, log=None, mode="frozen", seed=0):
+def make_model(tokenizer, lambda_v=1.0, log=None, mode="frozen", seed=0, id_skip=False):
     backbone = build_backbone(tiny_model_cfg(mode=mode, seed=seed), vocab_size=len(tokenizer))
     names = ["user_collab", "item_collab", "user_content", "item_content"]
     tables = [
@@ -44,7 +44,8 @@ def make_model(tokenizer, lambda_v=1.0, log=None, mode="frozen", seed=0):
         tables = [Recorder(t, name, log) for t, name in zip(tables, names)]
     id_tables = IdTables(*tables)
     dense_items = tables[1].table if log is not None else tables[1]
-    return CLLM4Rec(backbone, id_tables, DenseItemScorer(dense_items), lambda_v=lambda_v)
+    scorer = DenseItemScorer(dense_items)
+    return CLLM4Rec(backbone, id_tables, scorer, lambda_v=lambda_v, id_skip=id_skip)
 
 
 @pytest.fixture(params=[False, True], ids=["rows", "packed"])
@@ -162,6 +163,47 @@ def test_recommendation_loss_and_user_vectors(tokenizer, collator):
     torch.testing.assert_close(out.terms["nll"], nll.detach())
     reg = manual_reg(model, batch.input_ids, "collab", "content", 4)
     torch.testing.assert_close(out.loss, nll + reg)
+
+
+def manual_id_mean(model, input_ids, position_ids, view="collab"):
+    """Each position's mean over the ID rows at or before it in its document, one by one."""
+    inputs = manual_inputs(model, input_ids, view)
+    is_id = input_ids >= model.vocab_size
+    out = torch.zeros_like(inputs)
+    for r in range(input_ids.shape[0]):
+        rows = []
+        for t in range(input_ids.shape[1]):
+            if position_ids is not None and int(position_ids[r, t]) == 0:
+                rows = []
+            if is_id[r, t]:
+                rows.append(inputs[r, t])
+            if rows:
+                out[r, t] = torch.stack(rows).mean(0)
+    return out
+
+
+def test_id_skip_adds_each_documents_running_id_mean(tokenizer, collator):
+    plain = make_model(tokenizer, lambda_v=0.5)
+    skip = make_model(tokenizer, lambda_v=0.5, id_skip=True)
+    skip.load_state_dict(plain.state_dict())
+    batch = collator.collate_rec_eval(rec_rows(), "val")
+    mean = manual_id_mean(plain, batch.input_ids, batch.position_ids).reshape(-1, H)
+    expected = plain.user_vectors(batch) + mean[batch.last_index]
+    torch.testing.assert_close(skip.user_vectors(batch), expected)
+    # The collaborative loss reads every target position through the skip.
+    cbatch = collator.collate_collab(collab_rows())
+    hidden = plain.backbone.lm.base_model(
+        inputs_embeds=manual_inputs(plain, cbatch.input_ids, "collab"),
+        position_ids=cbatch.position_ids,
+    ).last_hidden_state
+    hidden = hidden + manual_id_mean(plain, cbatch.input_ids, cbatch.position_ids)
+    at = hidden.reshape(-1, H)[cbatch.target_index]
+    ce = torch.nn.functional.cross_entropy(at @ plain.tables.item_collab.weight.T,
+                                           cbatch.target_items)  # fmt: skip
+    torch.testing.assert_close(skip.collaborative_loss(cbatch).terms["item_ce"], ce)
+    # The content view (words through the LM head) has no skip.
+    tbatch = collator.collate_content(content_rows())
+    torch.testing.assert_close(skip.content_loss(tbatch).loss, plain.content_loss(tbatch).loss)
 
 
 def test_packed_and_row_batches_give_the_same_losses(tokenizer):
