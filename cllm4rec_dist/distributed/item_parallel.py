@@ -83,7 +83,8 @@ class _Gathered:
     """All ranks' rows, as seen by every rank.
 
     hidden [R = W * max_rows, H] fp32, rank r's rows at [r * max_rows, r * max_rows + n_r);
-    pair_rows/pair_items [T]: (row in ``hidden``, global item) pairs of all ranks, padding removed.
+    pair_rows/pair_items [T]: (row in ``hidden``, global item) pairs of all ranks, padding removed;
+    real [sum n_r]: the rows of ``hidden`` that are not padding, in order.
     """
 
     hidden: Tensor
@@ -91,6 +92,7 @@ class _Gathered:
     pair_items: Tensor
     max_rows: int
     own: slice
+    real: Tensor
 
 
 class ItemParallelScorer:
@@ -143,7 +145,13 @@ class ItemParallelScorer:
             pairs = pairs[pairs[:, 0] >= 0]
         # Every rank checks the gathered items, so a bad id raises on all ranks at once.
         check_ids(pairs[:, 1], self.num_items, "item")
-        return _Gathered(gathered, pairs[:, 0], pairs[:, 1], max_rows, own)
+        real = torch.cat(
+            [
+                torch.arange(r * max_rows, r * max_rows + int(n_r))
+                for r, n_r in enumerate(sizes[:, 0])
+            ]
+        ).to(gathered.device)
+        return _Gathered(gathered, pairs[:, 0], pairs[:, 1], max_rows, own, real)
 
     def cross_entropy(self, hidden: Tensor, targets: Tensor) -> Tensor:
         """hidden [N, H], targets [N] global item ids -> loss [N] = lse - logit[target]."""
@@ -186,13 +194,18 @@ class ItemParallelScorer:
         g = self._gather(hidden, csr_rows(exclude_offsets.to(hidden.device)), exclude_items)
         lo, hi = self.table.row_range
         mine = (g.pair_items >= lo) & (g.pair_items < hi)
-        ex_rows, ex_items = g.pair_rows[mine], g.pair_items[mine] - lo
+        # Only the real rows are ranked: a padding row is zero, every item ties at its K-th
+        # score, and all of them became candidates (the last batch of an evaluation took 220 MB
+        # more per rank at 200k users for that alone).
+        position = torch.full((g.hidden.shape[0],), -1, dtype=torch.int64, device=g.real.device)
+        position[g.real] = torch.arange(g.real.numel(), device=g.real.device)
+        ex_rows, ex_items = position[g.pair_rows[mine]], g.pair_items[mine] - lo
         order = torch.argsort(ex_rows, stable=True)
         ex_rows, ex_items = ex_rows[order], ex_items[order]
-        counts = torch.bincount(ex_rows, minlength=g.hidden.shape[0])
+        counts = torch.bincount(ex_rows, minlength=g.real.numel())
         ex_offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
-        scores, items = masked_topk(
-            g.hidden,
+        real_scores, real_items = masked_topk(
+            g.hidden[g.real],
             self.table.weight.detach(),
             k,
             ex_offsets,
@@ -201,6 +214,9 @@ class ItemParallelScorer:
             user_chunk=self.topk_user_chunk,
             item_chunk=self.topk_item_chunk,
         )
+        scores = real_scores.new_full((g.hidden.shape[0], k), NEG_INF)
+        items = real_items.new_full((g.hidden.shape[0], k), -1)
+        scores[g.real], items[g.real] = real_scores, real_items
         # Block r of the gathered rows belongs to rank r: send it there (equal splits).
         split = [g.max_rows] * self.world_size
         scores = all_to_all_rows(scores, split, split, self.group)

@@ -187,3 +187,38 @@ def test_cpu_blocks_hold_a_cache_sized_share_of_the_columns():
     assert block_columns(10**6, CHUNK_ITEMS, "cuda") == CHUNK_ITEMS
     scorer = ItemParallelScorer(PartitionedTable(8, 2))
     assert scorer.block_columns(512) == block_columns(512, CHUNK_ITEMS, "cpu")
+
+
+def _kernel_rows(rank: int, world_size: int) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """Rank 0 ranks 3 rows and rank 1 one: the kernel must see the 4 real rows, not 2 x 3."""
+    from cllm4rec_dist.distributed import item_parallel
+
+    seen = []
+    kernel = item_parallel.masked_topk
+
+    def counting(queries, *args, **kwargs):
+        seen.append(queries.shape[0])
+        return kernel(queries, *args, **kwargs)
+
+    item_parallel.masked_topk = counting
+    try:
+        table = PartitionedTable(10, 4)
+        with torch.no_grad():
+            lo, hi = table.row_range  # row i of the whole table: 4i .. 4i + 3, over 7
+            table.weight.copy_(torch.arange(4 * lo, 4 * hi).reshape(-1, 4).float() / 7)
+        n = 3 if rank == 0 else 1
+        hidden = torch.ones(n, 4) * (rank + 1)
+        offsets = torch.zeros(n + 1, dtype=torch.int64)
+        scores, top = ItemParallelScorer(table).topk(hidden, 4, offsets, torch.zeros(0).long())
+    finally:
+        item_parallel.masked_topk = kernel
+    return seen, scores, top
+
+
+@pytest.mark.distributed
+def test_topk_ranks_only_the_real_rows():
+    for rank, (seen, scores, top) in enumerate(run_ranks_serialized(_kernel_rows, 2)):
+        assert seen == [4], seen
+        # Rows of ones (or twos): the item with the largest row sum wins, the last one.
+        assert top[:, 0].tolist() == [9] * (3 if rank == 0 else 1)
+        assert torch.isfinite(scores).all()
