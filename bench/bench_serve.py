@@ -14,6 +14,9 @@ Peer: the same item vectors in a FAISS ``IndexFlatIP`` answering the same user q
 vectors, computed beforehand) in-process, by as many threads as there are clients: the bound
 without HTTP, batching, the backbone or masking. ``ratio`` = our requests/s / FAISS's.
 
+``--prefilter`` sets ``serve.prefilter`` (recommend's bf16 first pass; auto: where the CPU has
+AVX512-BF16); the header says whether it is on.
+
 Last line: ``serve qps X p50 Y ms p99 Z ms`` (user requests at the largest catalog).
 Full size: ``python -m bench.bench_serve``; CI size: ``--items 2000 --seconds 2``.
 """
