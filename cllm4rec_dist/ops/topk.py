@@ -1,7 +1,9 @@
 """The one exact masked top-K, with CSR exclusions, tiled over users and items: of
 ``queries @ items.T`` (``masked_topk``: the model's scorers, dense and item-parallel) or of score
 rows computed elsewhere (``masked_topk_scores``: the baselines' ``X_u B`` and decoder logits).
-Its plain reference is ``ops/reference.py``; ``tests/ops/test_topk.py`` holds them equal.
+``masked_topk_prefiltered`` runs it over a bf16 copy of the items for candidates, then ranks
+those by their fp32 scores (the served top-K: exact by a rounding bound, below). Its plain
+reference is ``ops/reference.py``; ``tests/ops/test_topk.py`` holds them equal.
 
 The kernel never builds the full [B, n] score matrix of ``masked_topk``. For each (user chunk,
 item tile) it fills one reused buffer (a matmul, or a copy of the given scores), writes -inf at
