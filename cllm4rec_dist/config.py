@@ -69,7 +69,7 @@ class ModelConfig:
     # A pretrained backbone's first N transformer blocks only (null: all of them).
     keep_layers: int | None = None
     # The collaborative view's hidden states get the mean of the ID rows read so far added
-    # (model/cllm4rec.py): on in the pretrained-LM recipe, off for the tiny backbone.
+    # (model/cllm4rec.py). Off everywhere: a SmolLM2 probe did not gain (docs/results.md).
     id_skip: bool = False
 
 

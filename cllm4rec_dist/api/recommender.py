@@ -108,12 +108,11 @@ class Recommender:
         items.requires_grad_(False)
         backbone.requires_grad_(False)
         id_tables = IdTables(serving_users, items, serving_users, items)
-        model_keys = meta.model or {}
-        self.model = CLLM4Rec(
-            backbone, id_tables, DenseItemScorer(items), lambda_v=0.0,
-            id_skip=bool(model_keys.get("id_skip", False)),
-        ).eval()  # fmt: skip
         self.scorer = DenseItemScorer(items)
+        self.model = CLLM4Rec(
+            backbone, id_tables, self.scorer, lambda_v=0.0,
+            id_skip=bool((meta.model or {}).get("id_skip", False)),
+        ).eval()  # fmt: skip
         prompts = PromptBuilder(
             assets.tokenizer,
             assets.templates,

@@ -43,7 +43,6 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
 import torch
 from torch import Tensor
 
@@ -123,23 +122,29 @@ def masked_topk(
     meanwhile: the intra-op thread count is process-wide. ``dense_elements``: the dense path's
     piece (module docstring; 0 = always tiled).
     """
-    q, it = queries.float(), items.float()
-
-    def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
-        # The tile is [items, users]: items @ q.T ran 1.4-2.3x faster than q @ items.T
-        # (MKL sgemm, AVX2) for these shapes, and the block maxima below become a vertical max
-        # over contiguous user rows.
-        torch.mm(it[c0:c1], q[u0:u1].T, out=out)
-
-    def fill_rows(u0: int, u1: int, out: Tensor) -> None:
-        # [users, items]: torch.topk then runs along the contiguous item axis.
-        torch.mm(q[u0:u1], it.T, out=out)
-
+    fill, fill_rows = _products(queries.float(), items.float())
     return _tiled_topk(
         fill, fill_rows, queries.shape[0], items.shape[0], torch.float32, queries.device, k,
         exclude_offsets, exclude_items, index_offset, user_chunk, item_chunk, block, threads,
         dense_elements,
     )  # fmt: skip
+
+
+def _products(queries: Tensor, items: Tensor) -> tuple[Fill, RowFill]:
+    """The kernel's fills of ``queries @ items.T`` in the inputs' dtype (fp32, or bf16 for the
+    prefilter)."""
+
+    def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
+        # The tile is [items, users]: items @ q.T ran 1.4-2.3x faster than q @ items.T
+        # (MKL sgemm, AVX2) for these shapes, and the block maxima below become a vertical max
+        # over contiguous user rows.
+        torch.mm(items[c0:c1], queries[u0:u1].T, out=out)
+
+    def fill_rows(u0: int, u1: int, out: Tensor) -> None:
+        # [users, items]: torch.topk then runs along the contiguous item axis.
+        torch.mm(queries[u0:u1], items.T, out=out)
+
+    return fill, fill_rows
 
 
 # Unit roundoff of bf16 (8 significant bits, round to nearest).
@@ -189,15 +194,8 @@ def masked_topk_prefiltered(
     if num_q == 0 or k == 0 or n == 0:
         return masked_topk(queries, items, k, exclude_offsets, exclude_items, threads=threads)
     q = queries.float()
-    qb = q.to(torch.bfloat16)
     wide = min(n, k + max(0, int(extra)))
-
-    def fill(u0: int, u1: int, c0: int, c1: int, out: Tensor) -> None:
-        torch.mm(items_bf16[c0:c1], qb[u0:u1].T, out=out)
-
-    def fill_rows(u0: int, u1: int, out: Tensor) -> None:
-        torch.mm(qb[u0:u1], items_bf16.T, out=out)
-
+    fill, fill_rows = _products(q.to(torch.bfloat16), items_bf16)
     approx, cand = _tiled_topk(
         fill, fill_rows, num_q, n, torch.bfloat16, queries.device, wide, exclude_offsets,
         exclude_items, 0, 256, item_chunk, 64, threads, DENSE_ELEMENTS,
@@ -222,10 +220,10 @@ def masked_topk_prefiltered(
     index = torch.where(scores == NEG_INF, -1, index)
     redo = (~certified).nonzero().flatten()
     if redo.numel():
-        offsets = exclude_offsets.tolist()
-        rows = [exclude_items[offsets[u] : offsets[u + 1]] for u in redo.tolist()]
-        sub_offsets = torch.tensor([0, *np.cumsum([len(r) for r in rows])], dtype=torch.int64)
-        sub_items = torch.cat(rows) if rows else exclude_items[:0]
+        # The redone users' exclusions, as a CSR of their own.
+        counts = (exclude_offsets[1:] - exclude_offsets[:-1])[redo]
+        sub_offsets = torch.cat([counts.new_zeros(1), torch.cumsum(counts, 0)])
+        sub_items = exclude_items[(~certified)[csr_rows(exclude_offsets)]]
         s, i = masked_topk(q[redo], items, k, sub_offsets, sub_items,
                            item_chunk=item_chunk, threads=threads)  # fmt: skip
         scores[redo], index[redo] = s, i
