@@ -33,6 +33,7 @@ from cllm4rec_dist.model.options import (
     BackboneMode,
     Dtype,
     ModelSource,
+    RecPool,
     TableInit,
     TinyInit,
 )
@@ -69,8 +70,13 @@ class ModelConfig:
     # A pretrained backbone's first N transformer blocks only (null: all of them).
     keep_layers: int | None = None
     # The collaborative view's hidden states get the mean of the ID rows read so far added
-    # (model/cllm4rec.py). Off everywhere: a SmolLM2 probe did not gain (docs/results.md).
+    # (model/cllm4rec.py). Off for tiny; on in the pretrained recipe (docs/results.md).
     id_skip: bool = False
+    # With id_skip: the LM's hidden states are multiplied by this before the skip is added.
+    lm_scale: float = 1.0
+    # The user vector of a recommendation prompt: its last hidden state (the paper's), or the
+    # mean of the hidden states the collaborative LM trained to predict items (model/cllm4rec.py).
+    rec_pool: RecPool = RecPool.last
 
 
 @dataclass
@@ -82,6 +88,10 @@ class TablesConfig:
     # a pretrained backbone, random for the tiny one (whose embeddings are random).
     init: TableInit = TableInit.auto
     init_std: float = 0.02
+    # With text init: the item rows also start with the training interactions' top singular
+    # factors (0 = none), at this mean row norm (model/collab_rows.py; the pretrained recipe).
+    collab_dims: int = 0
+    collab_norm: float = 1.5
     optimizer: TableOptimizer = TableOptimizer.rowwise_adagrad
     lr: float = 0.05
     eps: float = 1e-8
@@ -328,6 +338,9 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
     _require(cfg.tables.init_std > 0, "tables.init_std", "must be > 0")
     _require(cfg.tables.eps > 0, "tables.eps", "must be > 0")
+    _require(m.lm_scale > 0, "model.lm_scale", "must be > 0")
+    _require(cfg.tables.collab_dims >= 0, "tables.collab_dims", "must be >= 0 (0 = none)")
+    _require(cfg.tables.collab_norm > 0, "tables.collab_norm", "must be > 0")
     sm = cfg.softmax
     _require(sm.full_max_items >= 1, "softmax.full_max_items", "must be >= 1")
     _require(sm.num_samples >= 1, "softmax.num_samples", "must be >= 1")

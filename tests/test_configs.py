@@ -104,6 +104,9 @@ def test_data_prep_configs_compose():
         ("run.max_steps=0", "run.max_steps"),
         ("softmax.num_samples=0", "softmax.num_samples"),
         ("softmax.alpha=-1", "softmax.alpha"),
+        ("model.lm_scale=0", "model.lm_scale"),
+        ("tables.collab_dims=-1", "tables.collab_dims"),
+        ("tables.collab_norm=0", "tables.collab_norm"),
     ],
 )
 def test_invalid_values_name_the_key(override, key):
@@ -152,3 +155,13 @@ def test_the_old_backbone_name_warns_and_runs_tiny(override):
     with pytest.warns(FutureWarning, match="model.source=debug .* now called tiny"):
         validate(cfg)
     assert OmegaConf.to_container(cfg.model) == OmegaConf.to_container(tiny.model)
+
+
+def test_a_pretrained_model_picks_up_the_recipe_and_tiny_does_not(monkeypatch):
+    monkeypatch.setenv("CLLM4REC_BACKBONE_DIR", "/nonexistent")
+    smol = _compose("finetune", ["data.dir=/tmp/x", "model=smollm2"])
+    assert smol.model.id_skip and smol.model.lm_scale < 1 and smol.tables.collab_dims > 0
+    assert smol.tables.lr == 0.01  # finetune.yaml's table lr comes after the recipe's
+    tiny = _compose("finetune", ["data.dir=/tmp/x"])
+    assert not tiny.model.id_skip and tiny.model.lm_scale == 1 and tiny.tables.collab_dims == 0
+    assert tiny.model.rec_pool == "last"

@@ -112,6 +112,8 @@ class Recommender:
         self.model = CLLM4Rec(
             backbone, id_tables, self.scorer, lambda_v=0.0,
             id_skip=bool((meta.model or {}).get("id_skip", False)),
+            rec_pool=(meta.model or {}).get("rec_pool", "last"),
+            lm_scale=float((meta.model or {}).get("lm_scale", 1.0)),
         ).eval()  # fmt: skip
         prompts = PromptBuilder(
             assets.tokenizer,

@@ -174,16 +174,22 @@ class Collator:
         excludes: list[np.ndarray],
     ) -> RecBatch:
         b = self.builder
-        seqs = []
+        seqs, pools = [], []
         for row, items in zip(rows, inputs):
             user = row["user"]
             prompt = b.prompt("recommendation", user=user)
             suffix = b.prompt("recommendation_suffix", user=user)
             seqs.append(np.concatenate([prompt, b.item_tokens(items), suffix]))
+            # The positions the collaborative LM trained to predict an item: the prompt's last
+            # word, each history item, and the suffix's last word.
+            history = np.arange(len(prompt) - 1, len(prompt) + len(items))
+            pools.append(np.append(history, len(seqs[-1]) - 1))
         grid = _layout(seqs, b.pad_id, self.pack, self.row_length)
         return RecBatch(
             **grid.tensors(),
             last_index=grid.flat_index([np.array([len(seq) - 1]) for seq in seqs]),
+            pool_offsets=_offsets(pools),
+            pool_index=grid.flat_index(pools),
             target_offsets=_offsets(targets),
             target_items=_cat(targets),
             exclude_offsets=_offsets(excludes),

@@ -65,6 +65,8 @@ class ContentBatch(_Movable):
 class RecBatch(_Movable):
     """Recommendation prompts; the hidden state at last_index [D] scores all items.
 
+    pool_offsets [D+1] / pool_index: each prompt's positions that predict an item (the last word
+    before the history, every history item, the last position), for ``rec_pool=mean``;
     target_offsets [D+1] / target_items: held-out items per user (multinomial targets);
     exclude_offsets [D+1] / exclude_items: items masked out of the ranking (empty in training);
     users [D].
@@ -74,6 +76,8 @@ class RecBatch(_Movable):
     attention_mask: Tensor
     position_ids: Tensor
     last_index: Tensor
+    pool_offsets: Tensor
+    pool_index: Tensor
     target_offsets: Tensor
     target_items: Tensor
     exclude_offsets: Tensor

@@ -20,6 +20,8 @@ from cllm4rec_dist.model.backbone import Backbone, BackboneOutput
 from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.heads import word_cross_entropy
 from cllm4rec_dist.model.interfaces import IdTable, ItemScorer
+from cllm4rec_dist.model.options import RecPool
+from cllm4rec_dist.ops.topk import csr_rows
 
 Batch = CollabBatch | ContentBatch | RecBatch
 
@@ -80,6 +82,15 @@ class CLLM4Rec(nn.Module):
     is 30 layers away from the ID rows it read; the skip gives the tied item head the item-to-item
     and user-to-item products of the rows themselves, and the LM adds to that (docs/model.md).
     Off for the tiny backbone, whose identity paths already carry the rows to the top.
+    lm_scale: with id_skip, the LM's hidden states are multiplied by it before the skip is
+    added: SmolLM2's last hidden states have norm ~32 against the skip's ~2, and at 1 its
+    logits drown the rows' products (docs/results.md).
+
+    rec_pool: the user vector of a recommendation prompt. ``last``: the hidden state at its last
+    position (the paper's). ``mean``: the mean of the hidden states at the positions that predict
+    an item (``RecBatch.pool_index``): the collaborative LM trained each of them to predict the
+    user's next item, so their mean is an ensemble of predictions it already makes, where the
+    last position must learn a new prompt.
     """
 
     def __init__(
@@ -90,9 +101,12 @@ class CLLM4Rec(nn.Module):
         lambda_v: float,
         vocab_size: int | None = None,
         id_skip: bool = False,
+        rec_pool: RecPool | str = RecPool.last,
+        lm_scale: float = 1.0,
     ):
         super().__init__()
-        self.id_skip = bool(id_skip)
+        self.id_skip, self.lm_scale = bool(id_skip), float(lm_scale)
+        self.rec_pool = RecPool(rec_pool)
         self.backbone, self.tables = backbone, tables
         self.item_scorer = item_scorer
         self.lambda_v = float(lambda_v)
@@ -127,7 +141,7 @@ class CLLM4Rec(nn.Module):
     def recommendation_loss(self, batch: RecBatch) -> LossOutput:
         """Mean over users of the multinomial NLL of their held-out items + reg(collab -> content)."""
         out, ids = self._forward(batch, "collab")
-        hidden = _gather(out.hidden, batch.last_index)
+        hidden = self._user_hidden(out.hidden, batch)
         nll = self.item_scorer.multinomial_nll(hidden, batch.target_offsets, batch.target_items)
         task = nll.sum() / max(nll.numel(), 1)
         reg = self._mutual_reg(ids, "content", batch.num_documents)
@@ -136,9 +150,19 @@ class CLLM4Rec(nn.Module):
     def user_vectors(self, batch: RecBatch) -> Tensor:
         """Hidden state at each prompt's last position -> [D, H] fp32, scored against the items."""
         out, _ = self._forward(batch, "collab")
-        return _gather(out.hidden, batch.last_index).float()
+        return self._user_hidden(out.hidden, batch).float()
 
     # ----- internals --------------------------------------------------------------------------
+    def _user_hidden(self, hidden: Tensor, batch: RecBatch) -> Tensor:
+        """[R, T, H] hidden states -> [D, H] user vectors (``rec_pool``)."""
+        if self.rec_pool == RecPool.last:
+            return _gather(hidden, batch.last_index)
+        picked = _gather(hidden, batch.pool_index)
+        rows = csr_rows(batch.pool_offsets)
+        sums = picked.new_zeros(batch.num_documents, picked.shape[-1]).index_add(0, rows, picked)
+        counts = (batch.pool_offsets[1:] - batch.pool_offsets[:-1]).clamp(min=1)
+        return sums / counts.unsqueeze(-1).to(sums.dtype)
+
     def _forward(
         self,
         batch: Batch,
@@ -176,7 +200,7 @@ class CLLM4Rec(nn.Module):
         )
         if self.id_skip and view == "collab" and input_ids.numel():
             skip = causal_id_mean(id_embeds, id_mask, batch.position_ids)
-            out.hidden = out.hidden + skip.to(out.hidden.dtype)
+            out.hidden = self.lm_scale * out.hidden + skip.to(out.hidden.dtype)
         return out, _IdLookup(users, user_rows, items, item_rows)
 
     def _mutual_reg(self, ids: _IdLookup, other_view: str, num_documents: int) -> Tensor:

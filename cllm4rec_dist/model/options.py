@@ -42,6 +42,13 @@ class TinyInit(StrEnum):
 DTYPE_BYTES: dict[Dtype, int] = {Dtype.fp32: 4, Dtype.bf16: 2}
 
 
+class RecPool(StrEnum):
+    """Which hidden states make the user vector of a recommendation prompt (model/cllm4rec.py)."""
+
+    last = "last"  # the prompt's last position: the paper's head
+    mean = "mean"  # the mean over the positions that predict an item (RecBatch.pool_index)
+
+
 class TableInit(StrEnum):
     """The ID tables' first rows (train/text_init.py)."""
 

@@ -159,6 +159,9 @@ def build(cfg: TrainConfig) -> TrainingParts:
             prompts,
             cfg.data.dir,
             cfg.data.max_text_tokens,
+            collab_dims=cfg.tables.collab_dims,
+            collab_norm=cfg.tables.collab_norm,
+            seed=cfg.model.seed,
         )
         log.info("ID tables start from text: %s", counts)
     if cfg.stage.init_from:
@@ -173,7 +176,13 @@ def build(cfg: TrainConfig) -> TrainingParts:
     for table in tables.values():
         table.to(device)
     model = CLLM4Rec(
-        backbone, IdTables(**tables), scorer, lambda_v=cfg.stage.lambda_v, id_skip=cfg.model.id_skip
+        backbone,
+        IdTables(**tables),
+        scorer,
+        lambda_v=cfg.stage.lambda_v,
+        id_skip=cfg.model.id_skip,
+        rec_pool=cfg.model.rec_pool,
+        lm_scale=cfg.model.lm_scale,
     )
     engine = None
     trainable = [p for p in backbone.parameters() if p.requires_grad]

@@ -3,6 +3,8 @@
 - Items: the mean of the LM's input embeddings of the item's description tokens (the first
   ``data.max_text_tokens``, as the content LM reads them), rescaled to the mean norm of the
   LM's token embeddings. Items without text get the mean of the others' rows.
+- Items, with ``tables.collab_dims`` > 0: plus the training interactions' top singular factors
+  (model/collab_rows.py), so that the rows hold the collaborative structure from the start.
 - Users: the mean of their training items' rows (what the collaborative LM will predict from
   them), rescaled the same way; users without training items start from their description,
   else from the mean user row.
@@ -25,6 +27,7 @@ from torch import Tensor
 
 from cllm4rec_dist.data.shards import iter_rows
 from cllm4rec_dist.distributed.comm import all_reduce
+from cllm4rec_dist.model.collab_rows import into_space, item_factors, random_basis
 from cllm4rec_dist.model.prompts import CONTENT_TEMPLATES, PromptBuilder
 from cllm4rec_dist.model.text_rows import SPACE_SAMPLE_TEXTS, TokenSpace, mean_rows, token_rows
 
@@ -90,10 +93,16 @@ def init_from_text(
     prompts: PromptBuilder,
     data_dir: str,
     max_tokens: int,
+    collab_dims: int = 0,
+    collab_norm: float = 1.5,
+    seed: int = 0,
 ) -> dict[str, int]:
     """Fill the four tables (``build_tables``' dict) from text; returns counts for the log.
 
     embedding: the backbone's input token embeddings [V, H] (whole, not ZeRO-partitioned).
+    collab_dims > 0: the item rows also get the training interactions' top ``collab_dims``
+    factors at a mean row norm of ``collab_norm`` (model/collab_rows.py), before the users'
+    rows are made from their items' rows.
     """
     emb = embedding.detach().float().cpu()
     item_tables = [tables["item_collab"], tables["item_content"]]
@@ -112,10 +121,19 @@ def init_from_text(
     mean_item = _global_mean(item_rows, has_text)
     assert mean_item is not None  # some item has text
     item_rows[~has_text] = space.place((mean_item - space.mean).unsqueeze(0))
-    _fill(item_tables, item_rows)
-
     ulo, uhi = user_tables[0].row_range
     offsets, history = _user_histories(data_dir, ulo, uhi)
+    if collab_dims > 0:
+        num_items, hidden = item_tables[0].num_rows, item_rows.shape[1]
+        factors = item_factors(
+            offsets, history, num_items, min(collab_dims, hidden),
+            lambda t: all_reduce(t, dist.ReduceOp.SUM),
+            seed=seed,
+        )  # fmt: skip
+        basis = random_basis(hidden, factors.shape[1], seed=seed)
+        item_rows += into_space(factors, basis, collab_norm)[lo:hi]
+    _fill(item_tables, item_rows)
+
     with torch.no_grad():
         history_rows = tables["item_collab"](history)  # collective: every rank calls it once
     user_rows = mean_rows(offsets, history_rows.cpu(), space)

@@ -28,14 +28,11 @@ REPO = Path(__file__).resolve().parents[2]
 K = 20
 
 
-@pytest.fixture(scope="module")
-def served(tmp_path_factory) -> tuple[Path, list[dict]]:
-    """(an export copied alone into a fresh directory, predict's rows for it on 2 ranks); the
-    dataset and the run it came from are deleted."""
+def _served(tmp_path_factory, model: list[str]) -> tuple[Path, list[dict]]:
     root = tmp_path_factory.mktemp("api")
     data = prepare_dataset(root / "data", [*TINY_CATALOG, "split.cold_item_fraction=0.2"])
     cmd = [
-        sys.executable, str(REPO / "launchers" / "pretrain.py"), *TINY, f"data.dir={data}",
+        sys.executable, str(REPO / "launchers" / "pretrain.py"), *TINY, *model, f"data.dir={data}",
         f"run.dir={root / 'pre'}", "stage.epochs=1", "stage.max_steps_per_phase=3",
     ]  # fmt: skip
     proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -48,6 +45,7 @@ def served(tmp_path_factory) -> tuple[Path, list[dict]]:
             f"stage.init_from={export}",
             f"run.dir={root / 'p'}",
             f"predict.k={K}",
+            *model,
         ],
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -58,6 +56,21 @@ def served(tmp_path_factory) -> tuple[Path, list[dict]]:
     shutil.rmtree(data)
     shutil.rmtree(root / "pre")
     return alone, rows
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """(an export copied alone into a fresh directory, predict's rows for it on 2 ranks); the
+    dataset and the run it came from are deleted."""
+    return _served(tmp_path_factory, [])
+
+
+@pytest.fixture(scope="module")
+def served_skip(tmp_path_factory) -> tuple[Path, list[dict]]:
+    """The same with the pretrained recipe's head (the ID skip, a scaled LM) and mean pooling:
+    the export's meta carries them to the Recommender."""
+    model = ["model.id_skip=true", "model.lm_scale=0.5", "model.rec_pool=mean"]
+    return _served(tmp_path_factory, model)
 
 
 @pytest.mark.parametrize("prefilter", [False, True], ids=["fp32", "bf16-prefilter"])
@@ -71,6 +84,16 @@ def test_an_export_alone_ranks_every_user_as_predict_does(served, prefilter):
         np.testing.assert_allclose(scores, row["scores"], rtol=1e-5, atol=1e-6)
     card = (export / "README.md").read_text()
     assert "manifest sha256" in card and "from_pretrained" in card
+
+
+def test_the_skip_head_and_pooling_serve_as_predict_ranks(served_skip):
+    export, rows = served_skip
+    rec = Recommender.from_pretrained(export, prefilter=False)
+    assert rec.model.id_skip and rec.model.lm_scale == 0.5 and rec.model.rec_pool == "mean"
+    got = rec.recommend(users=[r["user"] for r in rows], k=K)
+    for row, (items, scores) in zip(rows, got):
+        assert items == row["items"], row["user"]
+        np.testing.assert_allclose(scores, row["scores"], rtol=1e-5, atol=1e-6)
 
 
 def test_masks_and_new_users(served):

@@ -165,6 +165,9 @@ def test_rec_eval_layout_targets_and_exclusions(collator, builder, tokenizer):
     seq = prompt + [v + N_USERS + 1, v + N_USERS + 2] + suffix
     assert val.input_ids.tolist() == [seq]
     assert val.last_index.tolist() == [len(seq) - 1]
+    # Pooled positions: " with" before the history, each history item, the suffix's last word.
+    assert val.pool_offsets.tolist() == [0, 4]
+    assert val.pool_index.tolist() == [len(prompt) - 1, len(prompt), len(prompt) + 1, len(seq) - 1]
     assert val.target_offsets.tolist() == [0, 1] and val.target_items.tolist() == [3]
     assert val.exclude_offsets.tolist() == [0, 2] and val.exclude_items.tolist() == [1, 2]
     test = collator.collate_rec_eval(rows, "test")
@@ -286,5 +289,10 @@ def test_packing_keeps_rec_last_positions(builder):
     assert packed.input_ids.shape == (3, 32)  # FFD: 17+13 | 12+11 | 10
     suffix_end = builder.prompt("recommendation_suffix", user=0)[-1]
     assert (packed.input_ids.flatten()[packed.last_index] == suffix_end).all()
+    # The pooled positions hold the same tokens in either layout, document by document.
+    assert torch.equal(packed.pool_offsets, flat.pool_offsets)
+    assert torch.equal(
+        packed.input_ids.flatten()[packed.pool_index], flat.input_ids.flatten()[flat.pool_index]
+    )
     assert torch.equal(packed.users, flat.users)
     assert torch.equal(packed.exclude_items, flat.exclude_items)

@@ -33,7 +33,9 @@ class Recorder(nn.Module):
         return self.table(ids)
 
 
-def make_model(tokenizer, lambda_v=1.0, log=None, mode="frozen", seed=0, id_skip=False):
+def make_model(
+    tokenizer, lambda_v=1.0, log=None, mode="frozen", seed=0, id_skip=False, rec_pool="last"
+):
     backbone = build_backbone(tiny_model_cfg(mode=mode, seed=seed), vocab_size=len(tokenizer))
     names = ["user_collab", "item_collab", "user_content", "item_content"]
     tables = [
@@ -45,7 +47,9 @@ def make_model(tokenizer, lambda_v=1.0, log=None, mode="frozen", seed=0, id_skip
     id_tables = IdTables(*tables)
     dense_items = tables[1].table if log is not None else tables[1]
     scorer = DenseItemScorer(dense_items)
-    return CLLM4Rec(backbone, id_tables, scorer, lambda_v=lambda_v, id_skip=id_skip)
+    return CLLM4Rec(
+        backbone, id_tables, scorer, lambda_v=lambda_v, id_skip=id_skip, rec_pool=rec_pool
+    )
 
 
 @pytest.fixture(params=[False, True], ids=["rows", "packed"])
@@ -163,6 +167,25 @@ def test_recommendation_loss_and_user_vectors(tokenizer, collator):
     torch.testing.assert_close(out.terms["nll"], nll.detach())
     reg = manual_reg(model, batch.input_ids, "collab", "content", 4)
     torch.testing.assert_close(out.loss, nll + reg)
+
+
+def test_rec_pool_mean_averages_the_item_predicting_positions(tokenizer, collator):
+    last = make_model(tokenizer, lambda_v=0.5)
+    pooled = make_model(tokenizer, lambda_v=0.5, rec_pool="mean")
+    pooled.load_state_dict(last.state_dict())
+    batch = collator.collate_rec_eval(rec_rows(), "val")
+    hidden = last.backbone.lm.base_model(
+        inputs_embeds=manual_inputs(last, batch.input_ids, "collab"),
+        position_ids=batch.position_ids,
+    ).last_hidden_state.reshape(-1, H)
+    offsets = batch.pool_offsets.tolist()
+    expected = torch.stack(
+        [hidden[batch.pool_index[a:b]].mean(0) for a, b in zip(offsets, offsets[1:])]
+    )
+    torch.testing.assert_close(pooled.user_vectors(batch), expected)
+    log_probs = torch.log_softmax(expected @ pooled.tables.item_collab.weight.T, -1)
+    nll = -log_probs[torch.arange(4), batch.target_items].mean()
+    torch.testing.assert_close(pooled.recommendation_loss(batch).terms["nll"], nll.detach())
 
 
 def manual_id_mean(model, input_ids, position_ids, view="collab"):

@@ -7,6 +7,7 @@ import torch
 from cllm4rec_dist.data.format import prompt_builder_templates
 from cllm4rec_dist.data.manifest import load_manifest
 from cllm4rec_dist.data.shards import iter_rows
+from cllm4rec_dist.model.collab_rows import reference_factors
 from cllm4rec_dist.model.loading import load_tokenizer
 from cllm4rec_dist.model.prompts import PromptBuilder
 from cllm4rec_dist.model.tables import DenseTable
@@ -88,3 +89,23 @@ def test_text_init_without_descriptions_keeps_random_rows(tmp_path, tiny_dataset
     }
     for name, table in tables.items():
         torch.testing.assert_close(table.weight.detach(), before[name])
+
+
+def test_collab_dims_add_the_interactions_factors_to_the_item_rows(tiny_dataset):
+    manifest, prompts, plain, embedding = _parts(tiny_dataset)
+    init_from_text(plain, embedding, prompts, str(tiny_dataset), max_tokens=24)
+    _, _, tables, _ = _parts(tiny_dataset)
+    init_from_text(
+        tables, embedding, prompts, str(tiny_dataset), 24, collab_dims=4, collab_norm=1.5
+    )
+    added = tables["item_collab"].weight.detach() - plain["item_collab"].weight.detach()
+    x = torch.zeros(manifest.num_users, manifest.num_items)
+    for row in iter_rows(str(tiny_dataset), "recommendation", shuffle=False):
+        x[int(row["user"]), list(row["train"])] = 1.0
+    factors = reference_factors(x, 4)
+    # What was added holds the SVD's item-item products (up to scale), at the mean norm asked.
+    assert abs(float(added.norm(dim=1).mean()) - 1.5) < 1e-4
+    scale = factors.norm(dim=1).mean() / 1.5
+    torch.testing.assert_close(added @ added.T * scale**2, factors @ factors.T,
+                               atol=1e-3, rtol=1e-3)  # fmt: skip
+    torch.testing.assert_close(tables["item_content"].weight, tables["item_collab"].weight)
