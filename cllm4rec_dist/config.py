@@ -89,7 +89,7 @@ class TablesConfig:
     init: TableInit = TableInit.auto
     init_std: float = 0.02
     # With text init: the item rows also start with the training interactions' top singular
-    # factors (0 = none), at this mean row norm (model/collab_rows.py; the pretrained recipe).
+    # factors (0 = none), each row at this norm (model/collab_rows.py; the pretrained recipe).
     collab_dims: int = 0
     collab_norm: float = 1.5
     optimizer: TableOptimizer = TableOptimizer.rowwise_adagrad

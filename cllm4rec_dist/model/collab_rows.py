@@ -97,13 +97,19 @@ def random_basis(hidden: int, dims: int, seed: int = 0) -> Tensor:
 
 
 def into_space(factors: Tensor, basis: Tensor, norm: float) -> Tensor:
-    """F [I, k] -> rows [I, H] = F @ basis.T (basis [H, k], orthonormal columns), rescaled so
-    that the mean row norm is ``norm``."""
+    """F [I, k] -> rows [I, H] = F @ basis.T (basis [H, k], orthonormal columns), each row
+    rescaled to the norm ``norm`` (a row of zeros, an item no user took, stays zero).
+
+    Per row, like a text row's placement (text_rows.TokenSpace): a factor row's norm grows with
+    the item's popularity, and on a long-tailed catalog (Amazon Scientific: the top 1 % of items
+    above 12x the mean norm) those rows took over the LM's inputs and the head's logits, and the
+    first pretraining steps' item cross-entropy rose to 51 (uniform: 8.4). The rows' products
+    are then the cosines of the factors."""
     if factors.shape[1] > basis.shape[1]:
         raise ValueError(f"{factors.shape[1]} factors but a basis of {basis.shape[1]} directions")
     rows = factors @ basis[:, : factors.shape[1]].T
-    mean_norm = rows.norm(dim=1).mean()
-    return rows * (norm / mean_norm) if mean_norm > 0 else rows
+    lengths = rows.norm(dim=1, keepdim=True)
+    return torch.where(lengths > 0, rows * (norm / lengths.clamp_min(1e-12)), rows)
 
 
 __all__ = ["into_space", "item_factors", "random_basis", "reference_factors"]

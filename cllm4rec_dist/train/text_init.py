@@ -101,7 +101,7 @@ def init_from_text(
 
     embedding: the backbone's input token embeddings [V, H] (whole, not ZeRO-partitioned).
     collab_dims > 0: the item rows also get the training interactions' top ``collab_dims``
-    factors at a mean row norm of ``collab_norm`` (model/collab_rows.py), before the users'
+    factors, each row at the norm ``collab_norm`` (model/collab_rows.py), before the users'
     rows are made from their items' rows.
     """
     emb = embedding.detach().float().cpu()

@@ -68,13 +68,18 @@ def test_two_ranks_holding_half_the_users_each_get_the_one_process_factors():
     assert torch.equal(ranks[0], ranks[1])  # bit-identical: every rank adds its slice of them
 
 
-def test_into_space_keeps_products_up_to_scale_and_sets_the_mean_norm():
+def test_into_space_gives_every_row_the_norm_and_keeps_the_cosines():
     factors = reference_factors(planted(), 4)
+    factors[5] = 0.0  # an item no user took
     basis = random_basis(16, 4, seed=3)
     torch.testing.assert_close(basis.T @ basis, torch.eye(4), atol=1e-5, rtol=0)
     torch.testing.assert_close(basis, random_basis(16, 4, seed=3))  # the same on every rank
     rows = into_space(factors, basis, norm=1.5)
     assert rows.shape == (40, 16)
-    assert abs(float(rows.norm(dim=1).mean()) - 1.5) < 1e-5
-    ratio = factors.norm(dim=1).mean() / 1.5
-    torch.testing.assert_close(rows @ rows.T * ratio**2, factors @ factors.T, atol=1e-4, rtol=1e-4)
+    taken = factors.norm(dim=1) > 0  # the planted blocks leave items 35-39 untaken too
+    assert not taken[5] and int(taken.sum()) == 34
+    torch.testing.assert_close(rows[taken].norm(dim=1), torch.full((34,), 1.5))
+    assert torch.equal(rows[~taken], torch.zeros(6, 16))
+    unit = torch.nn.functional.normalize(factors[taken], dim=1)
+    torch.testing.assert_close(rows[taken] @ rows[taken].T / 1.5**2, unit @ unit.T,
+                               atol=1e-5, rtol=1e-5)  # fmt: skip
