@@ -109,11 +109,12 @@ class Recommender:
         backbone.requires_grad_(False)
         id_tables = IdTables(serving_users, items, serving_users, items)
         self.scorer = DenseItemScorer(items)
+        trained = meta.model or {}  # the training config's model section
         self.model = CLLM4Rec(
             backbone, id_tables, self.scorer, lambda_v=0.0,
-            id_skip=bool((meta.model or {}).get("id_skip", False)),
-            rec_pool=(meta.model or {}).get("rec_pool", "last"),
-            lm_scale=float((meta.model or {}).get("lm_scale", 1.0)),
+            id_skip=bool(trained.get("id_skip", False)),
+            rec_pool=trained.get("rec_pool", "last"),
+            lm_scale=float(trained.get("lm_scale", 1.0)),
         ).eval()  # fmt: skip
         prompts = PromptBuilder(
             assets.tokenizer,

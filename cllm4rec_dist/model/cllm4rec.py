@@ -21,7 +21,7 @@ from cllm4rec_dist.model.batches import CollabBatch, ContentBatch, RecBatch
 from cllm4rec_dist.model.heads import word_cross_entropy
 from cllm4rec_dist.model.interfaces import IdTable, ItemScorer
 from cllm4rec_dist.model.options import RecPool
-from cllm4rec_dist.ops.topk import csr_rows
+from cllm4rec_dist.model.text_rows import segment_mean
 
 Batch = CollabBatch | ContentBatch | RecBatch
 
@@ -154,14 +154,11 @@ class CLLM4Rec(nn.Module):
 
     # ----- internals --------------------------------------------------------------------------
     def _user_hidden(self, hidden: Tensor, batch: RecBatch) -> Tensor:
-        """[R, T, H] hidden states -> [D, H] user vectors (``rec_pool``)."""
+        """[R, T, H] hidden states -> [D, H] user vectors (``rec_pool``; ``mean`` gives fp32, which
+        the item scorer computes in anyway)."""
         if self.rec_pool == RecPool.last:
             return _gather(hidden, batch.last_index)
-        picked = _gather(hidden, batch.pool_index)
-        rows = csr_rows(batch.pool_offsets)
-        sums = picked.new_zeros(batch.num_documents, picked.shape[-1]).index_add(0, rows, picked)
-        counts = (batch.pool_offsets[1:] - batch.pool_offsets[:-1]).clamp(min=1)
-        return sums / counts.unsqueeze(-1).to(sums.dtype)
+        return segment_mean(batch.pool_offsets, _gather(hidden, batch.pool_index))
 
     def _forward(
         self,

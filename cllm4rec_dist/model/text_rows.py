@@ -53,15 +53,14 @@ class TokenSpace:
 
 
 def segment_mean(offsets: Tensor, rows: Tensor) -> Tensor:
-    """Mean of consecutive groups of ``rows`` [nnz, H] (CSR ``offsets`` [n+1]) -> [n, H] fp32;
-    an empty group gives a zero row."""
+    """Mean of consecutive groups of ``rows`` [nnz, H] (CSR ``offsets`` [n+1]) -> [n, H] fp32 on
+    ``rows``' device; an empty group gives a zero row. Out of place, so gradients flow to
+    ``rows`` (the recommendation prompt's pooled user vector, model/cllm4rec.py, uses it too)."""
     n = offsets.numel() - 1
-    lengths = offsets[1:] - offsets[:-1]
-    out = torch.zeros(n, rows.shape[1], dtype=torch.float32)
-    out.index_add_(0, torch.repeat_interleave(torch.arange(n), lengths), rows.float())
-    nonempty = lengths > 0
-    out[nonempty] /= lengths[nonempty].unsqueeze(1).float()
-    return out
+    lengths = (offsets[1:] - offsets[:-1]).to(rows.device)
+    groups = torch.repeat_interleave(torch.arange(n, device=rows.device), lengths)
+    sums = rows.new_zeros(n, rows.shape[1], dtype=torch.float32).index_add(0, groups, rows.float())
+    return sums / lengths.clamp(min=1).unsqueeze(1).to(sums.dtype)
 
 
 def token_rows(
