@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import TINY
-from one_node_slurm import OneNodeSlurm, SlurmUnavailable, start
+from one_node_slurm import FINAL_STATES, OneNodeSlurm, SlurmUnavailable, start
 
 from cllm4rec_dist.distributed.spawn import free_port
 from cllm4rec_dist.export import read_backbone_state, read_exported_rows, read_meta
@@ -140,7 +140,9 @@ def test_usr1_requeues_and_the_job_resumes_exactly(slurm, tiny_dataset, uninterr
     assert slurm.job(job)["JobState"] == "RUNNING", _text(out)[-4000:]
     # Slurm's own delivery of --signal=B:USR1@<secs>: to the batch shell only.
     slurm.run("scancel", "--signal=USR1", "--batch", job)
-    info = slurm.wait(job, until=lambda state: state != "RUNNING")
+    # A requeue passes through COMPLETING (and REQUEUED) while the step is torn down; wait for
+    # the job to be pending again, or for a final state that fails the assertion below.
+    info = slurm.wait(job, until=lambda state: state == "PENDING" or state in FINAL_STATES)
     assert info["JobState"] == "PENDING" and info["Restarts"] == "1", f"{info}\n{_text(out)}"
     # Slurm holds a requeued job (Reason=BeginTime) for about two minutes; start it sooner, once
     # the node is idle and two seconds have passed (slurmd refuses to launch a job again within
