@@ -258,6 +258,9 @@ class InferConfig:
     # of the text, mapped into the tables); infer/cold_items.py, docs/results.md.
     method: InferMethod = InferMethod.text_neighbors
     neighbors: int = 5  # text_neighbors: trained items averaged per new item
+    # text_neighbors: the weight of the LM's reading of the texts (cosine of their mean token
+    # embeddings) beside TF-IDF's in choosing the neighbours (infer/cold_items.py).
+    neighbor_lm_weight: float = 0.0
     steps: int = 100  # Adam steps per chunk of rows
     item_lr: float = 0.01
     user_lr: float = 0.01
@@ -338,7 +341,12 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.tables.lr > 0, "tables.lr", "must be > 0")
     _require(cfg.tables.init_std > 0, "tables.init_std", "must be > 0")
     _require(cfg.tables.eps > 0, "tables.eps", "must be > 0")
-    _require(m.lm_scale > 0, "model.lm_scale", "must be > 0")
+    _require(m.lm_scale >= 0, "model.lm_scale", "must be >= 0")
+    _require(
+        m.lm_scale > 0 or m.id_skip,
+        "model.lm_scale",
+        "0 needs model.id_skip=true (the ID rows' mean is then the whole hidden state)",
+    )
     _require(cfg.tables.collab_dims >= 0, "tables.collab_dims", "must be >= 0 (0 = none)")
     _require(cfg.tables.collab_norm > 0, "tables.collab_norm", "must be > 0")
     sm = cfg.softmax

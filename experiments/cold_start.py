@@ -63,6 +63,7 @@ KS = [20, 100]
 LRS = (0.03, 0.1)
 SNAPSHOTS = (25, 50, 100)
 NEIGHBORS = (5, 10, 20)  # text_neighbors: trained items averaged per cold item
+LM_WEIGHTS = (0.0, 0.25, 0.5, 1.0)  # text_neighbors: the LM reading's share of the nearness
 RIDGES = (0.1, 1.0, 10.0, 100.0)  # lm_tokens: the ridge of the map from text rows to table rows
 
 
@@ -215,14 +216,19 @@ def cold_items_study(args: argparse.Namespace, built: Any, rows: list[dict], log
     items, item_txt = cold_texts["item"].to_numpy(), cold_texts["text"].to_pylist()
     neighbors = []
     for k in NEIGHBORS:
-        restore()
-        t0 = time.perf_counter()
-        neighbor_rows(built, items, item_txt, known, k)
-        seconds = time.perf_counter() - t0
-        neighbors.append(
-            {"neighbors": k, "seconds": seconds, **evaluate_items(tasks, score_table(uv, built))}
-        )
-        print("text neighbors", k, neighbors[-1]["val"], flush=True)
+        for lm_weight in LM_WEIGHTS:
+            restore()
+            t0 = time.perf_counter()
+            neighbor_rows(
+                built, items, item_txt, known, k,
+                lm_weight=lm_weight, max_tokens=args.max_text_tokens,
+            )  # fmt: skip
+            seconds = time.perf_counter() - t0
+            neighbors.append(
+                {"neighbors": k, "lm_weight": lm_weight, "seconds": seconds,
+                 **evaluate_items(tasks, score_table(uv, built))}
+            )  # fmt: skip
+            print("text neighbors", k, lm_weight, neighbors[-1]["val"], flush=True)
     results["text_neighbors_grid"] = neighbors
     results["text_neighbors"] = max(neighbors, key=lambda e: e["val"]["all"]["ndcg@100"])
 
@@ -349,7 +355,8 @@ def markdown(log: dict) -> str:
         "inferred": f"content LM on the text (`lm`: {best['placement']}, {best['steps']} steps, lr {best['lr']})"
         if best
         else "",
-        "text_neighbors": f"**text neighbors** (`text_neighbors`, the default: k = {ci['text_neighbors']['neighbors']})",
+        "text_neighbors": f"**text neighbors** (`text_neighbors`: k = {ci['text_neighbors']['neighbors']}, "
+        f"LM weight {ci['text_neighbors'].get('lm_weight', 0.0)})",
         "lm_tokens": f"LM token embeddings, mapped (`lm_tokens`: ridge {ci['lm_tokens']['ridge']})"
         if "lm_tokens" in ci
         else "",

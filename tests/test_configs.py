@@ -104,7 +104,8 @@ def test_data_prep_configs_compose():
         ("run.max_steps=0", "run.max_steps"),
         ("softmax.num_samples=0", "softmax.num_samples"),
         ("softmax.alpha=-1", "softmax.alpha"),
-        ("model.lm_scale=0", "model.lm_scale"),
+        ("model.lm_scale=0", "model.lm_scale"),  # without model.id_skip
+        ("model.lm_scale=-1", "model.lm_scale"),
         ("tables.collab_dims=-1", "tables.collab_dims"),
         ("tables.collab_norm=0", "tables.collab_norm"),
     ],

@@ -29,7 +29,9 @@ one embedding lookup per token.
 trained items whose descriptions are nearest in TF-IDF cosine give the new item the
 similarity-weighted mean of their rows, rescaled to the weighted mean of their norms (a mean of
 rows is shorter than its parts, and the score is a dot product: unscaled, a new item would rank
-below every trained one). On Amazon Scientific it beat the LM route with the tiny backbone.
+below every trained one). ``lm_weight`` blends the LM's reading of the texts into the
+nearness (the cosine of their ``lm_text_vectors``). On Amazon Scientific it beat the LM route
+with the tiny backbone.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from cllm4rec_dist.baselines.text_similarity import tfidf_matrix
@@ -93,11 +96,21 @@ def infer_content_rows(
 
 
 def neighbor_rows(
-    built: Any, items: np.ndarray, texts: list[str], known: dict[int, str], k: int
+    built: Any,
+    items: np.ndarray,
+    texts: list[str],
+    known: dict[int, str],
+    k: int,
+    lm_weight: float = 0.0,
+    max_tokens: int = 64,
 ) -> int:
     """Set both rows (collaborative and content) of ``items`` from the ``k`` items of ``known``
     (trained item -> description; the items being inferred are left out of it) nearest to
-    each text in TF-IDF cosine (module docstring). Returns how many known items were used."""
+    each text (module docstring). Nearness is TF-IDF cosine, blended with weight ``lm_weight``
+    with the cosine of the texts' LM readings (``lm_text_vectors``, the first ``max_tokens``
+    tokens). Returns how many known items were used."""
+    if not 0.0 <= lm_weight <= 1.0:
+        raise ValueError(f"lm_weight must be in [0, 1], got {lm_weight}")
     new = set(np.asarray(items).tolist())
     known = {i: t for i, t in known.items() if i not in new}
     if not known:
@@ -106,11 +119,21 @@ def neighbor_rows(
     known_items = np.fromiter(known, dtype=np.int64)
     vectors = tfidf_matrix([*texts, *known.values()])
     new_vectors, old = vectors[: len(items)], vectors[len(items) :]
+    if lm_weight > 0:
+        lm_old, lm_new = lm_text_vectors(built, list(known.values()), texts, max_tokens)
+        # Every text row is a common mean plus its own deviation: cosines of the deviations.
+        center = lm_old.double().mean(0)
+        lm_old, lm_new = (F.normalize(x.double() - center, dim=1).numpy() for x in (lm_old, lm_new))
     k = min(k, len(known_items))
     weights = [built.tables[name].weight for name in ("item_collab", "item_content")]
     norms = [w.detach().norm(dim=1) for w in weights]
     for lo in range(0, len(items), 1024):  # [chunk, trained items] similarities at a time
         sim = (new_vectors[lo : lo + 1024] @ old.T).toarray()
+        if lm_weight > 0:
+            # Cosines of texts with no shared word are 0 in TF-IDF; the LM's may be negative:
+            # clipped, so that the weights of the mean below stay non-negative.
+            lm_sim = np.clip(lm_new[lo : lo + 1024] @ lm_old.T, 0.0, None)
+            sim = (1 - lm_weight) * sim + lm_weight * lm_sim
         top = np.argsort(-sim, axis=1, kind="stable")[:, :k]
         w = torch.from_numpy(np.take_along_axis(sim, top, 1)).float()
         w = w / w.sum(1, keepdim=True).clamp_min(1e-12)
@@ -123,6 +146,21 @@ def neighbor_rows(
                     mean / mean.norm(dim=1, keepdim=True).clamp_min(1e-12) * length
                 )
     return len(known)
+
+
+def lm_text_vectors(
+    built: Any, known_texts: list[str], new_texts: list[str], max_tokens: int
+) -> tuple[Tensor, Tensor]:
+    """The LM's reading of each text without a forward pass: the text row a pretrained
+    backbone's tables start from (model/text_rows.py: its first ``max_tokens`` tokens' mean
+    embedding, placed in the token space of ``known_texts``). Returns (known [n, H], new [m, H])."""
+    prompts = built.collator.builder
+    emb = built.model.backbone.lm.get_input_embeddings().weight.detach().float().cpu()
+    known_tokens = [t[:max_tokens] for t in prompts.encode_texts(known_texts)]
+    sample = known_tokens[:SPACE_SAMPLE_TEXTS]
+    space = TokenSpace.of(emb, torch.from_numpy(np.concatenate(sample)).long())
+    new_tokens = [t[:max_tokens] for t in prompts.encode_texts(new_texts)]
+    return token_rows(known_tokens, emb, space)[0], token_rows(new_tokens, emb, space)[0]
 
 
 def token_rows_mapped(
@@ -140,15 +178,8 @@ def token_rows_mapped(
     known = {i: t for i, t in known.items() if i not in new}
     if not known:
         raise ValueError("lm_tokens needs trained items with a description")
-    prompts = built.collator.builder
-    emb = built.model.backbone.lm.get_input_embeddings().weight.detach().float().cpu()
     known_items = torch.from_numpy(np.fromiter(known, dtype=np.int64))
-    known_tokens = [t[:max_tokens] for t in prompts.encode_texts(list(known.values()))]
-    sample = known_tokens[:SPACE_SAMPLE_TEXTS]
-    space = TokenSpace.of(emb, torch.from_numpy(np.concatenate(sample)).long())
-    x_known, _ = token_rows(known_tokens, emb, space)
-    new_tokens = [t[:max_tokens] for t in prompts.encode_texts(texts)]
-    x_new, _ = token_rows(new_tokens, emb, space)
+    x_known, x_new = lm_text_vectors(built, list(known.values()), texts, max_tokens)
     ones = lambda x: torch.cat([x.double(), torch.ones(len(x), 1, dtype=torch.float64)], 1)  # noqa: E731
     ids = torch.from_numpy(np.array(items, dtype=np.int64))
     report = {}

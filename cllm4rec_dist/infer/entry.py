@@ -160,8 +160,14 @@ def infer_items(cfg: TrainConfig) -> dict[str, Any]:
     record: dict[str, Any] = {"kind": "items", "count": int(len(items)), "method": inf.method}
     if inf.method == InferMethod.text_neighbors:
         known = trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION)
-        used = neighbor_rows(built, items, texts, known, inf.neighbors)
-        record.update(neighbors=inf.neighbors, trained_items_with_text=used)
+        used = neighbor_rows(
+            built, items, texts, known, inf.neighbors,
+            lm_weight=inf.neighbor_lm_weight, max_tokens=cfg.data.max_text_tokens,
+        )  # fmt: skip
+        record.update(
+            neighbors=inf.neighbors, lm_weight=inf.neighbor_lm_weight,
+            trained_items_with_text=used,
+        )  # fmt: skip
     elif inf.method == InferMethod.lm_tokens:
         known = trained_item_texts(cfg.data.dir, ITEM_DESCRIPTION)
         fit = token_rows_mapped(built, items, texts, known, cfg.data.max_text_tokens, inf.ridge)

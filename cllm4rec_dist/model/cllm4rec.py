@@ -84,7 +84,8 @@ class CLLM4Rec(nn.Module):
     Off for the tiny backbone, whose identity paths already carry the rows to the top.
     lm_scale: with id_skip, the LM's hidden states are multiplied by it before the skip is
     added: SmolLM2's last hidden states have norm ~32 against the skip's ~2, and at 1 its
-    logits drown the rows' products (docs/results.md).
+    logits drown the rows' products (docs/results.md). At 0 the collaborative view is the skip
+    alone and the backbone is not run for it (an ID-only model on the same rows).
 
     rec_pool: the user vector of a recommendation prompt. ``last``: the hidden state at its last
     position (the paper's). ``mean``: the mean of the hidden states at the positions that predict
@@ -187,6 +188,11 @@ class CLLM4Rec(nn.Module):
         id_embeds = user_rows.new_zeros(id_vals.shape[0], user_rows.shape[-1])
         id_embeds = id_embeds.index_put((is_user,), user_rows[user_inv])
         id_embeds = id_embeds.index_put((~is_user,), item_rows[item_inv])
+        lookup = _IdLookup(users, user_rows, items, item_rows)
+        if self.id_skip and view == "collab" and self.lm_scale == 0.0:
+            # The LM's share is zero: its forward (and backward) would be spent on nothing.
+            skip = causal_id_mean(id_embeds, id_mask, batch.position_ids)
+            return BackboneOutput(hidden=skip, word_logits=None), lookup
         out = self.backbone(
             input_ids,
             id_embeds,
@@ -198,7 +204,7 @@ class CLLM4Rec(nn.Module):
         if self.id_skip and view == "collab" and input_ids.numel():
             skip = causal_id_mean(id_embeds, id_mask, batch.position_ids)
             out.hidden = self.lm_scale * out.hidden + skip.to(out.hidden.dtype)
-        return out, _IdLookup(users, user_rows, items, item_rows)
+        return out, lookup
 
     def _mutual_reg(self, ids: _IdLookup, other_view: str, num_documents: int) -> Tensor:
         """lambda_v / 2 * sum over the batch's unique user and item ids of

@@ -100,6 +100,36 @@ def init_export(cfg: TrainConfig, command: str) -> None:
         )
     if init and init.lower() == NO_INIT:
         cfg.stage.init_from = None
+    if command in ("predict", "evaluate", "infer"):
+        check_scoring_settings(cfg, init)
+
+
+# The model settings that change how a trained export turns a prompt into item scores
+# (model/cllm4rec.py); a finetuning stage may change them, a command that only scores may not.
+SCORING_KEYS = ("id_skip", "lm_scale", "rec_pool")
+
+
+def check_scoring_settings(cfg: TrainConfig, export_dir: str) -> None:
+    """ConfigError naming the key when ``cfg.model`` scores differently from how the export at
+    ``export_dir`` was trained (its meta.json's model section; an absent key: the default)."""
+    from cllm4rec_dist.config import ModelConfig
+    from cllm4rec_dist.export import read_meta
+
+    trained = read_meta(export_dir).model or {}
+    for key in SCORING_KEYS:
+        want = _plain(trained.get(key, getattr(ModelConfig, key)))
+        got = _plain(getattr(cfg.model, key))
+        if want != got:
+            raise ConfigError(
+                f"invalid config `model.{key}`: {got}, but the export {export_dir} was trained "
+                f"with {want}; pass model.{key}={want} (or the model= it was trained with)"
+            )
+
+
+def _plain(value: Any) -> Any:
+    """A config value as the export's JSON holds it (enums by name, numbers as float)."""
+    value = getattr(value, "name", value)
+    return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
 
 
 def legacy_run_dir(stage: str):

@@ -96,6 +96,24 @@ def test_the_skip_head_and_pooling_serve_as_predict_ranks(served_skip):
         np.testing.assert_allclose(scores, row["scores"], rtol=1e-5, atol=1e-6)
 
 
+def test_scoring_with_other_head_settings_than_trained_is_one_line(served_skip, tmp_path):
+    """predict takes model.* from its command line: one that scores differently from how the
+    export was trained (here: no skip) is refused before any work, naming the key."""
+    export, _ = served_skip
+    env = {**os.environ, "DS_ACCELERATOR": "cpu"}
+    env.pop("CLLM4REC_DEBUG", None)
+    cmd = [
+        sys.executable, "launchers/predict.py", f"data.dir={tmp_path / 'data'}",
+        f"stage.init_from={export}", f"run.dir={tmp_path / 'p'}", "model.rec_pool=mean",
+        "model.lm_scale=0.5",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-2000:]
+    assert "model.id_skip" in out and "Traceback" not in out, out[-2000:]
+    assert not (tmp_path / "p" / "predictions").exists()
+
+
 def test_masks_and_new_users(served):
     export, rows = served
     rec = Recommender.from_pretrained(export)

@@ -119,6 +119,23 @@ def test_text_neighbors_take_the_nearest_trained_rows_at_their_length(trained):
     assert torch.equal(collab[untouched], before[untouched])
 
 
+def test_text_neighbors_by_the_lm_reading(trained):
+    """lm_weight=1: nearness is the cosine of the texts' mean token embeddings (the LM's
+    reading, order-free), so the same words in another order find their item; lm_weight is
+    refused outside [0, 1]."""
+    data, export = trained
+    built = _built(data, export)
+    collab = built.tables["item_collab"].weight
+    before = collab.detach().clone()
+    known = {0: "red apple pie", 1: "blue ocean wave", 2: "green forest moss"}
+    neighbor_rows(built, np.array([5]), ["wave ocean blue"], known, k=1, lm_weight=1.0)
+    torch.testing.assert_close(collab[5], before[1])
+    neighbor_rows(built, np.array([6]), ["pie apple red"], known, k=1, lm_weight=0.5)
+    torch.testing.assert_close(collab[6], before[0])
+    with pytest.raises(ValueError, match="lm_weight"):
+        neighbor_rows(built, np.array([7]), ["red"], known, k=1, lm_weight=1.5)
+
+
 def test_lm_tokens_map_text_rows_into_both_tables(trained):
     data, export = trained
     built = _built(data, export)

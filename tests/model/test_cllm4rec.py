@@ -229,6 +229,25 @@ def test_id_skip_adds_each_documents_running_id_mean(tokenizer, collator):
     torch.testing.assert_close(skip.content_loss(tbatch).loss, plain.content_loss(tbatch).loss)
 
 
+def test_lm_scale_zero_reads_the_skip_alone_without_running_the_lm(tokenizer, collator):
+    model = make_model(tokenizer, lambda_v=0.5, id_skip=True)
+    model.lm_scale = 0.0
+    calls = []
+    model.backbone.register_forward_hook(lambda *_: calls.append(1))
+    batch = collator.collate_rec_eval(rec_rows(), "val")
+    mean = manual_id_mean(model, batch.input_ids, batch.position_ids).reshape(-1, H)
+    torch.testing.assert_close(model.user_vectors(batch), mean[batch.last_index])
+    cbatch = collator.collate_collab(collab_rows())
+    mean = manual_id_mean(model, cbatch.input_ids, cbatch.position_ids).reshape(-1, H)
+    ce = torch.nn.functional.cross_entropy(
+        mean[cbatch.target_index] @ model.tables.item_collab.weight.T, cbatch.target_items
+    )
+    torch.testing.assert_close(model.collaborative_loss(cbatch).terms["item_ce"], ce)
+    assert not calls
+    model.content_loss(collator.collate_content(content_rows()))  # words still need the LM
+    assert calls
+
+
 def test_packed_and_row_batches_give_the_same_losses(tokenizer):
     builder = PromptBuilder(tokenizer, DEFAULT_TEMPLATES, N_USERS, N_ITEMS)
     rows_c, packed_c = (
