@@ -164,7 +164,13 @@ def save_checkpoint(
     with _disk_full_reported(path):
         path.mkdir(parents=True, exist_ok=True)
         if engine is not None:
-            engine.save_checkpoint(str(path / "backbone"), tag="ds", save_latest=False)
+            # The frozen weights (a LoRA run's whole base model) are the pretrained ones the
+            # build loads again: left out, a checkpoint holds the adapters, not 0.5-16 GB. A
+            # head tied to the token embeddings stays under its alias (DeepSpeed drops frozen
+            # parameters by their deduplicated names).
+            engine.save_checkpoint(
+                str(path / "backbone"), tag="ds", save_latest=False, exclude_frozen_parameters=True
+            )
         save_tables(path / "tables", tables, table_optimizer, rank, world)
         save_state(state_file(path, rank), state)
         if rank == 0 and dataset is not None:
@@ -327,12 +333,33 @@ def _load_engine(path: Path, engine: Any) -> None:
     if original is not None:
         ckpt_engine.load = _safe_torch_load
     try:
-        load_path, _ = engine.load_checkpoint(str(path / "backbone"), tag="ds")
+        load_path, _ = engine.load_checkpoint(
+            str(path / "backbone"), tag="ds", custom_load_fn=_trainable_loader(path)
+        )
     finally:
         if original is not None:
             ckpt_engine.load = original
     if load_path is None:
         raise FileNotFoundError(f"no DeepSpeed checkpoint under {path / 'backbone'}")
+
+
+def _trainable_loader(path: Path) -> Any:
+    """DeepSpeed's module loader for checkpoints saved without the frozen parameters: strict
+    for everything that trains (and for unexpected keys), tolerant of the frozen parameters
+    only, which keep the pretrained values the build loaded."""
+
+    def load(src: dict[str, Any], dst: nn.Module) -> None:
+        frozen = {name for name, p in dst.named_parameters() if not p.requires_grad}
+        missing, unexpected = dst.load_state_dict(src, strict=False)
+        missing = [name for name in missing if name not in frozen]
+        if missing or unexpected:
+            raise CheckpointError(
+                f"{path / 'backbone'}: the checkpoint does not match this backbone "
+                f"(missing {missing[:5]}, unexpected {list(unexpected)[:5]}); model.* must be "
+                "the run's"
+            )
+
+    return load
 
 
 def check_dataset(path: Path, dataset: dict[str, Any] | None) -> None:

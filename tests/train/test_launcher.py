@@ -33,7 +33,16 @@ def exported_tables(run_dir: Path) -> dict[str, np.ndarray]:
     }
 
 
-def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        ["model.mode=full", "deepspeed=zero2"],
+        # Checkpoints without the frozen base (train/checkpoint.py), parameters partitioned.
+        ["model.mode=lora", "model.lora.target_modules=[q_proj,v_proj]", "deepspeed=zero3"],
+    ],
+    ids=["full-zero2", "lora-zero3"],
+)
+def test_kill_one_rank_then_resume_matches(backbone, tiny_dataset, tmp_path):
     common = [
         f"data.dir={tiny_dataset}",
         "stage.epochs=2",
@@ -41,8 +50,7 @@ def test_kill_one_rank_then_resume_matches(tiny_dataset, tmp_path):
         "stage.phases=[collaborative,content]",
         "stage.max_steps_per_phase=4",
         "checkpoint.every_steps=2",
-        "model.mode=full",
-        "deepspeed=zero2",
+        *backbone,
     ]
     ref = launch("pretrain", [*common, f"run.dir={tmp_path / 'ref'}"])
     assert ref.returncode == 0, ref.stdout[-3000:] + ref.stderr[-3000:]

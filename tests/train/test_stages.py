@@ -12,6 +12,7 @@ import torch
 from helpers import compose_train
 
 from cllm4rec_dist.distributed.spawn import run_ranks
+from cllm4rec_dist.train.checkpoint import _safe_torch_load
 
 GOLDEN = Path(__file__).with_name("golden_losses.json")
 # Loss sequences must reproduce to this relative tolerance (fp32 on CPU, fixed seeds).
@@ -82,7 +83,15 @@ def test_golden_losses(name, tiny_dataset, tmp_path):
         assert set(result["test"]) >= {"recall@20", "recall@40", "ndcg@100", "users"}
 
 
-def test_resume_is_exact(tiny_dataset, tmp_path):
+MODES = {
+    "full": ["model.mode=full"],
+    # A LoRA checkpoint holds the adapters only: the frozen base comes from the build again.
+    "lora": ["model.mode=lora", "model.lora.target_modules=[q_proj,v_proj]"],
+}
+
+
+@pytest.mark.parametrize("mode", sorted(MODES))
+def test_resume_is_exact(mode, tiny_dataset, tmp_path):
     common = [
         f"data.dir={tiny_dataset}",
         "stage.epochs=2",
@@ -90,7 +99,7 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
         "stage.phases=[collaborative,content]",
         "stage.max_steps_per_phase=4",
         "checkpoint.every_steps=3",
-        "model.mode=full",
+        *MODES[mode],
         "deepspeed=zero1",
         "tables.partitioned=true",
     ]
@@ -107,6 +116,15 @@ def test_resume_is_exact(tiny_dataset, tmp_path):
     assert rest["global_step"] == full["global_step"]
     for name, weight in full_tables.items():
         np.testing.assert_allclose(rest_tables[name], weight, rtol=1e-6, atol=1e-7, err_msg=name)
+    states = next((tmp_path / "b" / "checkpoints").glob("step*/backbone/ds/mp_rank_00_model_states.pt"))
+    saved = _safe_torch_load(str(states))["module"]
+    if mode == "lora":
+        # DeepSpeed drops frozen parameters by their deduplicated names: the head tied to the
+        # token embeddings stays under its alias (the embeddings themselves are left out).
+        assert saved and all("lora_" in k or k == "lm.lm_head.weight" for k in saved), list(saved)
+        assert not any("embed_tokens" in k or "mlp" in k for k in saved)
+    else:
+        assert any("lora_" not in key for key in saved)
 
 
 def _patched_run(overrides, hook):
