@@ -116,7 +116,9 @@ def test_resume_is_exact(mode, tiny_dataset, tmp_path):
     assert rest["global_step"] == full["global_step"]
     for name, weight in full_tables.items():
         np.testing.assert_allclose(rest_tables[name], weight, rtol=1e-6, atol=1e-7, err_msg=name)
-    states = next((tmp_path / "b" / "checkpoints").glob("step*/backbone/ds/mp_rank_00_model_states.pt"))
+    states = next(
+        (tmp_path / "b" / "checkpoints").glob("step*/backbone/ds/mp_rank_00_model_states.pt")
+    )
     saved = _safe_torch_load(str(states))["module"]
     if mode == "lora":
         # DeepSpeed drops frozen parameters by their deduplicated names: the head tied to the
