@@ -163,6 +163,10 @@ class StageConfig:
     name: StageName = StageName.pretrain
     epochs: int = 10
     content_warmup_epochs: int = 0  # pretrain: content LM only for the first epochs
+    # pretrain with model.id_skip: epochs of the collaborative LM with the backbone bypassed (the
+    # ID rows through the skip alone, data/phases.py), run before stage.epochs. The wide rows of
+    # a pretrained LM learn the interactions there at a fraction of an LM epoch's cost.
+    rows_only_epochs: int = 0
     # Phases run each (non-warm-up) epoch, in order; each is one pass over its corpus.
     phases: list[PhaseName] = field(default_factory=lambda: [PhaseName.collaborative])
     lambda_v: float = 1.0
@@ -324,6 +328,17 @@ def validate(cfg: TrainConfig) -> None:
         0 <= s.content_warmup_epochs <= max(s.epochs, 0),
         "stage.content_warmup_epochs",
         "must be between 0 and stage.epochs",
+    )
+    _require(s.rows_only_epochs >= 0, "stage.rows_only_epochs", "must be >= 0")
+    _require(
+        s.rows_only_epochs == 0 or (s.name == StageName.pretrain and cfg.model.id_skip),
+        "stage.rows_only_epochs",
+        "needs stage.name=pretrain and model.id_skip=true (the rows reach the head by the skip)",
+    )
+    _require(
+        PhaseName.collaborative_rows not in s.phases or cfg.model.id_skip,
+        "stage.phases",
+        "collaborative_rows needs model.id_skip=true (the rows reach the head by the skip)",
     )
     _require(s.lambda_v >= 0, "stage.lambda_v", "must be >= 0")
     _require(0 < s.mask_fraction < 1, "stage.mask_fraction", "must be in (0, 1)")

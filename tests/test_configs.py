@@ -106,6 +106,8 @@ def test_data_prep_configs_compose():
         ("softmax.alpha=-1", "softmax.alpha"),
         ("model.lm_scale=0", "model.lm_scale"),  # without model.id_skip
         ("model.lm_scale=-1", "model.lm_scale"),
+        ("stage.rows_only_epochs=1", "stage.rows_only_epochs"),  # without model.id_skip
+        ("stage.phases=[collaborative_rows]", "stage.phases"),
         ("tables.collab_dims=-1", "tables.collab_dims"),
         ("tables.collab_norm=0", "tables.collab_norm"),
     ],
@@ -124,7 +126,7 @@ def test_invalid_values_name_the_key(override, key):
         ("model.dtype=fp16", "model.dtype", "fp32, bf16"),
         ("model.source=gpt5", "model.source", "tiny, local, smollm2_gguf, debug"),
         ("stage.name=train", "stage.name", "pretrain, finetune, evaluate"),
-        ("stage.phases=[collaborative,reviews]", "stage.phases[1]", "collaborative, content"),
+        ("stage.phases=[collaborative,reviews]", "stage.phases[1]", "collaborative, collaborative_rows, content"),
         ("optim.schedule=step", "optim.schedule", "cosine, linear, constant"),
         ("stage.rec_target=some", "stage.rec_target", "all, heldout"),
         ("softmax.kind=uniform", "softmax.kind", "auto, full, popularity, in_batch"),

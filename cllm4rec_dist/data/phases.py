@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
 class PhaseName(StrEnum):
     collaborative = "collaborative"
+    collaborative_rows = "collaborative_rows"
     content = "content"
     recommendation = "recommendation"
 
@@ -43,6 +44,7 @@ class Phase:
     loss: Callable[[CLLM4Rec, Any], LossOutput]  # (model, batch) -> the batch's loss
     # (collator, rows, rng, mask_fraction, rec_target) -> the batch, on the host
     collate: Callable[[Collator, list[dict], np.random.Generator, float, RecTarget], Any]
+    backbone: bool = True  # the loss runs the backbone (False: its optimizer does not step)
 
     def batch_size(self, data: DataConfig) -> int:
         """The configured per-rank batch size."""
@@ -65,6 +67,19 @@ PHASES: dict[PhaseName, Phase] = {
             head="items",
             loss=CLLM4Rec.collaborative_loss,
             collate=lambda c, rows, rng, mask, target: c.collate_collab(rows, rng),
+        ),
+        # The collaborative LM with the backbone bypassed: the ID rows' running mean (the skip,
+        # model.id_skip) is the whole hidden state. Pretraining's first stage.rows_only_epochs.
+        Phase(
+            PhaseName.collaborative_rows,
+            corpus="collaborative",
+            batch_size_key="collab_batch_size",
+            main_length_key="max_items",
+            prompt_blocks=1,
+            head="items",
+            loss=CLLM4Rec.collaborative_rows_loss,
+            collate=lambda c, rows, rng, mask, target: c.collate_collab(rows, rng),
+            backbone=False,
         ),
         Phase(
             PhaseName.content,
@@ -92,15 +107,28 @@ PHASES: dict[PhaseName, Phase] = {
 WARMUP_PHASE = PhaseName.content
 
 
+# Pretraining's first stage.rows_only_epochs epochs (before stage.epochs) run this phase alone.
+ROWS_PHASE = PhaseName.collaborative_rows
+
+
+def stage_epochs(stage: StageConfig) -> int:
+    """Epochs the stage runs: ``stage.rows_only_epochs`` first, then ``stage.epochs``."""
+    return stage.rows_only_epochs + stage.epochs if stage.epochs > 0 else 0
+
+
 def epoch_phases(stage: StageConfig, epoch: int) -> list[Phase]:
-    """The phases epoch ``epoch`` of ``stage`` runs, in order."""
+    """The phases epoch ``epoch`` of ``stage`` runs (counted from the first rows-only one)."""
+    if epoch < stage.rows_only_epochs:
+        return [PHASES[ROWS_PHASE]]
+    epoch -= stage.rows_only_epochs
     names = [WARMUP_PHASE] if epoch < stage.content_warmup_epochs else list(stage.phases)
     return [PHASES[name] for name in names]
 
 
 def stage_phases(stage: StageConfig) -> list[Phase]:
     """Every phase some epoch of ``stage`` runs, each once, in order of first use."""
-    names = ([WARMUP_PHASE] if stage.content_warmup_epochs > 0 else []) + list(stage.phases)
+    names = [ROWS_PHASE] if stage.rows_only_epochs > 0 else []
+    names += ([WARMUP_PHASE] if stage.content_warmup_epochs > 0 else []) + list(stage.phases)
     return [PHASES[name] for name in dict.fromkeys(names)] if stage.epochs > 0 else []
 
 

@@ -119,17 +119,24 @@ class CLLM4Rec(nn.Module):
                 raise ValueError(f"table {name} has dim != backbone hidden {backbone.hidden_size}")
 
     # ----- losses -----------------------------------------------------------------------------
-    def collaborative_loss(self, batch: CollabBatch) -> LossOutput:
-        """Mean item cross-entropy over target positions + reg(collab -> content)."""
+    def collaborative_loss(self, batch: CollabBatch, lm: bool = True) -> LossOutput:
+        """Mean item cross-entropy over target positions + reg(collab -> content). ``lm=False``
+        (needs id_skip): the ID rows' running mean alone, the backbone not run."""
         # The last item of a document is a target but not an input: add the targets to the ids
         # looked up so that every item of the documents is regularized.
-        out, ids = self._forward(batch, "collab", extra_items=batch.target_items)
+        out, ids = self._forward(batch, "collab", extra_items=batch.target_items, lm=lm)
         ce = self.item_scorer.cross_entropy(
             _gather(out.hidden, batch.target_index), batch.target_items
         )
         task = ce.sum() / max(ce.numel(), 1)
         reg = self._mutual_reg(ids, "content", batch.num_documents)
         return _output(task + reg, {"item_ce": task, "reg": reg}, batch)
+
+    def collaborative_rows_loss(self, batch: CollabBatch) -> LossOutput:
+        """``collaborative_loss`` through the skip alone (data/phases.py, collaborative_rows)."""
+        if not self.id_skip:
+            raise ValueError("the collaborative_rows phase reads the ID skip: model.id_skip=true")
+        return self.collaborative_loss(batch, lm=False)
 
     def content_loss(self, batch: ContentBatch) -> LossOutput:
         """Mean word cross-entropy over main-text targets + reg(content -> collab)."""
@@ -167,6 +174,7 @@ class CLLM4Rec(nn.Module):
         view: str,
         word_logit_index: Tensor | None = None,
         extra_items: Tensor | None = None,
+        lm: bool = True,
     ) -> tuple[BackboneOutput, _IdLookup]:
         """Split the unified ids [R, T] into words / users / items, look the ids up in ``view``'s
         tables (user table first, then item table, each once) and run the backbone.
@@ -189,7 +197,7 @@ class CLLM4Rec(nn.Module):
         id_embeds = id_embeds.index_put((is_user,), user_rows[user_inv])
         id_embeds = id_embeds.index_put((~is_user,), item_rows[item_inv])
         lookup = _IdLookup(users, user_rows, items, item_rows)
-        if self.id_skip and view == "collab" and self.lm_scale == 0.0:
+        if self.id_skip and view == "collab" and (not lm or self.lm_scale == 0.0):
             # The LM's share is zero: its forward (and backward) would be spent on nothing.
             skip = causal_id_mean(id_embeds, id_mask, batch.position_ids)
             return BackboneOutput(hidden=skip, word_logits=None), lookup

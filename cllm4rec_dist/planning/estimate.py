@@ -77,6 +77,7 @@ def phases(
         b = phase_batch(cfg, phase, users, world_size).batch_size
         seq[phase.name] = phase.max_length(d, prompt_tokens)
         tokens, main = b * seq[phase.name], b * int(getattr(d, phase.main_length_key))
+        tokens *= phase.backbone  # a phase that bypasses the backbone keeps no activations
         if phase.head == "items":
             out.append(Phase(phase.name, tokens, scored_rows=main))
         elif phase.head == "words":
@@ -214,7 +215,8 @@ def step_phases(cfg: PlanRoot, users: int, mean_items: float) -> list[StepPhase]
         seq = phase.max_length(d, p.prompt_tokens)
         prompts = phase.prompt_blocks * p.prompt_tokens
         if phase.head == "items":
-            out.append(StepPhase(phase.name, b, b * (prompts + items), seq, b * items, steps))
+            fed = b * (prompts + items) * phase.backbone  # tokens through the backbone
+            out.append(StepPhase(phase.name, b, fed, seq, b * items, steps))
         elif phase.head == "words":
             out.append(StepPhase(phase.name, b, b * seq, seq, 0, steps))
         else:

@@ -225,6 +225,7 @@ def has_checkpoints(run_dir: str | Path) -> bool:
 RESUME_KEYS = (
     "model", "deepspeed.zero_stage", "deepspeed.offload_optimizer", "data.max_items",
     "data.max_text_tokens", "stage.name", "stage.phases", "stage.content_warmup_epochs",
+    "stage.rows_only_epochs",
 )  # fmt: skip
 # Under ``model``: where the converted backbone is cached, and activation recomputation, change
 # neither the checkpoint nor the model.

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from cllm4rec_dist.data.loader import PhasePosition, phase_loader
-from cllm4rec_dist.data.phases import Phase, PhasePass, epoch_phases, plan_pass
+from cllm4rec_dist.data.phases import Phase, PhasePass, epoch_phases, plan_pass, stage_epochs
 from cllm4rec_dist.data.shards import rows_per_rank
 from cllm4rec_dist.distributed import env
 from cllm4rec_dist.eval.evaluate import evaluate, sample_fraction
@@ -64,7 +64,7 @@ def train_step(
     stop = bool(stats[2] > 0)
     if stats[1] > 0:
         return StepResult(out, float("nan"), stop)
-    if b.engine is not None:
+    if b.engine is not None and phase.backbone:
         b.engine.backward(out.loss)
         b.engine.step()
     else:
@@ -133,7 +133,8 @@ class Trainer:
 
     def total_steps(self) -> int:
         """Optimizer steps of the whole stage (all epochs), the horizon of the LR schedule."""
-        return sum(spec.steps for e in range(self.cfg.stage.epochs) for spec in self.phases_for(e))
+        epochs = range(stage_epochs(self.cfg.stage))
+        return sum(spec.steps for e in epochs for spec in self.phases_for(e))
 
     def early_stopped(self) -> bool:
         """Validation has not improved for ``stage.patience`` epochs (0 = never stop early)."""
@@ -152,7 +153,7 @@ class Trainer:
             )
         self._maybe_resume()
         try:
-            while self.state.epoch < self.cfg.stage.epochs and not self.early_stopped():
+            while self.state.epoch < stage_epochs(self.cfg.stage) and not self.early_stopped():
                 self._run_epoch()
             if self.early_stopped():
                 log.info(

@@ -98,6 +98,10 @@ def test_stage_phases_follow_the_stage_config():
     pretrain = ["stage.content_warmup_epochs=1", "stage.phases=[collaborative,content]"]
     pre, _ = phases(_compose(["data.dir=/tmp/x", *pretrain]), 10, users=10**5, world_size=2)
     assert [p.name for p in pre] == ["content", "collaborative"]  # warm-up first
+    rows = ["stage.rows_only_epochs=2", "model.id_skip=true", *pretrain]
+    pre, _ = phases(_compose(["data.dir=/tmp/x", *rows]), 10, users=10**5, world_size=2)
+    assert [p.name for p in pre] == ["collaborative_rows", "content", "collaborative"]
+    assert pre[0].tokens == 0 and pre[0].scored_rows == pre[2].scored_rows  # no backbone
 
 
 def test_commands_and_overrides():

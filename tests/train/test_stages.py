@@ -292,3 +292,46 @@ def test_validation_ranks_a_user_sample_and_the_test_every_user(tiny_dataset, tm
     assert len(sampled) == 2 and sampled[0] == sampled[1]
     assert 0 < sampled[0] < evaluated["val"]
     assert result["test"]["users"] == evaluated["test"]
+
+
+def _rows_then_lm(rank, world, overrides):
+    """Backbone parameters after the rows-only epoch and after the LM epoch, and the phases."""
+    torch.set_num_threads(1)
+    from cllm4rec_dist.train.builder import build
+    from cllm4rec_dist.train.trainer import Trainer
+
+    cfg = compose_train("pretrain", overrides)
+    built = build(cfg)
+    trainer = Trainer(cfg, built)
+    snapshots = []
+
+    def snapshot() -> dict[str, np.ndarray]:  # numpy: tensors do not travel back from a rank
+        named = built.model.backbone.module.named_parameters()
+        return {n: p.detach().numpy().copy() for n, p in named if p.requires_grad}
+
+    snapshots.append(snapshot())
+    tables = built.tables["item_collab"].weight.detach().clone()
+    trainer.step_hooks.append(
+        lambda t: snapshots.append(snapshot()) if t.state.global_step == 3 else None
+    )
+    result = trainer.run()
+    moved = not torch.equal(built.tables["item_collab"].weight.detach(), tables)
+    return [str(p) for _, p, _ in result["losses"]], snapshots + [snapshot()], moved
+
+
+def test_rows_only_epochs_train_the_rows_and_leave_the_backbone(tiny_dataset, tmp_path):
+    """stage.rows_only_epochs: the first epoch reads the ID skip alone, the LoRA adapters keep
+    their init (their optimizer does not step), the next epoch runs the LM and moves them."""
+    phases, (start, after_rows, end), moved = run_ranks(
+        _rows_then_lm,
+        1,
+        [
+            f"data.dir={tiny_dataset}", f"run.dir={tmp_path / 'run'}", "stage.epochs=1",
+            "stage.rows_only_epochs=1", "stage.max_steps_per_phase=3", "model.id_skip=true",
+            "model.mode=lora", "model.lora.target_modules=[q_proj,v_proj]",
+        ],
+    )[0]  # fmt: skip
+    assert phases == ["collaborative_rows"] * 3 + ["collaborative"] * 3
+    assert moved and start.keys() == after_rows.keys() == end.keys() and start
+    assert all(np.array_equal(start[n], after_rows[n]) for n in start)
+    assert any(not np.array_equal(after_rows[n], end[n]) for n in start)
