@@ -126,7 +126,11 @@ def test_invalid_values_name_the_key(override, key):
         ("model.dtype=fp16", "model.dtype", "fp32, bf16"),
         ("model.source=gpt5", "model.source", "tiny, local, smollm2_gguf, debug"),
         ("stage.name=train", "stage.name", "pretrain, finetune, evaluate"),
-        ("stage.phases=[collaborative,reviews]", "stage.phases[1]", "collaborative, collaborative_rows, content"),
+        (
+            "stage.phases=[collaborative,reviews]",
+            "stage.phases[1]",
+            "collaborative, collaborative_rows, content",
+        ),
         ("optim.schedule=step", "optim.schedule", "cosine, linear, constant"),
         ("stage.rec_target=some", "stage.rec_target", "all, heldout"),
         ("softmax.kind=uniform", "softmax.kind", "auto, full, popularity, in_batch"),

@@ -9,6 +9,7 @@ callables, so a reader follows a phase from its name to its code.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -55,30 +56,26 @@ class Phase:
         return self.prompt_blocks * prompt_tokens + int(getattr(data, self.main_length_key))
 
 
+_COLLABORATIVE = Phase(
+    PhaseName.collaborative,
+    corpus="collaborative",
+    batch_size_key="collab_batch_size",
+    main_length_key="max_items",
+    prompt_blocks=1,
+    head="items",
+    loss=CLLM4Rec.collaborative_loss,
+    collate=lambda c, rows, rng, mask, target: c.collate_collab(rows, rng),
+)
 PHASES: dict[PhaseName, Phase] = {
     p.name: p
     for p in (
-        Phase(
-            PhaseName.collaborative,
-            corpus="collaborative",
-            batch_size_key="collab_batch_size",
-            main_length_key="max_items",
-            prompt_blocks=1,
-            head="items",
-            loss=CLLM4Rec.collaborative_loss,
-            collate=lambda c, rows, rng, mask, target: c.collate_collab(rows, rng),
-        ),
+        _COLLABORATIVE,
         # The collaborative LM with the backbone bypassed: the ID rows' running mean (the skip,
         # model.id_skip) is the whole hidden state. Pretraining's first stage.rows_only_epochs.
-        Phase(
-            PhaseName.collaborative_rows,
-            corpus="collaborative",
-            batch_size_key="collab_batch_size",
-            main_length_key="max_items",
-            prompt_blocks=1,
-            head="items",
+        dataclasses.replace(
+            _COLLABORATIVE,
+            name=PhaseName.collaborative_rows,
             loss=CLLM4Rec.collaborative_rows_loss,
-            collate=lambda c, rows, rng, mask, target: c.collate_collab(rows, rng),
             backbone=False,
         ),
         Phase(
