@@ -169,6 +169,10 @@ def test_a_pretrained_model_picks_up_the_recipe_and_tiny_does_not(monkeypatch):
     smol = _compose("finetune", ["data.dir=/tmp/x", "model=smollm2"])
     assert smol.model.id_skip and smol.model.lm_scale < 1 and smol.tables.collab_dims > 0
     assert smol.tables.lr == 0.01  # finetune.yaml's table lr comes after the recipe's
+    assert smol.stage.rows_only_epochs == 0  # pretraining only
+    pre = _compose("pretrain", ["data.dir=/tmp/x", "model=smollm2", "stage.epochs=2"])
+    assert pre.stage.rows_only_epochs > 0 and pre.stage.epochs == 2
+    validate(pre)
     tiny = _compose("finetune", ["data.dir=/tmp/x"])
     assert not tiny.model.id_skip and tiny.model.lm_scale == 1 and tiny.tables.collab_dims == 0
     assert tiny.model.rec_pool == "last"

@@ -110,7 +110,7 @@ ROWS_PHASE = PhaseName.collaborative_rows
 
 def stage_epochs(stage: StageConfig) -> int:
     """Epochs the stage runs: ``stage.rows_only_epochs`` first, then ``stage.epochs``."""
-    return stage.rows_only_epochs + stage.epochs if stage.epochs > 0 else 0
+    return stage.rows_only_epochs + stage.epochs
 
 
 def epoch_phases(stage: StageConfig, epoch: int) -> list[Phase]:
@@ -125,8 +125,9 @@ def epoch_phases(stage: StageConfig, epoch: int) -> list[Phase]:
 def stage_phases(stage: StageConfig) -> list[Phase]:
     """Every phase some epoch of ``stage`` runs, each once, in order of first use."""
     names = [ROWS_PHASE] if stage.rows_only_epochs > 0 else []
-    names += ([WARMUP_PHASE] if stage.content_warmup_epochs > 0 else []) + list(stage.phases)
-    return [PHASES[name] for name in dict.fromkeys(names)] if stage.epochs > 0 else []
+    if stage.epochs > 0:
+        names += ([WARMUP_PHASE] if stage.content_warmup_epochs > 0 else []) + list(stage.phases)
+    return [PHASES[name] for name in dict.fromkeys(names)]
 
 
 @dataclass

@@ -14,6 +14,7 @@ from cllm4rec_dist.cli.errors import report as report_error
 from cllm4rec_dist.cli.errors import reported
 from cllm4rec_dist.cli.outputs import check_output_dir, claim_output_dir
 from cllm4rec_dist.config import ConfigError, TrainConfig, validate
+from cllm4rec_dist.data.phases import stage_epochs
 from cllm4rec_dist.distributed import env
 
 log = logging.getLogger("cllm4rec_dist")
@@ -201,7 +202,7 @@ def stage_summary(cfg: TrainConfig, run_dir: Path, result: dict[str, Any], state
             f"{stage}: stopped after step {result['global_step']} (run.max_steps); the same "
             f"command resumes it from {run_dir / 'checkpoints'}"
         )
-    if cfg.stage.epochs > 0:
+    if stage_epochs(cfg.stage) > 0:
         head = f"{stage}: {state.epoch} epochs, {result['global_step']} steps"
     else:
         head = f"{stage}: {cfg.stage.init_from}"
@@ -215,11 +216,11 @@ def stage_summary(cfg: TrainConfig, run_dir: Path, result: dict[str, Any], state
         lines.append(metrics_grid(splits))
     written = {}
     for name in ("export", "best"):
-        if cfg.stage.epochs > 0 and (run_dir / name).is_dir():
+        if stage_epochs(cfg.stage) > 0 and (run_dir / name).is_dir():
             written[name] = run_dir / name
     if (run_dir / "metrics.json").is_file() and splits:
         written["metrics"] = run_dir / "metrics.json"
-    if cfg.stage.epochs > 0:
+    if stage_epochs(cfg.stage) > 0:
         written["TensorBoard"] = f"tensorboard --logdir {run_dir / 'tensorboard'}"
     lines.append(paths(written))
     return "\n".join(line for line in lines if line)

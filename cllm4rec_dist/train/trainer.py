@@ -146,7 +146,7 @@ class Trainer:
         """Train (resuming if a checkpoint exists), then test; returns the final metrics."""
         if self.rank == 0:
             clear_marker(self.run_dir)
-        if self.cfg.stage.epochs > 0 and self._total_steps == 0:
+        if stage_epochs(self.cfg.stage) > 0 and self._total_steps == 0:
             raise NothingToTrain(
                 f"{self.cfg.data.dir}: stage {self.cfg.stage.name} would run 0 steps "
                 f"(phases {list(self.cfg.stage.phases)} have no rows on some rank)"
@@ -178,7 +178,7 @@ class Trainer:
             self.monitor.close()
             return {"stopped": True, "global_step": self.state.global_step, "losses": self.losses}
         result: dict[str, Any] = {"global_step": self.state.global_step, "losses": self.losses}
-        if self.cfg.stage.epochs > 0 and not self.state.finished:
+        if stage_epochs(self.cfg.stage) > 0 and not self.state.finished:
             self.state.finished = True
             path = self.checkpoints.save(self.state)
             last = self.state.history[-1] if self.state.history else None

@@ -102,6 +102,10 @@ def test_stage_phases_follow_the_stage_config():
     pre, _ = phases(_compose(["data.dir=/tmp/x", *rows]), 10, users=10**5, world_size=2)
     assert [p.name for p in pre] == ["collaborative_rows", "content", "collaborative"]
     assert pre[0].tokens == 0 and pre[0].scored_rows == pre[2].scored_rows  # no backbone
+    only = _compose(["data.dir=/tmp/x", *rows, "stage.epochs=0"])
+    assert [p.name for p in phases(only, 10, users=10**5, world_size=2)[0]] == [
+        "collaborative_rows"
+    ]
 
 
 def test_commands_and_overrides():

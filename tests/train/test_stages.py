@@ -335,3 +335,17 @@ def test_rows_only_epochs_train_the_rows_and_leave_the_backbone(tiny_dataset, tm
     assert moved and start.keys() == after_rows.keys() == end.keys() and start
     assert all(np.array_equal(start[n], after_rows[n]) for n in start)
     assert any(not np.array_equal(after_rows[n], end[n]) for n in start)
+
+
+def test_a_pretraining_of_rows_only_epochs_exports(tiny_dataset, tmp_path):
+    """stage.epochs=0 with rows-only epochs: the cheap pretraining alone, exported."""
+    run = tmp_path / "run"
+    result, _ = run_stage(
+        "pretrain",
+        [
+            f"data.dir={tiny_dataset}", f"run.dir={run}", "stage.epochs=0",
+            "stage.rows_only_epochs=2", "stage.max_steps_per_phase=2", "model.id_skip=true",
+        ],
+    )  # fmt: skip
+    assert [str(p) for _, p, _ in result["losses"]] == ["collaborative_rows"] * 4
+    assert (run / "export" / "meta.json").is_file()
