@@ -18,17 +18,20 @@ from cllm4rec_dist.distributed.spawn import run_ranks
 
 STEPS = 2
 BATCH = 4
+# The phases that run the backbone (what ZeRO partitions); collaborative_rows bypasses it.
+TRAINED = [name for name, phase in PHASES.items() if phase.backbone]
 
 pytestmark = pytest.mark.distributed
 
 
 def _blocks(data_dir: str) -> dict[str, list[dict]]:
-    return {c: list(iter_rows(data_dir, c, rank=0, world_size=1, shuffle=False)) for c in PHASES}
+    corpora = {phase.corpus for phase in PHASES.values()}
+    return {c: list(iter_rows(data_dir, c, rank=0, world_size=1, shuffle=False)) for c in corpora}
 
 
 def _rows(blocks, phase, step, part):
     start = (step * 2 + part) * BATCH
-    return blocks[phase][start : start + BATCH]
+    return blocks[PHASES[phase].corpus][start : start + BATCH]
 
 
 def _overrides(data_dir: str, zero: int) -> list[str]:
@@ -56,7 +59,7 @@ def _distributed_run(rank, world, data_dir, zero):
     blocks = _blocks(data_dir)
     losses = []
     for step in range(STEPS):
-        for phase in PHASES:
+        for phase in TRAINED:
             rng = np.random.default_rng([step, rank])
             batch = built.collate(PHASES[phase], _rows(blocks, phase, step, rank), rng)
             losses.append(train_step(built, PHASES[phase], batch).mean_loss)
@@ -71,7 +74,7 @@ def _reference_run(rank, world, data_dir):
     blocks = _blocks(data_dir)
     losses = []
     for step in range(STEPS):
-        for phase in PHASES:
+        for phase in TRAINED:
             parts = [
                 built.loss(
                     PHASES[phase],
