@@ -397,6 +397,7 @@ def validate(cfg: TrainConfig) -> None:
     _require(cfg.predict.k > 0, "predict.k", "must be > 0")
     inf = cfg.infer
     _require(inf.neighbors > 0, "infer.neighbors", "must be > 0")
+    _require(0 <= inf.neighbor_lm_weight <= 1, "infer.neighbor_lm_weight", "must be in [0, 1]")
     _require(inf.steps > 0, "infer.steps", "must be > 0")
     _require(
         inf.item_lr > 0 and inf.user_lr > 0, "infer.item_lr", "item_lr and user_lr must be > 0"

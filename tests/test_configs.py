@@ -108,6 +108,7 @@ def test_data_prep_configs_compose():
         ("model.lm_scale=-1", "model.lm_scale"),
         ("stage.rows_only_epochs=1", "stage.rows_only_epochs"),  # without model.id_skip
         ("stage.phases=[collaborative_rows]", "stage.phases"),
+        ("infer.neighbor_lm_weight=2", "infer.neighbor_lm_weight"),
         ("tables.collab_dims=-1", "tables.collab_dims"),
         ("tables.collab_norm=0", "tables.collab_norm"),
     ],
