@@ -64,6 +64,16 @@ def run_app(
         config_path=str(config_dir), config_name=config_name, version_base=version_base
     )
     main(_load(task))()
+    _leave_process_group()
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group the task joined, if any, before the interpreter exits: gloo's
+    threads torn down at exit can abort a finished run ("terminate called without an active
+    exception", exit -6). Looked up in sys.modules: a task without torch does not import it."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def preflight(
